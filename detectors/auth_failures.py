@@ -1,0 +1,244 @@
+"""auth_failure: credentials rejected.
+
+Two kinds of signal:
+
+* **Bursts** (rule ``auth_failure.burst``): keystone ``Authorization failed ...
+  from <ip>``, keystone user failures (unknown user, locked, disabled,
+  expired password) and HTTP 401/403 access lines are counted per source
+  address and per user in a sliding window (default >= 10 in 300 s). One
+  401 from an expired token is ordinary traffic and never fires. A per-user
+  burst fires only when its failures come from two or more source addresses
+  (or carry none); a single address is already covered by its own burst.
+* **Hard failures** that are never normal, one incident per (host, service,
+  account) while they continue: MySQL ``Access denied for user`` (1044/1045,
+  seed S16), RabbitMQ ``ACCESS_REFUSED`` / ``Login was refused``, nova
+  ``Not authorized for image`` / ``ImageNotAuthorized`` (seed S10), services
+  unable to get or validate an admin/service token.
+"""
+from __future__ import annotations
+
+import re
+from collections import OrderedDict, deque
+
+from .base import Detector
+from .incident import Incident, evidence_of
+from .model import Event
+
+UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+
+KEYSTONE_AUTHZ = re.compile(r"Authorization failed\. .*? from (\S+?)\s*$", re.S)
+KEYSTONE_USER = re.compile(
+    r"Could not find user: (\S+?)\.?$|The account is (?:locked|disabled) for user: (\S+?)\.?$"
+    r"|The password is expired and needs to be changed for user: (\S+?)\.?$", re.M)
+KSM_TOKEN = re.compile(r"Authorization failed for token")
+
+# Hard failures: (rule, regex, severity, title, cause, remediation)
+MYSQL = re.compile(r"Access denied for user '([^']*)'@'([^']*)'(?: to database '([^']*)')?")
+RABBIT = re.compile(r"ACCESS_REFUSED|Login was refused|Check login credentials|login refused: user '([^']*)'")
+IMAGE = re.compile(r"Not authorized for image (" + UUID + r")|\bImageNotAuthorized\b")
+SERVICE_TOKEN = re.compile(
+    r"not able to generate a valid admin token|Unable to validate token"
+    r"|Identity server rejected authorization|Bad response code while validating token"
+    r"|Networking client is experiencing an unauthorized exception"
+    r"|Unable to (?:obtain|get) (?:an )?admin token")
+_PREFILTER = re.compile(
+    r"Authorization failed|Could not find user|The account is|The password is expired"
+    r"|Access denied for user|ACCESS_REFUSED|Login was refused|Check login credentials|login refused"
+    r"|Not authorized for image|ImageNotAuthorized|admin token|Unable to validate token"
+    r"|rejected authorization|validating token|unauthorized exception")
+
+HARD = {
+    "database": (
+        "critical", "Database credentials rejected",
+        "MySQL/MariaDB rejected the service's database account (error 1044/1045): wrong "
+        "password in the service's [database] connection URL, or a missing GRANT for that "
+        "user@host on the database (seed S16: `nova-manage api_db sync` failing with "
+        "Access denied for user 'nova'@'%' to database 'nova_api').",
+        "Check the [database]/[api_database] `connection` URL in the service's config on {host}; "
+        "as the DB root user run `SHOW GRANTS FOR '<user>'@'%';` and, if missing, "
+        "`GRANT ALL PRIVILEGES ON <db>.* TO '<user>'@'%' IDENTIFIED BY '<password>';` "
+        "(and for 'localhost'); then re-run the db sync / restart the service.",
+    ),
+    "rabbitmq": (
+        "critical", "RabbitMQ login refused",
+        "The message broker refused the service's AMQP credentials: wrong user/password or "
+        "vhost in transport_url, or the user was deleted/has no permissions on the vhost. "
+        "RPC between services stops while this lasts.",
+        "Compare [DEFAULT] transport_url on {host} with `rabbitmqctl list_users` and "
+        "`rabbitmqctl list_permissions -p <vhost>`; fix the password (`rabbitmqctl "
+        "change_password`) or `rabbitmqctl set_permissions -p <vhost> <user> '.*' '.*' '.*'`; "
+        "check the broker log for `invalid credentials`; restart the service.",
+    ),
+    "image": (
+        "error", "Not authorized for image",
+        "Glance answered 401/403 to nova for the image: the compute service cannot "
+        "authenticate to glance, or the image is private to another project. Seed S10: a "
+        "typo `auth_strategy=keyston` in nova.conf [DEFAULT] made every build on the host "
+        "re-schedule with ImageNotAuthorized.",
+        "On {host}: check nova.conf [DEFAULT] auth_strategy=keystone (spelling), "
+        "[keystone_authtoken] and [glance] credentials; `openstack image show <image>` for its "
+        "visibility/owner/members; restart nova-compute and rebuild the instance.",
+    ),
+    "service_credentials": (
+        "critical", "Service cannot authenticate to keystone",
+        "A service could not obtain or validate a token with its own service credentials: "
+        "wrong password/user/project in [keystone_authtoken] (or [neutron]/[placement] "
+        "sections), a disabled service user, or keystone unreachable from the host.",
+        "Check the auth sections of the service config on {host} against `openstack user "
+        "show <service-user>`; test with `openstack --os-auth-url ... token issue` using "
+        "those credentials; restart the service after fixing.",
+    ),
+}
+
+BURST_CAUSE = (
+    "Repeated rejected authentications from one source or against one user: a client "
+    "or service with a wrong/rotated password or expired application credential retrying, "
+    "a misconfigured monitoring probe, or password guessing."
+)
+BURST_REMEDIATION = (
+    "Identify the client at {who} (keystone log lines and access logs in the evidence); "
+    "fix its credentials or stop it; if unknown, block the address and consider keystone "
+    "[security_compliance] lockout_failure_attempts/lockout_duration."
+)
+
+
+class AuthFailures(Detector):
+    name = "auth_failure"
+    quiet_period = 900.0
+
+    def __init__(self, threshold: int = 10, window: float = 300.0, max_keys: int = 100_000) -> None:
+        super().__init__()
+        self.threshold = threshold
+        self.window = window
+        self.max_keys = max_keys
+        # key -> deque[(ts, source_ip)], at most `threshold` entries each
+        self.recent: OrderedDict[tuple, deque] = OrderedDict()
+
+    # -- burst signals -------------------------------------------------------
+    def _signal(self, ev: Event, text: str) -> tuple[str | None, str | None] | None:
+        """(source_ip, user) when ``ev`` is one rejected authentication."""
+        if ev.status_code in (401, 403):
+            return ev.source_ip, ev.user_id or ev.user_name
+        if "Authorization failed" in text:
+            m = KEYSTONE_AUTHZ.search(ev.message or "")
+            if m:
+                return m.group(1), ev.user_id
+            if KSM_TOKEN.search(text):
+                return None, ev.user_id
+        m = KEYSTONE_USER.search(text)
+        if m:
+            return ev.source_ip, next(g for g in m.groups() if g)
+        return None
+
+    def _count(self, key: tuple, ts: float, ip: str | None, ev: Event) -> deque:
+        q = self.recent.get(key)
+        if q is None:
+            q = self.recent[key] = deque(maxlen=self.threshold)
+            while len(self.recent) > self.max_keys:
+                self.recent.popitem(last=False)
+        else:
+            self.recent.move_to_end(key)
+        q.append((ts, ip, evidence_of(ev)))
+        return q
+
+    def _burst(self, kind: str, who: str, ev: Event, ip: str | None, user: str | None,
+               out: list[dict]) -> None:
+        ts = ev.ts or 0.0
+        key = ("burst", kind, who)
+        q = self._count(key, ts, ip, ev)
+        inc = self.book.get(key, ts)
+        if inc is None:
+            if len(q) < self.threshold or ts - q[0][0] > self.window:
+                return
+            if kind == "user" and len({a for _, a, _ in q if a}) == 1 and all(a for _, a, _ in q):
+                return  # one address: its own per-address burst covers it
+            label = "source address" if kind == "source_ip" else "user"
+            inc = self.book.touch(key, ts, lambda: Incident(
+                rule="auth_failure.burst", type="auth_failure", key=key, window_start=q[0][0],
+                severity="warning", title=f"Authentication failures from {label} {who}",
+                probable_cause=BURST_CAUSE,
+                remediation=BURST_REMEDIATION.format(who=f"{label} {who}"),
+            ), out)
+            for earlier_ts, _, item in list(q)[:-1]:   # the window that crossed the threshold
+                inc.add_item(item, earlier_ts)
+        inc.add(ev, resources={"source_ip": [ip] if ip else [], "user": [user] if user else []})
+        inc.details["threshold"] = self.threshold
+        inc.details["window_seconds"] = self.window
+        inc.summary = (f"{inc.count} rejected authentications for {kind.replace('_', ' ')} {who} "
+                       f"between {inc.first_seen} and {inc.last_seen} (threshold "
+                       f"{self.threshold} in {int(self.window)} s)")
+        if inc.severity == "warning" and inc.count >= 5 * self.threshold:
+            inc.severity = "error"
+        out.append(inc.to_doc())
+
+    # -- hard failures -------------------------------------------------------
+    def _hard(self, ev: Event, text: str) -> tuple[str, str, dict] | None:
+        m = MYSQL.search(text)
+        if m:
+            user, _host, db = m.groups()
+            return "database", user, {"user": [user], "database": [db] if db else []}
+        m = RABBIT.search(text)
+        if m:
+            user = m.group(1)
+            return "rabbitmq", user or "transport_url", {"user": [user] if user else []}
+        m = IMAGE.search(text)
+        if m:
+            images = re.findall(r"Not authorized for image (" + UUID + ")", text)
+            return "image", "glance", {"image": images}
+        if SERVICE_TOKEN.search(text):
+            return "service_credentials", ev.service or "service", {}
+        return None
+
+    def feed(self, ev: Event) -> list[dict]:
+        if ev.kind == "unparsed":
+            return []
+        out: list[dict] = []
+        if ev.status_code in (401, 403):
+            text = ev.message or ""
+        else:
+            text = ev.text()
+            if not _PREFILTER.search(text):
+                return out
+        hard = self._hard(ev, text) if ev.status_code is None else None
+        if hard:
+            what, account, resources = hard
+            severity, title, cause, remediation = HARD[what]
+            host = ev.host or "unknown"
+            key = ("hard", what, host, ev.service, account)
+            ts = ev.ts or 0.0
+            inc = self.book.touch(key, ts, lambda: Incident(
+                rule=f"auth_failure.{what}", type="auth_failure", key=key, window_start=ts,
+                severity=severity, title=f"{title} on {host} ({ev.service})",
+                probable_cause=cause, remediation=remediation.format(host=host),
+            ), out)
+            inc.add(ev, resources=resources)
+            inc.summary = (f"{inc.count} time(s) on {host} {ev.service} between "
+                           f"{inc.first_seen} and {inc.last_seen}: account {account}")
+            out.append(inc.to_doc())
+            return out
+        sig = self._signal(ev, text)
+        if sig:
+            ip, user = sig
+            if ip:
+                ip = ip.split(",")[0].strip()
+                self._burst("source_ip", ip, ev, ip, user, out)
+            if user:
+                self._burst("user", user, ev, ip, user, out)
+        return out
+
+    def advance(self, now: float) -> list[dict]:
+        stale = [k for k, q in self.recent.items() if not q or now - q[-1][0] > self.window]
+        for k in stale:
+            del self.recent[k]
+        return self.book.advance(now)
+
+    def snapshot(self) -> dict:
+        return {"incidents": self.book.snapshot(),
+                "recent": [[list(k), [list(x) for x in q]] for k, q in self.recent.items()]}
+
+    def restore(self, state: dict) -> None:
+        self.book.restore(state.get("incidents", []))
+        self.recent = OrderedDict(
+            (tuple(k), deque((tuple(x) for x in q), maxlen=self.threshold))
+            for k, q in state.get("recent", []))
+

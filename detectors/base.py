@@ -1,0 +1,100 @@
+"""The detector contract and the bounded incident book every detector uses.
+
+A detector is a synchronous state machine (see ../shared/DESIGN.md):
+
+* ``feed(event) -> list[dict]``   incident documents opened or updated by it;
+* ``advance(now) -> list[dict]``  time passed (event watermark or timer):
+  incidents quiet for their type's period resolve, keyed state expires;
+* ``snapshot() -> dict`` / ``restore(dict)``  JSON-safe state.
+
+Time arrives only as an argument. Outputs are returned, never stored for
+someone to drain.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Callable
+
+from .incident import Incident
+from .model import Event
+
+
+class IncidentBook:
+    """Open incidents by key, bounded, resolved after a quiet period.
+
+    An incident whose last occurrence is older than ``quiet_period`` seconds
+    resolves on the next ``advance``; the same key occurring later opens a new
+    incident (new window start, so a new id).
+    """
+
+    def __init__(self, quiet_period: float, max_open: int = 10_000) -> None:
+        self.quiet_period = quiet_period
+        self.max_open = max_open
+        self.open: OrderedDict[tuple, Incident] = OrderedDict()
+
+    def get(self, key: tuple, ts: float | None = None) -> Incident | None:
+        inc = self.open.get(key)
+        if inc is not None and ts is not None and ts - inc.last_ts > self.quiet_period:
+            return None
+        return inc
+
+    def touch(self, key: tuple, ts: float, factory: Callable[[], Incident],
+              out: list[dict]) -> Incident:
+        """The open incident for ``key``; a new one if none or gone quiet.
+
+        A stale incident (quiet longer than its period) is resolved into
+        ``out`` first, so a recurrence always opens a fresh incident.
+        """
+        inc = self.open.get(key)
+        if inc is not None and ts - inc.last_ts > self.quiet_period:
+            out.append(self._resolve(key))
+            inc = None
+        if inc is None:
+            inc = factory()
+            self.open[key] = inc
+            while len(self.open) > self.max_open:
+                oldest = next(iter(self.open))
+                out.append(self._resolve(oldest))
+        else:
+            self.open.move_to_end(key)
+        return inc
+
+    def _resolve(self, key: tuple) -> dict:
+        inc = self.open.pop(key)
+        inc.status = "resolved"
+        return inc.to_doc()
+
+    def advance(self, now: float) -> list[dict]:
+        stale = [k for k, inc in self.open.items() if now - inc.last_ts > self.quiet_period]
+        return [self._resolve(k) for k in stale]
+
+    def snapshot(self) -> list[dict]:
+        return [inc.to_state() for inc in self.open.values()]
+
+    def restore(self, states: list[dict]) -> None:
+        self.open = OrderedDict()
+        for st in states:
+            inc = Incident.from_state(st)
+            self.open[inc.key] = inc
+
+
+class Detector:
+    """Base class: subclasses implement ``feed`` and may extend the rest."""
+
+    name = "detector"
+    quiet_period = 1800.0
+
+    def __init__(self) -> None:
+        self.book = IncidentBook(self.quiet_period)
+
+    def feed(self, ev: Event) -> list[dict]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def advance(self, now: float) -> list[dict]:
+        return self.book.advance(now)
+
+    def snapshot(self) -> dict:
+        return {"incidents": self.book.snapshot()}
+
+    def restore(self, state: dict) -> None:
+        self.book.restore(state.get("incidents", []))

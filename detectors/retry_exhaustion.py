@@ -1,0 +1,394 @@
+"""retry_exhausted: a retry budget ran out.
+
+Fires on the message that says the budget is spent, never on a retry alone:
+a retry followed by success (``Took N seconds to build instance``,
+``Connected to AMQP server``, the next successful call) is no incident.
+
+* nova VolumeNotCreated (seed S20): ``did not finish being created even
+  after we waited N seconds or M attempts`` (with or without the Liberty+
+  ``And its status is X`` suffix);
+* nova scheduling: ``Exceeded maximum number of retries`` / ``Exceeded max
+  scheduling attempts|retries`` -- the ``was re-scheduled`` attempts on the
+  other hosts become evidence;
+* cinder ``Exceeded max scheduling attempts N for resource|volume X``;
+* oslo.db ``DB exceeded retry limit``, or DBConnectionError after finite
+  ``SQL connection failed. N attempts left`` warnings (``-1 attempts left``
+  means max_retries=-1: retry forever, so it never exhausts);
+* nova/cinder glance client ``Error contacting glance server ... done trying``;
+* keystoneauth ``Retrying in Xs. N retries left`` followed by a connection
+  error on the same host and service;
+* a few more explicit give-ups (network setup, placement client, swift,
+  libvirt device detach).
+
+Records of the same request (warnings and errors just before and after) are
+attached as evidence, so the incident shows the whole failing operation.
+"""
+from __future__ import annotations
+
+import re
+from collections import OrderedDict, deque
+from typing import NamedTuple
+
+from .base import Detector
+from .incident import Incident, evidence_of
+from .model import Event
+
+UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+WARN_UP = frozenset(("WARNING", "WARN", "ERROR", "CRITICAL", "FATAL", "TRACE"))
+
+
+class Rule(NamedTuple):
+    name: str
+    pattern: re.Pattern
+    key: tuple[str, ...]      # group names (or "host"/"service") forming the key
+    severity: str
+    title: str                # str.format over the groups + host/service
+    cause: str
+    remediation: str
+
+
+VOLUME_CAUSE = (
+    "nova-compute polled cinder for the new volume and gave up before it became "
+    "available: the backend (often Ceph creating a volume from a large image, status "
+    "'downloading') is slower than nova's block_device_allocate_retries x "
+    "block_device_allocate_retries_interval budget (default 60 x 3 s). The volume may "
+    "still finish later, leaving an orphan."
+)
+VOLUME_FIX = (
+    "On the compute hosts raise [DEFAULT] block_device_allocate_retries (default 60) "
+    "and/or block_device_allocate_retries_interval (default 3, e.g. 10) in nova.conf and "
+    "restart nova-compute; follow the volume id in cinder-volume's log to see why creation "
+    "is slow (image download/conversion, backend load); consider raw images or the cinder "
+    "image-volume cache; delete the orphaned volume if the build was aborted."
+)
+SCHED_CAUSE = (
+    "The build/move failed on every host the scheduler tried and the retry budget "
+    "(nova [scheduler] max_attempts, default 3; scheduler_max_attempts before Pike) ran "
+    "out. The real cause is the per-host failure in the 're-scheduled' / 'Error from last "
+    "host' evidence (image auth, libvirt errors, network setup, disk)."
+)
+SCHED_FIX = (
+    "Read the per-host reasons in the evidence and fix that cause first; `openstack server "
+    "show <instance>` shows the fault. Only raise [scheduler] max_attempts if failures are "
+    "transient. Delete and rebuild the instance after the fix."
+)
+CINDER_SCHED_CAUSE = (
+    "cinder-scheduler tried every eligible backend and all of them failed to create the "
+    "volume within [DEFAULT] scheduler_max_attempts (default 3)."
+)
+CINDER_SCHED_FIX = (
+    "Look for 'Error scheduling <volume> from last vol-service' and the cinder-volume "
+    "errors of the same request id; check backend capacity and health (`cinder "
+    "get-pools --detail`, `openstack volume service list`)."
+)
+DB_CAUSE = (
+    "The service could not reach its database within oslo.db's retry budget ([database] "
+    "max_retries, default 10, retry_interval 10 s): MySQL/Galera down, HAProxy/VIP not "
+    "forwarding, max_connections reached, or network partition."
+)
+DB_FIX = (
+    "From {host} test the [database] connection URL (`mysql -h <vip> -u <user> -p`); check "
+    "galera status (`SHOW STATUS LIKE 'wsrep_%'`), HAProxy backends and max_connections; "
+    "restart the service once the DB answers. [database] max_retries=-1 retries forever "
+    "instead of giving up."
+)
+GLANCE_CAUSE = (
+    "The glance client in {service} on {host} exhausted its connection attempts to "
+    "glance-api ({server}); image downloads and uploads fail."
+)
+GLANCE_FIX = (
+    "Check glance-api on {server} (`openstack image list`, its log for the same time), "
+    "the [glance] api_servers/endpoint in {service}'s config and the load balancer; "
+    "[glance] num_retries sets the budget."
+)
+KSA_CAUSE = (
+    "keystoneauth retried a request from {service} on {host} to another OpenStack API and "
+    "every retry failed: the endpoint is down or unreachable from this host."
+)
+KSA_FIX = (
+    "Check the failing endpoint (evidence) and `openstack endpoint list`; test it from "
+    "{host} with curl; raise connect_retries / status_code_retries in the client's config "
+    "section only if the endpoint is merely slow to recover."
+)
+
+RULES: tuple[Rule, ...] = (
+    Rule("volume_not_created",
+         re.compile(r"Volume (?P<volume>" + UUID + r") did not finish being created even after we "
+                    r"waited (?P<seconds>\d+)\s+seconds or (?P<attempts>\d+)\s+attempts\.?"
+                    r"(?:\s*And its status is (?P<status>\w+))?"),
+         ("volume",), "error", "Volume {volume} not created within nova's retry budget",
+         VOLUME_CAUSE, VOLUME_FIX),
+    Rule("max_scheduling_retries",
+         re.compile(r"Exceeded maximum number of retries\.(?: Exhausted all hosts available for "
+                    r"retrying build failures for instance (?P<instance>" + UUID + r"))?"
+                    r"|Exceeded max scheduling (?:attempts|retries) (?P<attempts>\d+) for instance "
+                    r"(?P<instance2>" + UUID + ")"),
+         ("instance",), "error", "Instance {instance} failed on every scheduled host",
+         SCHED_CAUSE, SCHED_FIX),
+    Rule("cinder_max_scheduling",
+         re.compile(r"Exceeded max scheduling attempts (?P<attempts>\d+) for (?:resource|volume) "
+                    r"(?P<volume>" + UUID + ")"),
+         ("volume",), "error", "Volume {volume}: cinder scheduling attempts exhausted",
+         CINDER_SCHED_CAUSE, CINDER_SCHED_FIX),
+    Rule("db_retry_limit",
+         re.compile(r"DB exceeded retry limit"),
+         ("host", "service"), "critical", "Database retry limit exceeded on {host} ({service})",
+         DB_CAUSE, DB_FIX),
+    Rule("glance_done_trying",
+         re.compile(r"Error contacting glance server '(?P<server>[^']+)' for '(?P<method>\w+)',"
+                    r"?\s*(?:attempt \d+/\d+,?\s*)?done trying"),
+         ("host", "service", "server"), "error", "Glance unreachable from {host} ({service})",
+         GLANCE_CAUSE, GLANCE_FIX),
+    Rule("network_setup",
+         re.compile(r"Instance failed network setup after (?P<attempts>\d+) attempt"),
+         ("host", "instance"), "error", "Network setup retries exhausted on {host}",
+         "nova-compute could not allocate the instance's ports in neutron within "
+         "[DEFAULT] network_allocate_retries.",
+         "Check neutron-server and its request id in the evidence; raise "
+         "network_allocate_retries only for transient neutron failures."),
+    Rule("placement_out_of_retries",
+         re.compile(r"Failed scheduler client operation (?P<op>\S+): out of retries"),
+         ("host", "service"), "error", "Placement client out of retries on {host}",
+         "The placement report client kept getting conflicts or errors (concurrent updates "
+         "of the same resource provider, or placement unavailable).",
+         "Check placement-api health and the resource provider of {host} "
+         "(`openstack resource provider show`); restart nova-compute if it persists."),
+    Rule("swift_retries",
+         re.compile(r"Stopping Swift retries after (?P<attempts>\d+) attempts"),
+         ("host", "service"), "error", "Swift retries exhausted on {host}",
+         "glance_store gave up reading an image from Swift.",
+         "Check the Swift proxy and the object; [glance_store] swift_store_retry_get_count sets "
+         "the budget."),
+    Rule("device_detach",
+         re.compile(r"Run out of retry while detaching device (?P<device>\S+) with device alias "
+                    r"(?P<alias>\S+) from instance (?P<instance>" + UUID + ")"),
+         ("instance", "device"), "error", "Device detach retries exhausted for {instance}",
+         "The guest did not release the device (no ACPI/guest OS support, or the guest is "
+         "hung), so libvirt's detach never completed.",
+         "Check the guest OS; retry the detach with the guest running, or stop the instance "
+         "and detach offline."),
+)
+KSA_RULE = Rule("keystoneauth_retries", re.compile("(?!)"), ("host", "service", "url"), "error",
+                "API retries exhausted from {host} ({service}) to {url}", KSA_CAUSE, KSA_FIX)
+_PREFILTER = re.compile(
+    r"did not finish being created|Exceeded max|DB exceeded retry|done trying|failed network "
+    r"setup after|out of retries|Stopping Swift retries|Run out of retry")
+
+# Attempts that become evidence when the budget later runs out.
+RESCHEDULED = re.compile(r"Build of instance (" + UUID + r") was re-scheduled: (.*)", re.S)
+LAST_HOST = re.compile(r"Error from last host: (\S+) \(node (\S+)\)")
+SQL_ATTEMPT = re.compile(r"SQL connection failed\. (-?\d+) attempts left")
+DB_CONN_ERROR = re.compile(r"DBConnectionError|Can't connect to MySQL server|Lost connection to MySQL")
+GLANCE_RETRY = re.compile(r"Error contacting glance server '([^']+)' for '\w+',?\s*(?:attempt \d+/\d+,?\s*)?retrying")
+KSA_RETRY = re.compile(r"(?:Failure: (.*?)\. Retrying in [\d.]+s\.|Retriable status code (\d+)\. "
+                       r"Retrying in [\d.]+s\.) (\d+) retries left", re.S)
+KSA_TARGET = re.compile(r"Unable to establish connection to (\S+?):? |Request to (\S+) timed out")
+KSA_FAIL = re.compile(r"Unable to establish connection to|ConnectFailure|ConnectTimeout|timed out"
+                      r"|Service Unavailable|Gateway Timeout|ServiceUnavailable|EndpointNotFound")
+
+ATTEMPT_TTL = 3600.0
+RELATED_TTL = 600.0
+MAX_KEYS = 20_000
+
+
+def _bounded_put(store: OrderedDict, key, item, maxlen: int) -> None:
+    q = store.get(key)
+    if q is None:
+        q = store[key] = deque(maxlen=maxlen)
+        while len(store) > MAX_KEYS:
+            store.popitem(last=False)
+    else:
+        store.move_to_end(key)
+    q.append(item)
+
+
+class RetryExhaustion(Detector):
+    name = "retry_exhausted"
+    quiet_period = 1800.0
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.attempts: OrderedDict[tuple, deque] = OrderedDict()   # key -> (ts, evidence, host)
+        self.related: OrderedDict[str, deque] = OrderedDict()      # request id -> (ts, evidence)
+        self.refs: OrderedDict[str, tuple] = OrderedDict()          # request/instance -> incident key
+
+    # -- helpers -------------------------------------------------------------
+    def _remember_attempt(self, key: tuple, ev: Event) -> None:
+        _bounded_put(self.attempts, key, (ev.ts or 0.0, evidence_of(ev), ev.host), 10)
+
+    def _open(self, rule: Rule, groups: dict, ev: Event, out: list[dict],
+              attempts: tuple = ()) -> Incident:
+        ctx = {"host": ev.host or "unknown", "service": ev.service or "unknown", **groups}
+        key = (rule.name,) + tuple(ctx.get(k) or "?" for k in rule.key)
+        ts = ev.ts or 0.0
+        fmt = {k: (v if v is not None else "?") for k, v in ctx.items()}
+        inc = self.book.touch(key, ts, lambda: Incident(
+            rule=f"retry_exhausted.{rule.name}", type="retry_exhausted", key=key,
+            window_start=ts, severity=rule.severity, title=rule.title.format(**fmt),
+            probable_cause=rule.cause.format(**fmt), remediation=rule.remediation.format(**fmt),
+        ), out)
+        fresh = inc.count == 0
+        if fresh:
+            rid = ev.correlation_id
+            for _ts, item in (self.related.get(rid) or ()) if rid else ():
+                if item["@timestamp"] != ev.timestamp or item["message"] != evidence_of(ev)["message"]:
+                    inc.evidence_head.append(item) if len(inc.evidence_head) < 5 else inc.evidence_tail.append(item)
+            for _ts, item, host in attempts:
+                inc.evidence_head.append(item) if len(inc.evidence_head) < 5 else inc.evidence_tail.append(item)
+                if host and host not in inc.hosts:
+                    inc.hosts.append(host)
+        res = {"volume": [v for v in (groups.get("volume"),) if v],
+               "instance": [v for v in (groups.get("instance"),) if v]}
+        inc.add(ev, resources=res)
+        for name in ("attempts", "seconds"):
+            if groups.get(name):
+                inc.details[name] = int(groups[name])
+        for name in ("status", "server", "method", "op", "device"):
+            if groups.get(name):
+                inc.details[name if name != "status" else "volume_status"] = groups[name]
+        if attempts:
+            inc.details["attempts_seen"] = len(attempts)
+        for ref in (ev.request_id, ev.global_request_id, ev.instance_id, groups.get("instance"),
+                    groups.get("volume")):
+            if ref:
+                self.refs[ref] = key
+                self.refs.move_to_end(ref)
+        while len(self.refs) > MAX_KEYS:
+            self.refs.popitem(last=False)
+        inc.summary = self._summary(inc)
+        out.append(inc.to_doc())
+        return inc
+
+    @staticmethod
+    def _summary(inc: Incident) -> str:
+        d = inc.details
+        parts = [inc.title]
+        if "seconds" in d or "attempts" in d:
+            parts.append(f"gave up after {d.get('seconds', '?')} s / {d.get('attempts', '?')} attempts")
+        if "volume_status" in d:
+            parts.append(f"volume status {d['volume_status']}")
+        if len(inc.hosts) > 1:
+            parts.append(f"hosts tried: {', '.join(inc.hosts[:6])}")
+        if inc.count > 1:
+            parts.append(f"{inc.count} occurrences")
+        return "; ".join(parts)
+
+    def _followup(self, ev: Event, out: list[dict]) -> None:
+        """Attach later warnings/errors of an incident's request or instance."""
+        for ref in (ev.request_id, ev.instance_id):
+            key = self.refs.get(ref) if ref else None
+            if key is None:
+                continue
+            inc = self.book.get(key, ev.ts)
+            if inc is not None and inc.evidence and ev.timestamp >= (inc.first_seen or ""):
+                inc.add(ev, count=False)
+                out.append(inc.to_doc())
+            return
+
+    # -- the contract --------------------------------------------------------
+    def feed(self, ev: Event) -> list[dict]:
+        if ev.kind == "unparsed" or ev.level not in WARN_UP and ev.level != "DEBUG" and ev.level != "INFO":
+            return []
+        out: list[dict] = []
+        if ev.level == "DEBUG" or ev.level == "INFO":
+            msg = ev.message or ""
+            if "re-scheduled" in msg:
+                m = RESCHEDULED.search(msg)
+                if m:
+                    self._remember_attempt(("instance", m.group(1)), ev)
+            return out
+        text = ev.text()
+        host, service = ev.host or "unknown", ev.service or "unknown"
+        fired = False
+        if _PREFILTER.search(text):
+            for rule in RULES:
+                m = rule.pattern.search(text)
+                if not m:
+                    continue
+                groups = {k: v for k, v in m.groupdict().items() if v is not None}
+                if "instance2" in groups:
+                    groups["instance"] = groups.pop("instance2")
+                if rule.key[0] == "instance" and "instance" not in groups and ev.instance_id:
+                    groups["instance"] = ev.instance_id
+                attempts: tuple = ()
+                if rule.name == "max_scheduling_retries" and groups.get("instance"):
+                    attempts = tuple(self.attempts.pop(("instance", groups["instance"]), ()))
+                elif rule.name == "db_retry_limit":
+                    attempts = tuple(self.attempts.pop(("db", host, service), ()))
+                elif rule.name == "glance_done_trying":
+                    attempts = tuple(self.attempts.pop(("glance", host, service, groups.get("server")), ()))
+                self._open(rule, groups, ev, out, attempts)
+                fired = True
+                break
+        if not fired:
+            fired = self._sequences(ev, text, host, service, out)
+        if not fired:
+            m = RESCHEDULED.search(text) or LAST_HOST.search(text)
+            if m and m.re is RESCHEDULED:
+                self._remember_attempt(("instance", m.group(1)), ev)
+            elif m and ev.instance_id:
+                self._remember_attempt(("instance", ev.instance_id), ev)
+            self._followup(ev, out)
+        rid = ev.correlation_id
+        if rid:
+            _bounded_put(self.related, rid, (ev.ts or 0.0, evidence_of(ev)), 5)
+        return out
+
+    def _sequences(self, ev: Event, text: str, host: str, service: str, out: list[dict]) -> bool:
+        m = SQL_ATTEMPT.search(text)
+        if m:
+            if int(m.group(1)) >= 0:     # -1, -2, ...: max_retries=-1, retries forever
+                self._remember_attempt(("db", host, service), ev)
+            return True
+        m = GLANCE_RETRY.search(text)
+        if m:
+            self._remember_attempt(("glance", host, service, m.group(1)), ev)
+            return True
+        m = KSA_RETRY.search(text)
+        if m:
+            self._remember_attempt(("ksa", host, service), ev)
+            return True
+        if ev.level in ("ERROR", "CRITICAL", "FATAL"):
+            key = ("db", host, service)
+            if key in self.attempts and DB_CONN_ERROR.search(text):
+                attempts = tuple(self.attempts.pop(key))
+                if (ev.ts or 0.0) - attempts[-1][0] <= ATTEMPT_TTL:
+                    self._open(RULES[3], {}, ev, out, attempts)
+                    return True
+            key = ("ksa", host, service)
+            if key in self.attempts and KSA_FAIL.search(text):
+                attempts = tuple(self.attempts.pop(key))
+                if (ev.ts or 0.0) - attempts[-1][0] <= 300.0:
+                    target = KSA_TARGET.search(attempts[-1][1]["message"]) or KSA_TARGET.search(text)
+                    url = next((g for g in target.groups() if g), "?") if target else "?"
+                    self._open(KSA_RULE, {"url": url}, ev, out, attempts)
+                    return True
+        return False
+
+    def advance(self, now: float) -> list[dict]:
+        for store, ttl in ((self.attempts, ATTEMPT_TTL), (self.related, RELATED_TTL)):
+            stale = [k for k, q in store.items() if not q or now - q[-1][0] > ttl]
+            for k in stale:
+                del store[k]
+        out = self.book.advance(now)
+        if out:
+            open_keys = set(self.book.open)
+            for ref in [r for r, k in self.refs.items() if k not in open_keys]:
+                del self.refs[ref]
+        return out
+
+    def snapshot(self) -> dict:
+        return {
+            "incidents": self.book.snapshot(),
+            "attempts": [[list(k), [list(x) for x in q]] for k, q in self.attempts.items()],
+            "related": [[k, [list(x) for x in q]] for k, q in self.related.items()],
+            "refs": [[r, list(k)] for r, k in self.refs.items()],
+        }
+
+    def restore(self, state: dict) -> None:
+        self.book.restore(state.get("incidents", []))
+        self.attempts = OrderedDict((tuple(k), deque((tuple(x) for x in q), maxlen=10))
+                                    for k, q in state.get("attempts", []))
+        self.related = OrderedDict((k, deque((tuple(x) for x in q), maxlen=5))
+                                   for k, q in state.get("related", []))
+        self.refs = OrderedDict((r, tuple(k)) for r, k in state.get("refs", []))

@@ -1,0 +1,307 @@
+"""Record -> Event: context block, instance, access lines, errors, resources.
+
+Field names follow ECS where ECS has the field (see detectors.model); the
+OpenStack ids go under ``openstack.*``.
+"""
+from __future__ import annotations
+
+import re
+from typing import NamedTuple
+
+from detectors.model import Event
+
+from .fold import Record
+from .lineformat import ANSI, context_end
+from .timefmt import InvalidTimestamp, TimeParser
+
+UUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+_UUIDISH = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-")
+RESOURCE = re.compile(
+    r"(?i)\b(instance|server|volume|vol|image|port|network|snapshot)s?(?:[ _]?id)?['\"]?"
+    r"(?:[:=] ?u?['\"]?| |/)(" + UUID + ")")
+RESOURCE_KIND = {"server": "instance", "vol": "volume"}
+REQ_ID = re.compile(r"req-" + UUID)
+
+ACCESS_OSLO = re.compile(
+    r'([0-9A-Fa-f.:,]+|-) "([A-Z]+) (\S+)(?: HTTP/[\d.]+)?" status: (\d{3})\s+len: (\d+)'
+    r'(?: microversion: \S+)? time: ([\d.]+)')
+ACCESS_EVENTLET = re.compile(r'([0-9A-Fa-f.:,]+) - - \[[^\]]+\] "([A-Z]+) (\S+)[^"]*" (\d{3}) (\d+|-) ([\d.]+)')
+FAULT_LINE = re.compile(r"(\S+) returned with HTTP (\d{3})")
+METHOD_URL = re.compile(r"(GET|POST|PUT|DELETE|PATCH|HEAD|OPTIONS) (\S+)$")
+
+EXC_LINE = re.compile(r"((?:[A-Za-z_]\w*\.)*[A-Za-z_]\w*)(?:: (.*))?$", re.S)
+ERR_SUFFIX = re.compile(
+    r"(?:^|: )((?:[a-z_]\w*\.)+[A-Z]\w*|[A-Z]\w*(?:Error|Exception|Failure|Timeout|Refused|Forced"
+    r"|NotFound|NotCreated|NotAuthorized|Invalid|Unavailable|Denied)\w*): (.+)$")
+ERRNO = re.compile(r"\[Errno (\d+)\]")
+INSTANCE_PREFIX = "[instance: "
+
+PROJECT_DIRS = ("nova", "neutron", "cinder", "glance", "keystone", "heat", "swift", "placement",
+                "octavia", "ironic", "manila", "designate", "barbican", "aodh", "ceilometer",
+                "gnocchi", "magnum", "trove", "horizon", "masakari", "zun")
+LOGGER_SERVICE = (
+    ("nova.api", "nova-api"), ("nova.osapi_compute", "nova-api"), ("nova.metadata", "nova-api-metadata"),
+    ("nova.compute", "nova-compute"), ("nova.virt", "nova-compute"), ("nova.conductor", "nova-conductor"),
+    ("nova.scheduler", "nova-scheduler"), ("cinder.volume", "cinder-volume"), ("cinder.api", "cinder-api"),
+    ("cinder.scheduler", "cinder-scheduler"), ("cinder.backup", "cinder-backup"),
+    ("glance.registry", "glance-registry"), ("glance", "glance-api"), ("keystone", "keystone"),
+    ("neutron", "neutron-server"), ("placement", "placement-api"),
+)
+
+
+class Source(NamedTuple):
+    """Where a stream's lines come from. ``service`` None: infer per record."""
+    host: str | None
+    service: str | None
+    path: str | None
+
+
+def service_from_logger(logger: str | None, prog: str | None = None) -> str | None:
+    if prog and prog not in ("python", "python3", "python2", "uwsgi", "httpd", "apache2"):
+        return prog
+    if not logger:
+        return None
+    for prefix, service in LOGGER_SERVICE:
+        if logger.startswith(prefix):
+            return service
+    return logger.split(".", 1)[0]
+
+
+def parse_context(ctx: str, ev: Event) -> None:
+    """``[...]`` contents of every era into request/global ids and identity."""
+    tokens = ctx.split()
+    if not tokens or tokens[0] == "-" and len(tokens) == 1:
+        return
+    i = 0
+    if len(tokens) > 1 and tokens[1].startswith("req-"):
+        if tokens[0].startswith("req-"):
+            ev.global_request_id = tokens[0]
+        ev.request_id = tokens[1]
+        i = 2
+    elif tokens[0].startswith("req-"):
+        ev.request_id = tokens[0]
+        i = 1
+    ident = tokens[i:i + 2]
+    u = ident[0] if ident and ident[0] not in ("-", "None") else None
+    p = ident[1] if len(ident) > 1 and ident[1] not in ("-", "None") else None
+    if u is None and p is None:
+        return
+    if (u and _hexish(u)) or (p and _hexish(p)):
+        ev.user_id, ev.project_id = u, p
+    elif u and p:                     # devstack: %(project_name)s %(user_name)s
+        ev.project_name, ev.user_name = u, p
+    else:
+        ev.user_name, ev.project_name = u, p
+
+
+def _hexish(s: str) -> bool:
+    return len(s) >= 32 and all(c in "0123456789abcdefABCDEF-" for c in s)
+
+
+def strip_instance(body: str) -> str:
+    if body.startswith(INSTANCE_PREFIX) and body[47:48] == "]":
+        return body[49:] if body[48:49] == " " else body[48:]
+    return body
+
+
+def exception_of(lines: list[str]) -> tuple[str | None, str | None]:
+    """(type, message) of the last exception in traceback body lines."""
+    i = len(lines) - 1
+    while i >= 0 and not lines[i].strip():
+        i -= 1
+    if i < 0:
+        return None, None
+    j = i
+    while j > 0 and lines[j - 1].strip() and not lines[j - 1].startswith((" ", "\t", "Traceback")):
+        j -= 1
+    first = lines[j]
+    if first.startswith((" ", "Traceback")):
+        return None, None
+    m = EXC_LINE.match(first)
+    if m is None:
+        return None, "\n".join(lines[j:i + 1])
+    rest = [m.group(2)] if m.group(2) is not None else []
+    msg = "\n".join(rest + lines[j + 1:i + 1])
+    return m.group(1), msg or None
+
+
+def _strip_debug_suffix(ev: Event, msg: str) -> str:
+    """Remove (and keep as log.origin) oslo.log's DEBUG ``func path:line``."""
+    if msg.endswith("}}"):           # devstack: {{(pid=N) func path:line}}
+        start = msg.rfind(" {{(pid=")
+        if start >= 0:
+            parts = msg[start + 3:-2].split()
+            if len(parts) == 3 and ":" in parts[2]:
+                ev.origin_function = parts[1]
+                path, _, line = parts[2].rpartition(":")
+                ev.origin_file, ev.origin_line = path, int(line) if line.isdigit() else None
+                return msg[:start]
+        return msg
+    i = msg.rfind(" ")
+    if i < 0:
+        return msg
+    path, _, line = msg[i + 1:].rpartition(":")
+    if not (line.isdigit() and path.endswith(".py")):
+        return msg
+    j = msg.rfind(" ", 0, i)
+    nl = msg.rfind("\n", 0, i)
+    j = max(j, nl)
+    ev.origin_function = msg[j + 1:i]
+    ev.origin_file = path
+    ev.origin_line = int(line)
+    return msg[:max(j, 0)].rstrip()
+
+
+def access_fields(ev: Event, msg: str, logger: str | None) -> None:
+    if '" status: ' in msg:
+        m = ACCESS_OSLO.search(msg)
+        if m:
+            ip, ev.http_method, url, status, size, secs = m.groups()
+            ev.source_ip = ip.split(",")[0] if ip != "-" else None
+            ev.url_path = url.split("?", 1)[0]
+            ev.status_code, ev.body_bytes = int(status), int(size)
+            ev.duration_ns = int(float(secs) * 1e9)
+        return
+    if '] "' in msg:
+        m = ACCESS_EVENTLET.search(msg)
+        if m:
+            ip, ev.http_method, url, status, size, secs = m.groups()
+            ev.source_ip = ip.split(",")[0]
+            ev.url_path = url.split("?", 1)[0]
+            ev.status_code = int(status)
+            ev.body_bytes = int(size) if size != "-" else None
+            ev.duration_ns = int(float(secs) * 1e9)
+        return
+    if "returned with HTTP" in msg:
+        m = FAULT_LINE.search(msg)
+        if m:
+            ev.url_path = _url_path(m.group(1))
+            ev.status_code = int(m.group(2))
+        return
+    if logger and logger.endswith("wsgi") and msg[:1].isupper():
+        m = METHOD_URL.match(msg)
+        if m:
+            ev.http_method, ev.url_path = m.group(1), _url_path(m.group(2))
+
+
+def _url_path(url: str) -> str:
+    if "://" in url:
+        slash = url.find("/", url.find("://") + 3)
+        url = url[slash:] if slash >= 0 else "/"
+    return url.split("?", 1)[0]
+
+
+def resources_of(text: str, own: tuple) -> dict | None:
+    res: dict[str, list] | None = None
+    if _UUIDISH.search(text):
+        for m in RESOURCE.finditer(text):
+            kind = m.group(1).lower()
+            kind = RESOURCE_KIND.get(kind, kind)
+            rid = m.group(2).lower()
+            if res is None:
+                res = {}
+            lst = res.setdefault(kind, [])
+            if rid not in lst and len(lst) < 20:
+                lst.append(rid)
+    if "req-" in text:
+        for rid in REQ_ID.findall(text):
+            if rid not in own:
+                if res is None:
+                    res = {}
+                lst = res.setdefault("request", [])
+                if rid not in lst and len(lst) < 20:
+                    lst.append(rid)
+    return res
+
+
+class Extractor:
+    """Turns folded records of one parser into events."""
+
+    def __init__(self, tp: TimeParser, syslog_year: int) -> None:
+        self.tp = tp
+        self.syslog_year = syslog_year
+
+    def _time(self, rec: Record) -> tuple[float, str]:
+        if rec.ts_text is not None:
+            t = rec.ts_text
+            if t[10] == "T" or t[19:20] == ",":
+                t = f"{t[:10]} {t[11:19]}.{t[20:]}" if len(t) > 19 else f"{t[:10]} {t[11:19]}"
+            return self.tp.parse(t)
+        stamp, iso = rec.syslog_ts
+        return self.tp.parse_iso(stamp) if iso else self.tp.parse_syslog(stamp, self.syslog_year)
+
+    def unparsed(self, rec: Record, src: Source, reason: str, ts: float | None, stamp: str | None) -> Event:
+        return Event(kind="unparsed", reason=reason, message=rec.original, original=rec.original,
+                     host=rec.host or src.host, service=src.service, file_path=src.path,
+                     offset=rec.offset, ts=ts, timestamp=stamp)
+
+    def build(self, rec: Record, src: Source, last: tuple[float | None, str | None]) -> Event:
+        if rec.kind == "unparsed":
+            return self.unparsed(rec, src, rec.reason or "unparseable", *last)
+        if rec.kind == "access":
+            return self._apache(rec, src, last)
+        try:
+            ts, stamp = self._time(rec)
+        except InvalidTimestamp as exc:
+            return self.unparsed(rec, src, str(exc), *last)
+        ev = Event(ts=ts, timestamp=stamp, level=rec.level, logger=rec.logger,
+                   pid=int(rec.pid) if rec.pid and rec.pid.isdigit() else None,
+                   host=rec.host or src.host, file_path=src.path, offset=rec.offset)
+        ev.service = src.service or service_from_logger(rec.logger, rec.prog)
+        ev.original = rec.lines[0] if len(rec.lines) == 1 else rec.original
+        rest = rec.rest
+        if "\x1b[" in rest:
+            rest = ANSI.sub("", rest)
+        n = context_end(rest)
+        if n:
+            parse_context(rest[1:rest.find("]")], ev)
+            rest = rest[n:]
+        if rest.startswith(INSTANCE_PREFIX) and rest[47:48] == "]":
+            ev.instance_id = rest[11:47].lower()
+            rest = rest[49:] if rest[48:49] == " " else rest[48:]
+        if rec.orphan:
+            body = [strip_instance(b) for b in rec.tb]
+            ev.stack_trace = "\n".join(body).rstrip() or None
+            ev.error_type, ev.error_message = exception_of(body)
+            msg = f"{ev.error_type}: {ev.error_message}" if ev.error_type else (body[0] if body else "")
+        else:
+            msg = rest
+            if rec.cont:
+                msg = msg + "\n" + "\n".join(rec.cont)
+            if rec.level == "DEBUG":
+                msg = _strip_debug_suffix(ev, msg)
+            if rec.tb:
+                body = [strip_instance(b) for b in rec.tb]
+                ev.stack_trace = "\n".join(body).rstrip() or None
+                ev.error_type, ev.error_message = exception_of(body)
+            elif rec.level != "DEBUG" and rec.level != "INFO" and ": " in msg:
+                m = ERR_SUFFIX.search(msg.split("\n", 1)[0])
+                if m:
+                    ev.error_type, ev.error_message = m.group(1), m.group(2)
+        ev.message = msg
+        access_fields(ev, msg, rec.logger)
+        text = msg if ev.error_message is None else f"{msg}\n{ev.error_message}"
+        ev.resources = resources_of(text, (ev.request_id, ev.global_request_id))
+        if "Errno" in text:
+            m = ERRNO.search(text)
+            if m:
+                ev.errno = m.group(1)
+        return ev
+
+    def _apache(self, rec: Record, src: Source, last) -> Event:
+        ip, user, stamp, method, url, status, size, agent, dur, us = rec.access.groups()
+        try:
+            ts, iso = self.tp.parse_apache(stamp)
+        except InvalidTimestamp as exc:
+            return self.unparsed(rec, src, str(exc), *last)
+        ev = Event(kind="access", ts=ts, timestamp=iso, level="INFO", message=rec.rest,
+                   original=rec.original, host=src.host, service=src.service, file_path=src.path,
+                   offset=rec.offset, http_method=method, url_path=_url_path(url),
+                   status_code=int(status), body_bytes=int(size) if size != "-" else None,
+                   source_ip=ip if ip != "-" else None)
+        if user and user != "-":
+            ev.user_name = user
+        if dur:
+            # %D is microseconds; a bare trailing number is %D as well
+            ev.duration_ns = int(dur) * 1000
+        return ev

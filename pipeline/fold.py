@@ -1,0 +1,172 @@
+"""Folding: physical lines -> records.
+
+oslo.log prints a record's multi-line message as is (continuation lines
+carry no prefix) and prefixes every traceback line with
+``asctime pid ERROR|TRACE logger [instance: X]`` -- the *first* line's
+timestamp and pid, no request context. So, per stream (one file of one
+host) and per pid:
+
+* a header line with a context block (``[-]``, ``[req-...]``) starts a record;
+* an ERROR/TRACE header line without a context block and with the open
+  record's timestamp, pid and logger is a traceback line of that record;
+  without such a record it starts an *orphan* traceback that later prefix
+  lines of the same key join (excerpts that begin mid-traceback);
+* a line with no header continues the stream's most recent record; with
+  none open it becomes an ``unparsed`` record (nothing is dropped).
+
+Several worker pids interleaved in one file fold independently.
+"""
+from __future__ import annotations
+
+from .lineformat import APACHE, EMBEDDED_HEADER, HEADER, SHORT, SYSLOG, SYSLOG_ISO, context_end
+
+MAX_RECORD_LINES = 5000
+
+
+class Record:
+    """A record under construction; ``pipeline.extract`` turns it into an Event."""
+
+    __slots__ = ("ts_text", "pid", "level", "logger", "rest", "lines", "cont", "tb", "offset",
+                 "orphan", "host", "prog", "syslog_ts", "kind", "reason", "access", "tb_last")
+
+    def __init__(self, ts_text, pid, level, logger, rest, line, offset, *, orphan=False,
+                 host=None, prog=None, syslog_ts=None, kind="log", reason=None, access=None):
+        self.ts_text = ts_text
+        self.pid = pid
+        self.level = level
+        self.logger = logger
+        self.rest = rest
+        self.lines = [line]
+        self.cont: list[str] = []
+        self.tb: list[str] = [rest] if orphan else []
+        self.offset = offset
+        self.orphan = orphan
+        self.host = host
+        self.prog = prog
+        self.syslog_ts = syslog_ts
+        self.kind = kind
+        self.reason = reason
+        self.access = access
+        self.tb_last = orphan     # the last line went to the traceback
+
+    @property
+    def original(self) -> str:
+        return "\n".join(self.lines)
+
+
+def _is_prefix_level(level: str) -> bool:
+    return level == "ERROR" or level == "TRACE"
+
+
+class Folder:
+    """Folds one stream's lines into records (see module doc)."""
+
+    __slots__ = ("open", "last", "syslog_year")
+
+    def __init__(self, syslog_year: int = 1970) -> None:
+        self.open: dict[str, Record] = {}
+        self.last: Record | None = None
+        self.syslog_year = syslog_year
+
+    def feed(self, line: str, offset: int | None, out: list) -> None:
+        m = HEADER.match(line)
+        if m is not None:
+            ts, pid, level, logger, rest = m.groups()
+            self._header(ts, pid, level, logger, rest or "", line, offset, out)
+            return
+        c = line[:1]
+        if c.isupper() and line[3:4] == " " and (m := SYSLOG.match(line)):
+            self._syslog(m, line, offset, out, iso=False)
+            return
+        if c.isdigit():
+            if line[10:11] == "T" and (m := SYSLOG_ISO.match(line)):
+                self._syslog(m, line, offset, out, iso=True)
+                return
+            if '] "' in line and (m := APACHE.match(line)):
+                out.append(Record(None, None, "INFO", None, line, line, offset, kind="access", access=m))
+                return
+        rec = self.last
+        if rec is None:
+            out.append(Record(None, None, None, None, line, line, offset, kind="unparsed",
+                              reason="continuation line with no record to join"))
+            return
+        rec.lines.append(line)
+        # A prefix-less line after a traceback line continues that traceback
+        # line (hard-wrapped copies, racing writes); otherwise the message.
+        (rec.tb if rec.tb_last else rec.cont).append(line)
+        if len(rec.lines) >= MAX_RECORD_LINES:
+            self._split(rec, out)
+
+    # -- header lines -----------------------------------------------------
+    def _header(self, ts, pid, level, logger, rest, line, offset, out, *, host=None, prog=None,
+                syslog_ts=None) -> None:
+        key = pid if host is None else f"{host}\x00{pid}"
+        rec = self.open.get(key)
+        if _is_prefix_level(level) and not context_end(rest):
+            if rec is not None and rec.logger == logger and (
+                    rec.ts_text == ts or (syslog_ts is not None and rec.syslog_ts is not None)):
+                cut = EMBEDDED_HEADER.search(rest)
+                if cut is not None:          # another process's record glued on
+                    head = len(line) - len(rest) + cut.start(1)
+                    self._append_tb(rec, line[:head], rest[:cut.start(1)])
+                    self.feed(line[head:], None if offset is None else offset + head, out)
+                    return
+                self._append_tb(rec, line, rest)
+                if len(rec.lines) >= MAX_RECORD_LINES:
+                    self._split(rec, out)
+                return
+            if level == "TRACE" or rest.startswith("Traceback") or "] Traceback" in rest[:60]:
+                if rec is not None:
+                    out.append(self.open.pop(key))
+                new = Record(ts, pid, "ERROR", logger, rest, line, offset, orphan=True, host=host,
+                             prog=prog, syslog_ts=syslog_ts)
+                self.open[key] = self.last = new
+                return
+        if rec is not None:
+            out.append(self.open.pop(key))
+        new = Record(ts, pid, level, logger, rest, line, offset, host=host, prog=prog,
+                     syslog_ts=syslog_ts)
+        self.open[key] = self.last = new
+
+    def _append_tb(self, rec: Record, line: str, body: str) -> None:
+        rec.lines.append(line)
+        rec.tb.append(body)
+        rec.tb_last = True
+        self.last = rec
+
+    def _syslog(self, m, line, offset, out, *, iso: bool) -> None:
+        stamp, host, prog, spid, body = m.groups()
+        inner = HEADER.match(body)
+        if inner is not None:
+            ts, pid, level, logger, rest = inner.groups()
+            self._header(ts, pid, level, logger, rest or "", line, offset, out, host=host, prog=prog)
+            return
+        short = SHORT.match(body)
+        if short is None:
+            # a syslog line of a non-oslo program: its own record, INFO
+            self._header(None, spid or "0", "INFO", prog, body, line, offset, out, host=host,
+                         prog=prog, syslog_ts=(stamp, iso))
+            return
+        level, logger, rest = short.groups()
+        self._header(None, spid or "0", level, logger, rest or "", line, offset, out, host=host,
+                     prog=prog, syslog_ts=(stamp, iso))
+
+    def _split(self, rec: Record, out: list) -> None:
+        """Emit an oversized record; later lines continue in a new orphan record."""
+        for key, r in list(self.open.items()):
+            if r is rec:
+                del self.open[key]
+                out.append(rec)
+                cont = Record(rec.ts_text, rec.pid, rec.level, rec.logger, "", "", None, orphan=True,
+                              host=rec.host, prog=rec.prog, syslog_ts=rec.syslog_ts)
+                cont.lines.clear()
+                cont.tb.clear()
+                self.open[key] = self.last = cont
+                return
+
+    def flush(self, out: list) -> None:
+        """Emit every open record (end of input, or idle stream)."""
+        recs = sorted(self.open.values(), key=lambda r: r.offset if r.offset is not None else -1)
+        self.open.clear()
+        self.last = None
+        out.extend(r for r in recs if r.lines)

@@ -1,0 +1,139 @@
+"""The parser: bytes in, events out, for any number of streams.
+
+``Parser.feed(line, source, offset)`` returns the events completed by that
+line (usually zero or one: a record completes when the next record of the
+same pid starts). ``flush()`` completes everything still open (end of file,
+idle stream). A stream is one file of one host; lines that arrive in a
+shipper envelope are routed to the stream of the host and file the envelope
+names. The parser never raises on input: invalid UTF-8 is kept as
+backslash escapes, and what fits no record becomes an ``unparsed`` event
+carrying the raw text and the reason.
+"""
+from __future__ import annotations
+
+from detectors.model import Event
+
+from . import envelope
+from .extract import Extractor, Source
+from .fold import Folder
+from .naming import service_from_path
+from .timefmt import InvalidTimestamp, TimeParser
+
+EMPTY: tuple = ()
+
+
+class _Stream:
+    __slots__ = ("folder", "source", "last")
+
+    def __init__(self, source: Source, syslog_year: int) -> None:
+        self.folder = Folder(syslog_year)
+        self.source = source
+        self.last: tuple[float | None, str | None] = (None, None)
+
+
+def decode(raw: bytes | str) -> str:
+    if isinstance(raw, bytes):
+        raw = raw.decode("utf-8", "backslashreplace")
+    if raw.endswith("\n"):
+        raw = raw[:-1]
+    if raw.endswith("\r"):
+        raw = raw[:-1]
+    return raw
+
+
+class Parser:
+    def __init__(self, tz: str | None = "UTC", syslog_year: int = 1970) -> None:
+        self.tp = TimeParser(tz)
+        self.syslog_year = syslog_year
+        self.extractor = Extractor(self.tp, syslog_year)
+        self.streams: dict[tuple, _Stream] = {}
+
+    def _stream(self, source: Source) -> _Stream:
+        key = (source.host, source.path)
+        st = self.streams.get(key)
+        if st is None:
+            st = self.streams[key] = _Stream(source, self.syslog_year)
+        return st
+
+    def _events(self, st: _Stream, recs: list) -> list[Event]:
+        events = []
+        build = self.extractor.build
+        for rec in recs:
+            ev = build(rec, st.source, st.last)
+            if ev.kind != "unparsed":
+                st.last = (ev.ts, ev.timestamp)
+            events.append(ev)
+        return events
+
+    def feed(self, raw: bytes | str, source: Source, offset: int | None = None) -> list[Event] | tuple:
+        line = decode(raw)
+        if line[:1] == "{":
+            return self._json(line, source, offset)
+        if "\n" in line:                     # a shipper merged a multi-line record
+            out: list[Event] = []
+            for part in line.split("\n"):
+                out.extend(self.feed(part.rstrip("\r"), source, offset))
+            return out
+        st = self.streams.get((source.host, source.path)) or self._stream(source)
+        recs: list = []
+        st.folder.feed(line, offset, recs)
+        return self._events(st, recs) if recs else EMPTY
+
+    def _json(self, line: str, source: Source, offset: int | None) -> list[Event] | tuple:
+        obj = envelope.load(line)
+        if obj is None:
+            return self._plain(line, source, offset)
+        if envelope.is_oslo_record(obj):
+            return [self._oslo(obj, source, offset, line)]
+        inner = envelope.unwrap(obj)
+        if inner is None:
+            return [self._unparsed(line, source, offset, "JSON object without a log line "
+                                   "(no message/log/@message field)")]
+        if inner.path and inner.path != source.path:
+            service = inner.service or service_from_path(inner.path)
+        else:
+            service = inner.service or source.service
+        src = Source(inner.host or source.host, service, inner.path or source.path)
+        off = inner.offset if inner.offset is not None else offset
+        msg = inner.message
+        if msg[:1] == "{":
+            obj2 = envelope.load(msg)
+            if obj2 is not None and envelope.is_oslo_record(obj2):
+                return [self._oslo(obj2, src, off, msg)]
+        if inner.header is not None:
+            msg = inner.header + msg
+        out: list[Event] = []
+        for part in msg.split("\n"):
+            out.extend(self._plain(part.rstrip("\r"), src, off))
+        return out
+
+    def _plain(self, line: str, source: Source, offset: int | None):
+        st = self._stream(source)
+        recs: list = []
+        st.folder.feed(line, offset, recs)
+        return self._events(st, recs) if recs else EMPTY
+
+    def _oslo(self, obj: dict, source: Source, offset: int | None, line: str) -> Event:
+        try:
+            return envelope.oslo_event(obj, self.tp, source.host, source.service, source.path, offset)
+        except (InvalidTimestamp, TypeError, ValueError) as exc:
+            return self._unparsed(line, source, offset, f"bad oslo.log JSON record: {exc}")
+
+    def _unparsed(self, line: str, source: Source, offset: int | None, reason: str) -> Event:
+        last = self._stream(source).last
+        return Event(kind="unparsed", reason=reason, message=line, original=line,
+                     host=source.host, service=source.service, file_path=source.path,
+                     offset=offset, ts=last[0], timestamp=last[1])
+
+    def flush(self, source: Source | None = None) -> list[Event]:
+        """Complete open records: of one source's streams, or of all."""
+        out: list[Event] = []
+        for key, st in list(self.streams.items()):
+            if source is not None and st.source.path != source.path:
+                continue
+            recs: list = []
+            st.folder.flush(recs)
+            out.extend(self._events(st, recs))
+            if source is not None:
+                del self.streams[key]
+        return out
