@@ -274,7 +274,7 @@ class Extractor:
                 body = [strip_instance(b) for b in rec.tb]
                 ev.stack_trace = "\n".join(body).rstrip() or None
                 ev.error_type, ev.error_message = exception_of(body)
-            elif rec.level != "DEBUG" and rec.level != "INFO" and ": " in msg:
+            if ev.error_type is None and rec.level != "DEBUG" and rec.level != "INFO" and ": " in msg:
                 m = ERR_SUFFIX.search(msg.split("\n", 1)[0])
                 if m:
                     ev.error_type, ev.error_message = m.group(1), m.group(2)

@@ -36,7 +36,7 @@ APACHE = re.compile(
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 # A record header buried inside another line (two processes' writes racing).
-EMBEDDED_HEADER = re.compile(r"(?<=\S)\s*(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{1,9} \d+ (?:" + LEVELS + r") \S)")
+EMBEDDED_HEADER = re.compile(r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{1,9} \d+ (?:" + LEVELS + r") \S)")
 
 
 def context_end(rest: str) -> int:

@@ -1,0 +1,759 @@
+"""Local Kafka (KRaft) and Elasticsearch for development and CI, without Docker.
+
+Both services run as plain Java processes bound to 127.0.0.1:
+
+* Kafka: the broker jars (``org.apache.kafka:kafka_<scala>``) are resolved from
+  Maven Central with ``mvn`` and ``deploy/local/kafka-pom.xml``; the storage
+  directory is formatted once with a generated cluster id, then ``kafka.Kafka``
+  runs broker and controller in one JVM (KRaft, no ZooKeeper).
+* Elasticsearch: the ``integ-test-zip`` distribution is fetched from Maven
+  Central with ``mvn dependency:copy`` and unpacked; security is disabled.
+  Elasticsearch refuses to run as root, so when the caller is root it runs as
+  the unprivileged system user ``osloscope`` (created on demand).
+
+Downloads are cached in Maven's local repository (``~/.m2``). Everything else
+(unpacked distribution, rendered config, data, logs, pid files) lives under
+``<project>/.osloscope/`` (or ``$OSLOSCOPE_HOME``) and is throwaway.
+
+Only the standard library is used, plus kafka-python for the Kafka health check.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import json
+import logging
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+import zipfile
+from pathlib import Path
+from string import Template
+from typing import Callable, Iterator
+
+KAFKA_VERSION = "4.3.1"
+SCALA_VERSION = "2.13"
+ES_VERSION = "8.19.21"
+
+SERVICES = ("kafka", "elasticsearch")
+HOST = "127.0.0.1"
+KAFKA_HEAP = "512m"
+ES_HEAP = "1g"
+ES_USER = "osloscope"
+ES_CLUSTER_NAME = "osloscope-local"  # must match deploy/local/elasticsearch.yml
+ES_ARTIFACT = f"org.elasticsearch.distribution.integ-test-zip:elasticsearch:{ES_VERSION}:zip"
+MAVEN_DEPENDENCY_PLUGIN = "org.apache.maven.plugins:maven-dependency-plugin:3.11.0"
+KAFKA_MAIN_CLASS = "kafka.Kafka"
+KAFKA_STORAGE_TOOL = "kafka.tools.StorageTool"
+# Debian's JDK 17 runs both Kafka 4.x and Elasticsearch 8.x; override with OSLOSCOPE_JAVA_HOME.
+PREFERRED_JAVA_HOME = Path("/usr/lib/jvm/java-17-openjdk-amd64")
+
+_PACKAGE_DIR = Path(__file__).resolve().parent
+DEPLOY_DIR = Path(os.environ.get("OSLOSCOPE_DEPLOY_DIR") or _PACKAGE_DIR.parent / "deploy" / "local")
+
+Log = Callable[[str], None]
+
+
+def print_to_stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+class ServiceError(RuntimeError):
+    """A local service could not be resolved, started, checked or stopped."""
+
+    def __init__(self, message: str, *, service: str | None = None, log_path: Path | None = None):
+        self.message = message
+        self.service = service
+        self.log_path = log_path
+        text = f"{service}: {message}" if service else message
+        if log_path is not None:
+            text += f" (see {log_path})"
+        super().__init__(text)
+
+
+# --------------------------------------------------------------------------- paths
+
+
+def project_root() -> Path:
+    """The nearest directory holding pyproject.toml, above this package or the cwd."""
+    for start in (_PACKAGE_DIR, Path.cwd().resolve()):
+        for candidate in (start, *start.parents):
+            if (candidate / "pyproject.toml").is_file():
+                return candidate
+    return _PACKAGE_DIR.parent
+
+
+def resolve_home(home: Path | str | None = None) -> Path:
+    """Argument, then $OSLOSCOPE_HOME, then <project>/.osloscope."""
+    chosen = home or os.environ.get("OSLOSCOPE_HOME") or project_root() / ".osloscope"
+    return Path(chosen).expanduser().resolve()
+
+
+class _Paths:
+    """Per-service layout below <home>/<service>/."""
+
+    def __init__(self, home: Path, service: str):
+        self.service = service
+        self.root = home / service
+        self.pid_file = self.root / f"{service}.pid"
+        self.state_file = self.root / "state.json"
+        self.data_version_file = self.root / "data-version"
+        self.config_dir = self.root / "config"
+        self.data_dir = self.root / "data"
+        self.log_dir = self.root / "logs"
+        self.console_log = self.log_dir / "console.log"
+        self.tmp_dir = self.root / "tmp"
+        self.es_dist = self.root / f"elasticsearch-{ES_VERSION}"
+
+    @property
+    def main_log(self) -> Path:
+        if self.service == "kafka":
+            return self.log_dir / "server.log"
+        return self.log_dir / f"{ES_CLUSTER_NAME}.log"
+
+    @property
+    def marker(self) -> str:
+        """A string that the service's command line contains (guards against pid reuse)."""
+        if self.service == "kafka":
+            return str(self.config_dir / "server.properties")
+        return f"-Des.path.home={self.es_dist}"
+
+
+def _prepare_home(home: Path) -> None:
+    home.mkdir(parents=True, exist_ok=True)
+    ignore = home / ".gitignore"
+    if not ignore.exists():
+        ignore.write_text("# Throwaway local services (pipeline/services.py).\n*\n")
+
+
+# ----------------------------------------------------------------------- processes
+
+
+def _read_pid(path: Path) -> int | None:
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pid, os.WNOHANG)  # reap our own exited children (no zombies)
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _running_pid(paths: _Paths) -> int | None:
+    pid = _read_pid(paths.pid_file)
+    if pid and _alive(pid) and paths.marker in _cmdline(pid):
+        return pid
+    return None
+
+
+def _stop_pid(pid: int, timeout: float) -> bool:
+    """SIGTERM, wait up to timeout, then SIGKILL. True when it stopped on SIGTERM."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    if _wait_gone(pid, timeout):
+        return True
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    _wait_gone(pid, 10.0)
+    return False
+
+
+def _wait_gone(pid: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not _alive(pid):
+            return True
+        time.sleep(0.1)
+    return not _alive(pid)
+
+
+def _port_open(port: int, timeout: float = 0.5) -> bool:
+    try:
+        with socket.create_connection((HOST, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        text = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return ""
+    return "\n".join(text[-lines:])
+
+
+def _write_state(paths: _Paths, **state: object) -> None:
+    paths.state_file.write_text(json.dumps(state, indent=2) + "\n")
+
+
+def _read_state(paths: _Paths) -> dict:
+    try:
+        return json.loads(paths.state_file.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _check_ports_free(service: str, ports: tuple[int, ...]) -> None:
+    for port in ports:
+        if _port_open(port):
+            raise ServiceError(
+                f"port {HOST}:{port} is already in use by another process; "
+                "stop it or choose another port",
+                service=service,
+            )
+
+
+# -------------------------------------------------------------------- java, maven
+
+
+def _java_home() -> Path:
+    candidates = (os.environ.get("OSLOSCOPE_JAVA_HOME"), PREFERRED_JAVA_HOME, os.environ.get("JAVA_HOME"))
+    for candidate in candidates:
+        if candidate and (Path(candidate) / "bin" / "java").is_file():
+            return Path(candidate)
+    java = shutil.which("java")
+    if java:
+        return Path(java).resolve().parent.parent
+    raise ServiceError("no Java found: install a JDK 17+ or set OSLOSCOPE_JAVA_HOME")
+
+
+def _mvn(args: list[str], *, service: str, log_path: Path, cwd: Path) -> None:
+    mvn = shutil.which("mvn")
+    if not mvn:
+        raise ServiceError("Maven ('mvn') is not on PATH; it fetches the jars", service=service)
+    env = dict(os.environ, JAVA_HOME=str(_java_home()))
+    cmd = [mvn, "-B", "-q", "-Dstyle.color=never", *args]
+    result = subprocess.run(cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    log_path.write_text(" ".join(cmd) + "\n\n" + result.stdout)
+    if result.returncode != 0:
+        errors = [line for line in result.stdout.splitlines() if "ERROR" in line]
+        raise ServiceError(f"Maven failed: {errors[0] if errors else 'exit ' + str(result.returncode)}",
+                           service=service, log_path=log_path)
+
+
+def _render(template: str, dest: Path, **values: object) -> None:
+    source = DEPLOY_DIR / template
+    try:
+        text = Template(source.read_text()).substitute(values)
+    except OSError as exc:
+        raise ServiceError(f"template {source} is missing ({exc})") from exc
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.write_text(text)
+
+
+def _reset_data_if_other_version(paths: _Paths, version: str, log: Log) -> bool:
+    """Wipe data written by another version (it is throwaway). True if data is usable."""
+    try:
+        recorded = paths.data_version_file.read_text().strip()
+    except OSError:
+        recorded = None
+    if recorded == version and paths.data_dir.is_dir():
+        return True
+    if paths.data_dir.exists():
+        log(f"wiping {paths.data_dir} (written by {recorded or 'an unknown version'}, now {version})")
+        shutil.rmtree(paths.data_dir)
+    paths.data_dir.mkdir(parents=True)
+    return False
+
+
+# --------------------------------------------------------------------------- kafka
+
+
+def _kafka_classpath(paths: _Paths, log: Log) -> str:
+    cache = paths.root / f"classpath-{SCALA_VERSION}-{KAFKA_VERSION}.txt"
+    if cache.is_file():
+        classpath = cache.read_text().strip()
+        if classpath and all(Path(jar).is_file() for jar in classpath.split(os.pathsep)):
+            return classpath
+    log(f"resolving Kafka {KAFKA_VERSION} jars with Maven (first run downloads ~80 MB)...")
+    _mvn([f"{MAVEN_DEPENDENCY_PLUGIN}:build-classpath", "-f", str(DEPLOY_DIR / "kafka-pom.xml"),
+          f"-Dkafka.version={KAFKA_VERSION}", f"-Dscala.binary={SCALA_VERSION}",
+          f"-Dmdep.outputFile={cache}"],
+         service="kafka", log_path=paths.log_dir / "maven.log", cwd=paths.root)
+    return cache.read_text().strip()
+
+
+def _new_cluster_id() -> str:
+    """Like Kafka's Uuid.randomUuid().toString(): URL-safe base64, no padding."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
+def _kafka_java_cmd(java: Path, classpath: str, paths: _Paths, *, heap: str | None) -> list[str]:
+    cmd = [str(java)]
+    if heap:
+        cmd += [f"-Xms{heap}", f"-Xmx{heap}", "-XX:+UseG1GC"]
+    return cmd + [
+        "-Djava.awt.headless=true",
+        f"-Dlog4j2.configurationFile={paths.config_dir / 'log4j2.properties'}",
+        f"-Dkafka.logs.dir={paths.log_dir}",
+        "-cp", classpath,
+    ]
+
+
+def _kafka_render_config(paths: _Paths, kafka_port: int, controller_port: int) -> None:
+    _render("server.properties", paths.config_dir / "server.properties", kafka_port=kafka_port,
+            controller_port=controller_port, data_dir=paths.data_dir)
+    _render("kafka-log4j2.properties", paths.config_dir / "log4j2.properties", log_dir=paths.log_dir)
+
+
+def _kafka_format(paths: _Paths, java: Path, classpath: str, log: Log) -> None:
+    if _reset_data_if_other_version(paths, KAFKA_VERSION, log) and (paths.data_dir / "meta.properties").exists():
+        return
+    cluster_id = _new_cluster_id()
+    log(f"formatting Kafka storage (cluster id {cluster_id})...")
+    format_log = paths.log_dir / "storage-format.log"
+    cmd = _kafka_java_cmd(java, classpath, paths, heap=None) + [
+        KAFKA_STORAGE_TOOL, "format", "-t", cluster_id, "-c", str(paths.config_dir / "server.properties")]
+    with format_log.open("w") as out:
+        result = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+    if result.returncode != 0:
+        raise ServiceError(f"kafka-storage format failed (exit {result.returncode})",
+                           service="kafka", log_path=format_log)
+    paths.data_version_file.write_text(KAFKA_VERSION + "\n")
+
+
+@contextlib.contextmanager
+def _quiet_kafka_logging() -> Iterator[None]:
+    logger = logging.getLogger("kafka")
+    previous = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(previous)
+
+
+def _kafka_healthy(port: int, timeout: float = 5.0) -> bool:
+    """The port accepts and, when kafka-python is installed, a metadata request succeeds."""
+    if not _port_open(port):
+        return False
+    try:
+        from kafka import KafkaAdminClient
+    except ImportError:
+        return True
+    wanted = {"bootstrap_servers": f"{HOST}:{port}", "client_id": "osloscope-services",
+              "request_timeout_ms": int(timeout * 1000), "bootstrap_timeout_ms": int(timeout * 1000)}
+    config = {key: value for key, value in wanted.items() if key in KafkaAdminClient.DEFAULT_CONFIG}
+    with _quiet_kafka_logging():
+        try:
+            admin = KafkaAdminClient(**config)
+            try:
+                admin.list_topics()
+            finally:
+                admin.close()
+        except Exception:  # noqa: BLE001 - any client failure means "not healthy yet"
+            return False
+    return True
+
+
+def _wait_healthy(service: str, pid: int, check: Callable[[], bool], deadline: float, log_path: Path) -> None:
+    while time.monotonic() < deadline:
+        if not _alive(pid):
+            raise ServiceError(f"process {pid} exited during start-up:\n{_tail(log_path)}",
+                               service=service, log_path=log_path)
+        if check():
+            return
+        time.sleep(0.5)
+    raise ServiceError("not healthy before the timeout", service=service, log_path=log_path)
+
+
+def _start_kafka(home: Path, kafka_port: int, controller_port: int, timeout: float, log: Log) -> dict:
+    paths = _Paths(home, "kafka")
+    pid = _running_pid(paths)
+    if pid:
+        port = _read_state(paths).get("port")
+        log(f"Kafka already running (pid {pid}, {HOST}:{port})")
+        return {"started": False, "pid": pid, "port": port, "version": KAFKA_VERSION}
+    paths.pid_file.unlink(missing_ok=True)
+    _check_ports_free("kafka", (kafka_port, controller_port))
+    for directory in (paths.root, paths.log_dir, paths.config_dir):
+        directory.mkdir(parents=True, exist_ok=True)
+    java = _java_home() / "bin" / "java"
+    classpath = _kafka_classpath(paths, log)
+    _kafka_render_config(paths, kafka_port, controller_port)
+    _kafka_format(paths, java, classpath, log)
+    return _launch_kafka(paths, java, classpath, kafka_port, controller_port, timeout, log)
+
+
+def _launch_kafka(paths: _Paths, java: Path, classpath: str, kafka_port: int, controller_port: int,
+                  timeout: float, log: Log) -> dict:
+    started = time.monotonic()
+    log(f"starting Kafka {KAFKA_VERSION} (KRaft) on {HOST}:{kafka_port}...")
+    cmd = _kafka_java_cmd(java, classpath, paths, heap=KAFKA_HEAP) + [
+        KAFKA_MAIN_CLASS, str(paths.config_dir / "server.properties")]
+    with paths.console_log.open("ab") as out:
+        proc = subprocess.Popen(cmd, cwd=paths.root, stdin=subprocess.DEVNULL, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    paths.pid_file.write_text(f"{proc.pid}\n")
+    _write_state(paths, version=KAFKA_VERSION, pid=proc.pid, port=kafka_port,
+                 controller_port=controller_port, log=str(paths.main_log))
+    try:
+        _wait_healthy("kafka", proc.pid, lambda: _kafka_healthy(kafka_port),
+                      started + timeout, paths.main_log)
+    except ServiceError:
+        _stop_pid(proc.pid, 10.0)
+        paths.pid_file.unlink(missing_ok=True)
+        raise
+    elapsed = time.monotonic() - started
+    log(f"Kafka up on {HOST}:{kafka_port} ({elapsed:.1f} s)")
+    return {"started": True, "pid": proc.pid, "port": kafka_port, "version": KAFKA_VERSION,
+            "seconds": round(elapsed, 1)}
+
+
+# ------------------------------------------------------------------- elasticsearch
+
+
+def _maven_repo() -> Path:
+    return Path.home() / ".m2" / "repository"
+
+
+def _es_zip(paths: _Paths, log: Log) -> Path:
+    cached = (_maven_repo() / "org" / "elasticsearch" / "distribution" / "integ-test-zip" / "elasticsearch"
+              / ES_VERSION / f"elasticsearch-{ES_VERSION}.zip")
+    if cached.is_file():
+        return cached
+    log(f"fetching Elasticsearch {ES_VERSION} with Maven (first run downloads ~107 MB)...")
+    download_dir = paths.root / "download"
+    _mvn([f"{MAVEN_DEPENDENCY_PLUGIN}:copy", f"-Dartifact={ES_ARTIFACT}", f"-DoutputDirectory={download_dir}"],
+         service="elasticsearch", log_path=paths.log_dir / "maven.log", cwd=paths.root)
+    return download_dir / f"elasticsearch-{ES_VERSION}.zip"
+
+
+def _unzip(archive: Path, dest: Path) -> None:
+    """Extract keeping the Unix permission bits (zipfile drops them)."""
+    with zipfile.ZipFile(archive) as zf:
+        for info in zf.infolist():
+            target = zf.extract(info, dest)
+            mode = (info.external_attr >> 16) & 0o777
+            if mode:
+                os.chmod(target, mode)
+
+
+def _es_distribution(paths: _Paths, log: Log) -> Path:
+    if (paths.es_dist / "bin" / "elasticsearch").is_file():
+        return paths.es_dist
+    archive = _es_zip(paths, log)
+    log(f"unpacking {archive.name} into {paths.root}...")
+    staging = paths.root / ".unpack"
+    shutil.rmtree(staging, ignore_errors=True)
+    _unzip(archive, staging)
+    shutil.rmtree(paths.es_dist, ignore_errors=True)
+    (staging / paths.es_dist.name).rename(paths.es_dist)
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.rmtree(paths.root / "download", ignore_errors=True)
+    return paths.es_dist
+
+
+def _es_render_config(paths: _Paths, dist: Path, es_port: int) -> None:
+    values = {"es_port": es_port, "es_transport_port": es_port + 100, "data_dir": paths.data_dir,
+              "log_dir": paths.log_dir, "es_heap": ES_HEAP}
+    _render("elasticsearch.yml", paths.config_dir / "elasticsearch.yml", **values)
+    _render("jvm.options", paths.config_dir / "jvm.options.d" / "osloscope.options", **values)
+    for name in ("jvm.options", "log4j2.properties"):
+        shutil.copyfile(dist / "config" / name, paths.config_dir / name)
+
+
+def _es_user(log: Log) -> pwd.struct_passwd:
+    try:
+        return pwd.getpwnam(ES_USER)
+    except KeyError:
+        pass
+    log(f"creating system user {ES_USER!r} (Elasticsearch refuses to run as root)...")
+    cmd = ["useradd", "--system", "--user-group", "--no-create-home", "--home-dir", "/nonexistent",
+           "--shell", "/usr/sbin/nologin", ES_USER]
+    result = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if result.returncode != 0:
+        raise ServiceError(f"useradd {ES_USER} failed: {result.stdout.strip()}", service="elasticsearch")
+    return pwd.getpwnam(ES_USER)
+
+
+def _chown_tree(root: Path, uid: int, gid: int) -> None:
+    os.chown(root, uid, gid)
+    for directory, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            os.chown(os.path.join(directory, name), uid, gid, follow_symlinks=False)
+
+
+def _check_searchable(path: Path) -> None:
+    """The unprivileged user must be able to reach <home>; /root, for one, is closed."""
+    for parent in path.parents:
+        if not parent.stat().st_mode & 0o001:
+            raise ServiceError(f"{parent} is not searchable by user {ES_USER}; "
+                               "set OSLOSCOPE_HOME to a directory outside it", service="elasticsearch")
+
+
+def _drop_privileges_prefix(log: Log, paths: _Paths) -> list[str]:
+    """Command prefix that runs Elasticsearch as ES_USER when we are root."""
+    if os.geteuid() != 0:
+        return []
+    user = _es_user(log)
+    _check_searchable(paths.root)
+    _chown_tree(paths.root, user.pw_uid, user.pw_gid)
+    if shutil.which("setpriv"):
+        return ["setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}", "--init-groups", "--"]
+    if shutil.which("runuser"):
+        return ["runuser", "-u", ES_USER, "--"]
+    raise ServiceError("need setpriv or runuser to run Elasticsearch as non-root", service="elasticsearch")
+
+
+def _es_request(port: int, path: str, *, method: str = "GET", body: object = None, timeout: float = 5.0) -> dict:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(f"http://{HOST}:{port}{path}", data=data, method=method,
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        return json.loads(response.read() or b"{}")
+
+
+def _es_healthy(port: int, wait: float = 0.0) -> bool:
+    query = f"?wait_for_status=yellow&timeout={int(wait)}s" if wait >= 1 else ""
+    try:
+        health = _es_request(port, f"/_cluster/health{query}", timeout=wait + 5.0)
+    except (OSError, ValueError):  # URLError, connection refused, HTTP 408/503, bad JSON
+        return False
+    return health.get("status") in ("green", "yellow")
+
+
+def _start_es(home: Path, es_port: int, timeout: float, log: Log) -> dict:
+    paths = _Paths(home, "elasticsearch")
+    pid = _running_pid(paths)
+    if pid:
+        port = _read_state(paths).get("port")
+        log(f"Elasticsearch already running (pid {pid}, http://{HOST}:{port})")
+        return {"started": False, "pid": pid, "port": port, "version": ES_VERSION}
+    paths.pid_file.unlink(missing_ok=True)
+    _check_ports_free("elasticsearch", (es_port, es_port + 100))
+    for directory in (paths.root, paths.log_dir, paths.config_dir, paths.tmp_dir):
+        directory.mkdir(parents=True, exist_ok=True)
+    dist = _es_distribution(paths, log)
+    _es_render_config(paths, dist, es_port)
+    _reset_data_if_other_version(paths, ES_VERSION, log)
+    paths.data_version_file.write_text(ES_VERSION + "\n")
+    prefix = _drop_privileges_prefix(log, paths)
+    return _launch_es(paths, prefix, es_port, timeout, log)
+
+
+def _es_env(paths: _Paths) -> dict[str, str]:
+    return {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(paths.root),
+        "LANG": "C.UTF-8",
+        "ES_JAVA_HOME": str(_java_home()),
+        "ES_PATH_CONF": str(paths.config_dir),
+        "ES_TMPDIR": str(paths.tmp_dir),
+    }
+
+
+def _launch_es(paths: _Paths, prefix: list[str], es_port: int, timeout: float, log: Log) -> dict:
+    started = time.monotonic()
+    log(f"starting Elasticsearch {ES_VERSION} on http://{HOST}:{es_port}...")
+    cmd = prefix + [str(paths.es_dist / "bin" / "elasticsearch"), "-d", "-p", str(paths.pid_file)]
+    with paths.console_log.open("ab") as out:
+        # With -d the launcher returns once the node has started (or failed).
+        proc = subprocess.Popen(cmd, cwd=paths.root, env=_es_env(paths), stdin=subprocess.DEVNULL,
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        code = proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        code = None
+    pid = _read_pid(paths.pid_file)
+    if code != 0 or pid is None:
+        if pid:
+            _stop_pid(pid, 10.0)
+        reason = "did not start before the timeout" if code is None else f"launcher exited with {code}"
+        raise ServiceError(f"{reason}:\n{_tail(paths.console_log)}",
+                           service="elasticsearch", log_path=paths.console_log)
+    _write_state(paths, version=ES_VERSION, pid=pid, port=es_port, log=str(paths.main_log))
+    remaining = max(1.0, started + timeout - time.monotonic())
+    if not _es_healthy(es_port, wait=remaining):
+        raise ServiceError("cluster health did not reach yellow before the timeout",
+                           service="elasticsearch", log_path=paths.main_log)
+    elapsed = time.monotonic() - started
+    log(f"Elasticsearch up on http://{HOST}:{es_port} ({elapsed:.1f} s)")
+    return {"started": True, "pid": pid, "port": es_port, "version": ES_VERSION, "seconds": round(elapsed, 1)}
+
+
+# ---------------------------------------------------------------------- public API
+
+
+def _check_which(which: tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    unknown = [name for name in which if name not in SERVICES]
+    if unknown:
+        raise ServiceError(f"unknown service(s) {unknown}; choose from {list(SERVICES)}")
+    return tuple(name for name in SERVICES if name in which)
+
+
+def up(home: Path | None = None, *, kafka_port: int = 9092, kafka_controller_port: int = 9093,
+       es_port: int = 9200, which: tuple[str, ...] = SERVICES, timeout: float = 180.0,
+       log: Log = print_to_stderr) -> dict:
+    """Start the selected services (idempotent) and wait until they are healthy.
+
+    ``timeout`` bounds each service's start-up once its JVM is launched; first-run
+    downloads are not counted. Returns {service: {started, pid, port, version, ...}}.
+    Raises ServiceError with the service name and log file on failure.
+    """
+    home = resolve_home(home)
+    _prepare_home(home)
+    result = {}
+    for name in _check_which(which):
+        if name == "kafka":
+            result[name] = _start_kafka(home, kafka_port, kafka_controller_port, timeout, log)
+        else:
+            result[name] = _start_es(home, es_port, timeout, log)
+        result[name]["log"] = str(_Paths(home, name).main_log)
+    return result
+
+
+def down(home: Path | None = None, *, which: tuple[str, ...] = SERVICES, timeout: float = 30.0,
+         log: Log = print_to_stderr) -> None:
+    """Stop the selected services: SIGTERM, then SIGKILL after ``timeout`` seconds."""
+    home = resolve_home(home)
+    for name in _check_which(which):
+        paths = _Paths(home, name)
+        label = _label(name)
+        pid = _running_pid(paths)
+        if pid is None:
+            log(f"{label} not running")
+        else:
+            started = time.monotonic()
+            log(f"stopping {label} (pid {pid})...")
+            clean = _stop_pid(pid, timeout)
+            how = "stopped" if clean else f"killed (no exit within {timeout:.0f} s of SIGTERM)"
+            log(f"{label} {how} ({time.monotonic() - started:.1f} s)")
+        paths.pid_file.unlink(missing_ok=True)
+
+
+def status(home: Path | None = None) -> dict:
+    """{service: {running, pid, port, version, healthy, log}} without starting anything."""
+    home = resolve_home(home)
+    report = {}
+    for name in SERVICES:
+        paths = _Paths(home, name)
+        state = _read_state(paths)
+        pid = _running_pid(paths)
+        port = state.get("port")
+        healthy = False
+        if pid and port:
+            healthy = _kafka_healthy(port) if name == "kafka" else _es_healthy(port)
+        version = state.get("version") or (KAFKA_VERSION if name == "kafka" else ES_VERSION)
+        report[name] = {"running": pid is not None, "pid": pid, "port": port, "version": version,
+                        "healthy": healthy, "log": str(paths.main_log)}
+    return report
+
+
+def _label(name: str) -> str:
+    return "Kafka" if name == "kafka" else "Elasticsearch"
+
+
+# ---------------------------------------------------------------------------- CLI
+
+_DESCRIPTION = f"""\
+Run the local backing services for osloscope without Docker, as plain Java
+processes on {HOST}:
+  kafka          Apache Kafka {KAFKA_VERSION} (Scala {SCALA_VERSION}), single node, KRaft mode
+  elasticsearch  Elasticsearch {ES_VERSION} (integ-test distribution), single node,
+                 security disabled; runs as user '{ES_USER}' when started by root
+
+Jars and the Elasticsearch zip come from Maven Central through 'mvn' and are
+cached in ~/.m2. Unpacked distributions, rendered config, data, logs and pid
+files live in <project>/.osloscope/ (override with --home or $OSLOSCOPE_HOME);
+that directory is throwaway: 'down' then delete it to start from scratch.
+Java: $OSLOSCOPE_JAVA_HOME, else {PREFERRED_JAVA_HOME}, else $JAVA_HOME / PATH."""
+
+_EPILOG = """\
+examples:
+  osloscope services up
+  osloscope services up --only kafka --kafka-port 19092 --kafka-controller-port 19093
+  osloscope services status --json
+  osloscope services down
+
+exit status: 0 on success; 1 on error; 'status' returns 3 when a selected
+service is not running and healthy."""
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="osloscope services", description=_DESCRIPTION, epilog=_EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--home", type=Path, help="state directory (default: $OSLOSCOPE_HOME or "
+                        "<project>/.osloscope)")
+    common.add_argument("--only", action="append", choices=SERVICES, metavar="SERVICE",
+                        help="act on this service only (kafka or elasticsearch); repeatable")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{up,down,status}")
+    start = commands.add_parser("up", parents=[common], help="start and wait until healthy (idempotent)")
+    start.add_argument("--kafka-port", type=int, default=9092, help="Kafka client port (default 9092)")
+    start.add_argument("--kafka-controller-port", type=int, default=9093,
+                       help="KRaft controller port (default 9093)")
+    start.add_argument("--es-port", type=int, default=9200,
+                       help="Elasticsearch HTTP port (default 9200; transport uses port + 100)")
+    start.add_argument("--timeout", type=float, default=180.0,
+                       help="seconds each service may take to become healthy (default 180)")
+    stop = commands.add_parser("down", parents=[common], help="stop (SIGTERM, then SIGKILL after --timeout)")
+    stop.add_argument("--timeout", type=float, default=30.0, help="seconds to wait after SIGTERM (default 30)")
+    report = commands.add_parser("status", parents=[common], help="show running/healthy, pid, port, version")
+    report.add_argument("--json", action="store_true", help="print the status as JSON")
+    return parser
+
+
+def _print_status(report: dict, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(report, indent=2))
+        return
+    for name, info in report.items():
+        state = "running" if info["running"] else "stopped"
+        health = "healthy" if info["healthy"] else "not healthy"
+        details = f"pid {info['pid']}, port {info['port']}, {health}" if info["running"] else f"log {info['log']}"
+        print(f"{name:<14} {state:<8} {info['version']:<8} {details}")
+
+
+def main(argv: list[str]) -> int:
+    args = _build_parser().parse_args(argv)
+    which = tuple(args.only) if args.only else SERVICES
+    try:
+        if args.command == "up":
+            up(args.home, kafka_port=args.kafka_port, kafka_controller_port=args.kafka_controller_port,
+               es_port=args.es_port, which=which, timeout=args.timeout)
+        elif args.command == "down":
+            down(args.home, which=which, timeout=args.timeout)
+        else:
+            report = {name: info for name, info in status(args.home).items() if name in which}
+            _print_status(report, args.json)
+            return 0 if all(info["running"] and info["healthy"] for info in report.values()) else 3
+    except ServiceError as exc:
+        print_to_stderr(f"error: {exc}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
