@@ -18,7 +18,8 @@ import orjson
 
 from detectors.model import Event
 
-from .extract import access_fields, exception_of, parse_context, resources_of, service_from_logger
+from .extract import (access_fields, exception_of, is_request_id, parse_context, resources_of,
+                      service_from_logger)
 from .timefmt import InvalidTimestamp, TimeParser
 
 
@@ -77,7 +78,7 @@ def unwrap(obj: dict) -> Unwrapped | None:
     offset = _get(obj, "log.offset", "offset")
     service = _get(obj, "service.name", "programname", "app_name")
     return Unwrapped(msg, host if isinstance(host, str) else None, path,
-                     offset if isinstance(offset, int) else None,
+                     offset if isinstance(offset, int) and offset >= 0 else None,
                      service if isinstance(service, str) else None, header)
 
 
@@ -96,6 +97,10 @@ def _logstash_header(obj: dict, msg: str) -> str | None:
     return f"{ts} {pid} {level} {module} "
 
 
+def _str(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
 def oslo_event(obj: dict, tp: TimeParser, host: str | None, service: str | None,
                path: str | None, offset: int | None) -> Event:
     """An event from an oslo.log JSONFormatter / FluentFormatter record."""
@@ -109,13 +114,13 @@ def oslo_event(obj: dict, tp: TimeParser, host: str | None, service: str | None,
         ts, stamp = tp.parse(text.replace(",", "."))
     else:
         raise InvalidTimestamp("JSON record without created/asctime/time")
-    logger = obj.get("name")
+    logger = _str(obj.get("name"))
     ev = Event(ts=ts, timestamp=stamp, level=str(obj.get("levelname") or obj.get("level") or ""),
                logger=logger, message=str(obj.get("message", "")),
-               host=host or obj.get("hostname"), file_path=path, offset=offset,
+               host=host or _str(obj.get("hostname")), file_path=path, offset=offset,
                pid=obj.get("process") if isinstance(obj.get("process"), int) else None,
-               origin_function=obj.get("funcname") or obj.get("funcName"),
-               origin_file=obj.get("pathname"),
+               origin_function=_str(obj.get("funcname") or obj.get("funcName")),
+               origin_file=_str(obj.get("pathname")),
                origin_line=obj.get("lineno") if isinstance(obj.get("lineno"), int) else None)
     ev.service = service or service_from_logger(logger, None)
     ev.original = orjson.dumps(obj).decode()
@@ -126,16 +131,17 @@ def oslo_event(obj: dict, tp: TimeParser, host: str | None, service: str | None,
     if not isinstance(extra, dict):
         extra = {}
     merged = {**extra, **ctx}
-    ev.request_id = merged.get("request_id") or None
-    ev.global_request_id = merged.get("global_request_id") or None
-    ev.user_id = merged.get("user_id") or merged.get("user") or None
-    ev.project_id = merged.get("project_id") or merged.get("project") or merged.get("tenant") or None
-    ev.user_name = merged.get("user_name") or None
-    ev.project_name = merged.get("project_name") or None
+    rid, gid = _str(merged.get("request_id")), _str(merged.get("global_request_id"))
+    ev.request_id = rid if rid and is_request_id(rid) else None
+    ev.global_request_id = gid if gid and is_request_id(gid) else None
+    ev.user_id = _str(merged.get("user_id")) or _str(merged.get("user"))
+    ev.project_id = _str(merged.get("project_id")) or _str(merged.get("project")) or _str(merged.get("tenant"))
+    ev.user_name = _str(merged.get("user_name"))
+    ev.project_name = _str(merged.get("project_name"))
     inst = merged.get("instance_uuid") or merged.get("resource_uuid") or merged.get("instance")
     if isinstance(inst, dict):
         inst = inst.get("uuid")
-    if isinstance(inst, str) and len(inst) == 36:
+    if isinstance(inst, str) and len(inst) == 36 and inst.count("-") == 4:
         ev.instance_id = inst.lower()
     if ev.request_id is None and isinstance(merged.get("user_identity"), str):
         parse_context(merged["user_identity"], ev)

@@ -23,10 +23,10 @@ RESOURCE_KIND = {"server": "instance", "vol": "volume"}
 REQ_ID = re.compile(r"req-" + UUID)
 
 ACCESS_OSLO = re.compile(
-    r'([0-9A-Fa-f.:,]+|-) "([A-Z]+) (\S+)(?: HTTP/[\d.]+)?" status: (\d{3})\s+len: (\d+)'
+    r'([0-9A-Fa-f.:,]+|-) "([A-Z]+) (\S+)(?: HTTP/[\d.]+)?" status: ([1-5]\d\d)\s+len: (\d+)'
     r'(?: microversion: \S+)? time: ([\d.]+)')
-ACCESS_EVENTLET = re.compile(r'([0-9A-Fa-f.:,]+) - - \[[^\]]+\] "([A-Z]+) (\S+)[^"]*" (\d{3}) (\d+|-) ([\d.]+)')
-FAULT_LINE = re.compile(r"(\S+) returned with HTTP (\d{3})")
+ACCESS_EVENTLET = re.compile(r'([0-9A-Fa-f.:,]+) - - \[[^\]]+\] "([A-Z]+) (\S+)[^"]*" ([1-5]\d\d) (\d+|-) ([\d.]+)')
+FAULT_LINE = re.compile(r"(\S+) returned with HTTP ([1-5]\d\d)")
 METHOD_URL = re.compile(r"(GET|POST|PUT|DELETE|PATCH|HEAD|OPTIONS) (\S+)$")
 
 EXC_LINE = re.compile(r"((?:[A-Za-z_]\w*\.)*[A-Za-z_]\w*)(?:: (.*))?$", re.S)
@@ -73,12 +73,12 @@ def parse_context(ctx: str, ev: Event) -> None:
     if not tokens or tokens[0] == "-" and len(tokens) == 1:
         return
     i = 0
-    if len(tokens) > 1 and tokens[1].startswith("req-"):
-        if tokens[0].startswith("req-"):
+    if len(tokens) > 1 and is_request_id(tokens[1]):
+        if is_request_id(tokens[0]):
             ev.global_request_id = tokens[0]
         ev.request_id = tokens[1]
         i = 2
-    elif tokens[0].startswith("req-"):
+    elif is_request_id(tokens[0]):
         ev.request_id = tokens[0]
         i = 1
     ident = tokens[i:i + 2]
@@ -92,6 +92,14 @@ def parse_context(ctx: str, ev: Event) -> None:
         ev.project_name, ev.user_name = u, p
     else:
         ev.user_name, ev.project_name = u, p
+
+
+_REQ_CHARS = frozenset("0123456789abcdefABCDEF-")
+_UUID_CHARS = _REQ_CHARS
+
+
+def is_request_id(token: str) -> bool:
+    return token.startswith("req-") and len(token) > 12 and _REQ_CHARS.issuperset(token[4:])
 
 
 def _hexish(s: str) -> bool:
@@ -256,7 +264,7 @@ class Extractor:
         if n:
             parse_context(rest[1:rest.find("]")], ev)
             rest = rest[n:]
-        if rest.startswith(INSTANCE_PREFIX) and rest[47:48] == "]":
+        if rest.startswith(INSTANCE_PREFIX) and rest[47:48] == "]" and _UUID_CHARS.issuperset(rest[11:47]):
             ev.instance_id = rest[11:47].lower()
             rest = rest[49:] if rest[48:49] == " " else rest[48:]
         if rec.orphan:

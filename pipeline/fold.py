@@ -69,19 +69,21 @@ class Folder:
         self.syslog_year = syslog_year
 
     def feed(self, line: str, offset: int | None, out: list) -> None:
+        rest = self._feed(line, offset, out)
+        while rest is not None:            # records glued into one line, one by one
+            rest = self._feed(*rest, out)
+
+    def _feed(self, line: str, offset: int | None, out: list):
         m = HEADER.match(line)
         if m is not None:
             ts, pid, level, logger, rest = m.groups()
-            self._header(ts, pid, level, logger, rest or "", line, offset, out)
-            return
+            return self._header(ts, pid, level, logger, rest or "", line, offset, out)
         c = line[:1]
         if c.isupper() and line[3:4] == " " and (m := SYSLOG.match(line)):
-            self._syslog(m, line, offset, out, iso=False)
-            return
+            return self._syslog(m, line, offset, out, iso=False)
         if c.isdigit():
             if line[10:11] == "T" and (m := SYSLOG_ISO.match(line)):
-                self._syslog(m, line, offset, out, iso=True)
-                return
+                return self._syslog(m, line, offset, out, iso=True)
             if '] "' in line and (m := APACHE.match(line)):
                 out.append(Record(None, None, "INFO", None, line, line, offset, kind="access", access=m))
                 return
@@ -99,7 +101,9 @@ class Folder:
 
     # -- header lines -----------------------------------------------------
     def _header(self, ts, pid, level, logger, rest, line, offset, out, *, host=None, prog=None,
-                syslog_ts=None) -> None:
+                syslog_ts=None):
+        """Fold one header line; returns ``(line, offset)`` of a glued-on
+        record still to be fed, else None."""
         key = pid if host is None else f"{host}\x00{pid}"
         rec = self.open.get(key)
         if _is_prefix_level(level) and not context_end(rest):
@@ -109,8 +113,7 @@ class Folder:
                 if cut is not None:          # another process's record glued on
                     head = len(line) - len(rest) + cut.start(1)
                     self._append_tb(rec, line[:head], rest[:cut.start(1)])
-                    self.feed(line[head:], None if offset is None else offset + head, out)
-                    return
+                    return line[head:], None if offset is None else offset + head
                 self._append_tb(rec, line, rest)
                 if len(rec.lines) >= MAX_RECORD_LINES:
                     self._split(rec, out)
@@ -139,17 +142,16 @@ class Folder:
         inner = HEADER.match(body)
         if inner is not None:
             ts, pid, level, logger, rest = inner.groups()
-            self._header(ts, pid, level, logger, rest or "", line, offset, out, host=host, prog=prog)
-            return
+            return self._header(ts, pid, level, logger, rest or "", line, offset, out, host=host,
+                                prog=prog)
         short = SHORT.match(body)
         if short is None:
             # a syslog line of a non-oslo program: its own record, INFO
-            self._header(None, spid or "0", "INFO", prog, body, line, offset, out, host=host,
-                         prog=prog, syslog_ts=(stamp, iso))
-            return
+            return self._header(None, spid or "0", "INFO", prog, body, line, offset, out, host=host,
+                                prog=prog, syslog_ts=(stamp, iso))
         level, logger, rest = short.groups()
-        self._header(None, spid or "0", level, logger, rest or "", line, offset, out, host=host,
-                     prog=prog, syslog_ts=(stamp, iso))
+        return self._header(None, spid or "0", level, logger, rest or "", line, offset, out,
+                            host=host, prog=prog, syslog_ts=(stamp, iso))
 
     def _split(self, rec: Record, out: list) -> None:
         """Emit an oversized record; later lines continue in a new orphan record."""

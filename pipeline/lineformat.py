@@ -31,7 +31,7 @@ SHORT = re.compile(r"(" + LEVELS + r") ([\w.\-]+)(?: (.*))?", re.S)
 # Apache combined (+ optional %D / %D(us)), standalone access-log line
 APACHE = re.compile(
     r'([0-9A-Fa-f.:]+|-) \S+ (\S+) \[(\d\d/\w{3}/\d{4}:\d\d:\d\d:\d\d [+-]\d{4})\] '
-    r'"([A-Z]+) (\S+)[^"]*" (\d{3}) (\d+|-)(?: "[^"]*" "([^"]*)")?(?: (\d+)(\(us\))?)?')
+    r'"([A-Z]+) (\S+)[^"]*" ([1-5]\d\d) (\d+|-)(?: "[^"]*" "([^"]*)")?(?: (\d+)(\(us\))?)?')
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 

@@ -191,6 +191,16 @@ def _wait_gone(pid: int, timeout: float) -> bool:
     return not _alive(pid)
 
 
+def _kill_group(proc: subprocess.Popen, timeout: float = 10.0) -> None:
+    """SIGTERM then SIGKILL the process group led by proc (started with start_new_session)."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=timeout)
+            return
+
+
 def _port_open(port: int, timeout: float = 0.5) -> bool:
     try:
         with socket.create_connection((HOST, port), timeout=timeout):
@@ -204,7 +214,7 @@ def _tail(path: Path, lines: int = 15) -> str:
         text = path.read_text(errors="replace").splitlines()
     except OSError:
         return ""
-    return "\n".join(text[-lines:])
+    return "\n".join(line if len(line) <= 300 else line[:300] + " ..." for line in text[-lines:])
 
 
 def _write_state(paths: _Paths, **state: object) -> None:
@@ -292,7 +302,7 @@ def _kafka_classpath(paths: _Paths, log: Log) -> str:
         classpath = cache.read_text().strip()
         if classpath and all(Path(jar).is_file() for jar in classpath.split(os.pathsep)):
             return classpath
-    log(f"resolving Kafka {KAFKA_VERSION} jars with Maven (first run downloads ~80 MB)...")
+    log(f"resolving Kafka {KAFKA_VERSION} jars with Maven (cached in ~/.m2; first run downloads ~80 MB)...")
     _mvn([f"{MAVEN_DEPENDENCY_PLUGIN}:build-classpath", "-f", str(DEPLOY_DIR / "kafka-pom.xml"),
           f"-Dkafka.version={KAFKA_VERSION}", f"-Dscala.binary={SCALA_VERSION}",
           f"-Dmdep.outputFile={cache}"],
@@ -384,7 +394,7 @@ def _wait_healthy(service: str, pid: int, check: Callable[[], bool], deadline: f
         if check():
             return
         time.sleep(0.5)
-    raise ServiceError("not healthy before the timeout", service=service, log_path=log_path)
+    raise ServiceError("not healthy before the timeout:\n" + _tail(log_path), service=service, log_path=log_path)
 
 
 def _start_kafka(home: Path, kafka_port: int, controller_port: int, timeout: float, log: Log) -> dict:
@@ -393,6 +403,7 @@ def _start_kafka(home: Path, kafka_port: int, controller_port: int, timeout: flo
     if pid:
         port = _read_state(paths).get("port")
         log(f"Kafka already running (pid {pid}, {HOST}:{port})")
+        _wait_healthy("kafka", pid, lambda: _kafka_healthy(port), time.monotonic() + timeout, paths.main_log)
         return {"started": False, "pid": pid, "port": port, "version": KAFKA_VERSION}
     paths.pid_file.unlink(missing_ok=True)
     _check_ports_free("kafka", (kafka_port, controller_port))
@@ -549,6 +560,9 @@ def _start_es(home: Path, es_port: int, timeout: float, log: Log) -> dict:
     if pid:
         port = _read_state(paths).get("port")
         log(f"Elasticsearch already running (pid {pid}, http://{HOST}:{port})")
+        if not _es_healthy(port, wait=timeout):
+            raise ServiceError("running but cluster health is not yellow", service="elasticsearch",
+                               log_path=paths.main_log)
         return {"started": False, "pid": pid, "port": port, "version": ES_VERSION}
     paths.pid_file.unlink(missing_ok=True)
     _check_ports_free("elasticsearch", (es_port, es_port + 100))
@@ -584,13 +598,14 @@ def _launch_es(paths: _Paths, prefix: list[str], es_port: int, timeout: float, l
     try:
         code = proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
-        proc.kill()
+        _kill_group(proc)  # the launcher and the server JVM it forked share a process group
         code = None
     pid = _read_pid(paths.pid_file)
     if code != 0 or pid is None:
-        if pid:
+        if pid and _alive(pid):
             _stop_pid(pid, 10.0)
-        reason = "did not start before the timeout" if code is None else f"launcher exited with {code}"
+        paths.pid_file.unlink(missing_ok=True)
+        reason = f"did not start within {timeout:.0f} s" if code is None else f"launcher exited with {code}"
         raise ServiceError(f"{reason}:\n{_tail(paths.console_log)}",
                            service="elasticsearch", log_path=paths.console_log)
     _write_state(paths, version=ES_VERSION, pid=pid, port=es_port, log=str(paths.main_log))
@@ -688,7 +703,12 @@ Jars and the Elasticsearch zip come from Maven Central through 'mvn' and are
 cached in ~/.m2. Unpacked distributions, rendered config, data, logs and pid
 files live in <project>/.osloscope/ (override with --home or $OSLOSCOPE_HOME);
 that directory is throwaway: 'down' then delete it to start from scratch.
-Java: $OSLOSCOPE_JAVA_HOME, else {PREFERRED_JAVA_HOME}, else $JAVA_HOME / PATH."""
+Java: $OSLOSCOPE_JAVA_HOME, else {PREFERRED_JAVA_HOME}, else $JAVA_HOME / PATH.
+
+Ports (flags of 'up', all on {HOST}): --kafka-port (default 9092),
+--kafka-controller-port (KRaft controller, default 9093), --es-port (HTTP,
+default 9200; the Elasticsearch transport port is --es-port + 100).
+Run 'osloscope services up --help' for all options."""
 
 _EPILOG = """\
 examples:
