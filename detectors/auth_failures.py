@@ -190,8 +190,8 @@ class AuthFailures(Detector):
         return None
 
     def feed(self, ev: Event) -> list[dict]:
-        if ev.kind == "unparsed":
-            return []
+        if ev.kind == "unparsed" or (ev.level == "DEBUG" and ev.status_code is None):
+            return []      # rejections are logged at INFO (access lines) and above
         out: list[dict] = []
         if ev.status_code in (401, 403):
             text = ev.message or ""

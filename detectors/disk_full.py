@@ -28,6 +28,8 @@ TRIGGER = re.compile(
     r"|no enough disk space left on the image storage media"
 )
 
+KEYWORDS = ("space", "Errno 28", "ENOSPC", "while writing", "StorageFull", "storage media")
+
 _PATH_PATTERNS = (
     re.compile(r"Insufficient free space on (/\S+?)\.? for image conversion"),
     re.compile(r"There is no space on (/\S+?) to convert image"),
@@ -104,10 +106,11 @@ class DiskFull(Detector):
     quiet_period = 1800.0   # resolves after 30 minutes without ENOSPC
 
     def feed(self, ev: Event) -> list[dict]:
-        if ev.kind == "unparsed":
-            return []
+        if ev.kind == "unparsed" or ev.level == "DEBUG":
+            return []      # ENOSPC surfaces at WARNING and above
         text = ev.text()
-        if not TRIGGER.search(text):
+        # substring checks first: far cheaper than the alternation on long text
+        if not any(k in text for k in KEYWORDS) or not TRIGGER.search(text):
             return []
         path = path_of(text)
         fs = filesystem_of(path)

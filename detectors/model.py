@@ -53,6 +53,9 @@ _FIELDS: tuple[tuple[str, str], ...] = (
 )
 
 
+_FIELD_SET = frozenset(name for name, _ in _FIELDS) | {"ts", "resources"}
+
+
 class Event:
     """One folded log record (a line plus its traceback/continuation lines).
 
@@ -64,14 +67,18 @@ class Event:
     ``pipeline_error``).
     """
 
-    __slots__ = tuple(name for name, _ in _FIELDS) + ("ts", "resources")
+    # Every field defaults to None at class level, so an instance stores only
+    # the fields a record has (cheap to build on the hot path).
+    FIELDS = tuple(name for name, _ in _FIELDS) + ("ts", "resources")
+    locals().update(dict.fromkeys(FIELDS))
+    kind = "log"
 
     def __init__(self, **kw: Any) -> None:
-        for name in self.__slots__:
-            setattr(self, name, kw.pop(name, None))
-        if kw:
-            raise TypeError(f"unknown Event fields: {sorted(kw)}")
-        if self.kind is None:
+        unknown = kw.keys() - _FIELD_SET
+        if unknown:
+            raise TypeError(f"unknown Event fields: {sorted(unknown)}")
+        self.__dict__.update(kw)
+        if kw.get("kind") is None:
             self.kind = "log"
 
     @property

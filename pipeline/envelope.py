@@ -18,7 +18,7 @@ import orjson
 
 from detectors.model import Event
 
-from .extract import (access_fields, exception_of, is_request_id, parse_context, resources_of,
+from .extract import (UUID_RE, access_fields, exception_of, is_request_id, parse_context, resources_of,
                       service_from_logger)
 from .timefmt import InvalidTimestamp, TimeParser
 
@@ -78,7 +78,7 @@ def unwrap(obj: dict) -> Unwrapped | None:
     offset = _get(obj, "log.offset", "offset")
     service = _get(obj, "service.name", "programname", "app_name")
     return Unwrapped(msg, host if isinstance(host, str) else None, path,
-                     offset if isinstance(offset, int) and offset >= 0 else None,
+                     offset if type(offset) is int and offset >= 0 else None,
                      service if isinstance(service, str) else None, header)
 
 
@@ -118,10 +118,10 @@ def oslo_event(obj: dict, tp: TimeParser, host: str | None, service: str | None,
     ev = Event(ts=ts, timestamp=stamp, level=str(obj.get("levelname") or obj.get("level") or ""),
                logger=logger, message=str(obj.get("message", "")),
                host=host or _str(obj.get("hostname")), file_path=path, offset=offset,
-               pid=obj.get("process") if isinstance(obj.get("process"), int) else None,
+               pid=obj.get("process") if type(obj.get("process")) is int else None,
                origin_function=_str(obj.get("funcname") or obj.get("funcName")),
                origin_file=_str(obj.get("pathname")),
-               origin_line=obj.get("lineno") if isinstance(obj.get("lineno"), int) else None)
+               origin_line=obj.get("lineno") if type(obj.get("lineno")) is int else None)
     ev.service = service or service_from_logger(logger, None)
     ev.original = orjson.dumps(obj).decode()
     ctx = obj.get("context") or {}
@@ -141,7 +141,7 @@ def oslo_event(obj: dict, tp: TimeParser, host: str | None, service: str | None,
     inst = merged.get("instance_uuid") or merged.get("resource_uuid") or merged.get("instance")
     if isinstance(inst, dict):
         inst = inst.get("uuid")
-    if isinstance(inst, str) and len(inst) == 36 and inst.count("-") == 4:
+    if isinstance(inst, str) and UUID_RE.fullmatch(inst):
         ev.instance_id = inst.lower()
     if ev.request_id is None and isinstance(merged.get("user_identity"), str):
         parse_context(merged["user_identity"], ev)

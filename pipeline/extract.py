@@ -15,6 +15,7 @@ from .lineformat import ANSI, context_end
 from .timefmt import InvalidTimestamp, TimeParser
 
 UUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+UUID_RE = re.compile(UUID)
 _UUIDISH = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-")
 RESOURCE = re.compile(
     r"(?i)\b(instance|server|volume|vol|image|port|network|snapshot)s?(?:[ _]?id)?['\"]?"
@@ -24,8 +25,8 @@ REQ_ID = re.compile(r"req-" + UUID)
 
 ACCESS_OSLO = re.compile(
     r'([0-9A-Fa-f.:,]+|-) "([A-Z]+) (\S+)(?: HTTP/[\d.]+)?" status: ([1-5]\d\d)\s+len: (\d+)'
-    r'(?: microversion: \S+)? time: ([\d.]+)')
-ACCESS_EVENTLET = re.compile(r'([0-9A-Fa-f.:,]+) - - \[[^\]]+\] "([A-Z]+) (\S+)[^"]*" ([1-5]\d\d) (\d+|-) ([\d.]+)')
+    r'(?: microversion: \S+)? time: (\d{1,9}(?:\.\d+)?)')
+ACCESS_EVENTLET = re.compile(r'([0-9A-Fa-f.:,]+) - - \[[^\]]+\] "([A-Z]+) (\S+)[^"]*" ([1-5]\d\d) (\d+|-) (\d{1,9}(?:\.\d+)?)')
 FAULT_LINE = re.compile(r"(\S+) returned with HTTP ([1-5]\d\d)")
 METHOD_URL = re.compile(r"(GET|POST|PUT|DELETE|PATCH|HEAD|OPTIONS) (\S+)$")
 
@@ -35,6 +36,7 @@ ERR_SUFFIX = re.compile(
     r"|NotFound|NotCreated|NotAuthorized|Invalid|Unavailable|Denied)\w*): (.+)$")
 ERRNO = re.compile(r"\[Errno (\d+)\]")
 INSTANCE_PREFIX = "[instance: "
+RESOURCE_SCAN = 4096
 
 PROJECT_DIRS = ("nova", "neutron", "cinder", "glance", "keystone", "heat", "swift", "placement",
                 "octavia", "ironic", "manila", "designate", "barbican", "aodh", "ceilometer",
@@ -95,7 +97,7 @@ def parse_context(ctx: str, ev: Event) -> None:
 
 
 _REQ_CHARS = frozenset("0123456789abcdefABCDEF-")
-_UUID_CHARS = _REQ_CHARS
+
 
 
 def is_request_id(token: str) -> bool:
@@ -264,7 +266,7 @@ class Extractor:
         if n:
             parse_context(rest[1:rest.find("]")], ev)
             rest = rest[n:]
-        if rest.startswith(INSTANCE_PREFIX) and rest[47:48] == "]" and _UUID_CHARS.issuperset(rest[11:47]):
+        if rest.startswith(INSTANCE_PREFIX) and rest[47:48] == "]" and UUID_RE.fullmatch(rest, 11, 47):
             ev.instance_id = rest[11:47].lower()
             rest = rest[49:] if rest[48:49] == " " else rest[48:]
         if rec.orphan:
@@ -288,7 +290,9 @@ class Extractor:
                     ev.error_type, ev.error_message = m.group(1), m.group(2)
         ev.message = msg
         access_fields(ev, msg, rec.logger)
-        text = msg if ev.error_message is None else f"{msg}\n{ev.error_message}"
+        # ids are named near the start of a message: scan a bounded prefix, so
+        # a 20 kB DEBUG response body costs no more than a short line
+        text = msg[:RESOURCE_SCAN] if ev.error_message is None else f"{msg[:RESOURCE_SCAN]}\n{ev.error_message[:RESOURCE_SCAN]}"
         ev.resources = resources_of(text, (ev.request_id, ev.global_request_id))
         if "Errno" in text:
             m = ERRNO.search(text)

@@ -37,9 +37,9 @@ import urllib.error
 import urllib.request
 import uuid
 import zipfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from string import Template
-from typing import Callable, Iterator
 
 KAFKA_VERSION = "4.3.1"
 SCALA_VERSION = "2.13"
@@ -611,6 +611,8 @@ def _launch_es(paths: _Paths, prefix: list[str], es_port: int, timeout: float, l
     _write_state(paths, version=ES_VERSION, pid=pid, port=es_port, log=str(paths.main_log))
     remaining = max(1.0, started + timeout - time.monotonic())
     if not _es_healthy(es_port, wait=remaining):
+        _stop_pid(pid, 30.0)
+        paths.pid_file.unlink(missing_ok=True)
         raise ServiceError("cluster health did not reach yellow before the timeout",
                            service="elasticsearch", log_path=paths.main_log)
     elapsed = time.monotonic() - started
