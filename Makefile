@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test integration bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,12 @@ demo: $(STAMP)
 ## test: the whole test suite
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+## integration: start local Kafka + Elasticsearch (Maven Central, no Docker), run the
+## integration tests against them, stop them again
+integration: $(STAMP)
+	$(BIN)/osloscope services up
+	$(BIN)/python -m pytest -q -m integration tests/integration; rc=$$?; $(BIN)/osloscope services down; exit $$rc
 
 ## bench: parse+detect throughput against a bare regex baseline
 bench: $(STAMP)

@@ -185,6 +185,10 @@ def cmd_services(args) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["services"]:          # its own argparse, including --help
+        from . import services
+        return services.main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
