@@ -21,6 +21,7 @@ from __future__ import annotations
 from .lineformat import APACHE, EMBEDDED_HEADER, HEADER, SHORT, SYSLOG, SYSLOG_ISO, context_end
 
 MAX_RECORD_LINES = 5000
+MAX_SPLIT_CHARS = 1 << 16
 
 
 class Record:
@@ -109,10 +110,14 @@ class Folder:
         if _is_prefix_level(level) and not context_end(rest):
             if rec is not None and rec.logger == logger and (
                     rec.ts_text == ts or (syslog_ts is not None and rec.syslog_ts is not None)):
-                cut = EMBEDDED_HEADER.search(rest)
-                if cut is not None:          # another process's record glued on
+                # another process's record glued on (racing writes); very long
+                # lines are not split, which bounds the cost of repeated cuts
+                cut = EMBEDDED_HEADER.search(rest) if len(rest) < MAX_SPLIT_CHARS else None
+                if cut is not None:
                     head = len(line) - len(rest) + cut.start(1)
                     self._append_tb(rec, line[:head], rest[:cut.start(1)])
+                    if len(rec.lines) >= MAX_RECORD_LINES:
+                        self._split(rec, out)
                     return line[head:], None if offset is None else offset + head
                 self._append_tb(rec, line, rest)
                 if len(rec.lines) >= MAX_RECORD_LINES:
