@@ -13,8 +13,6 @@ from __future__ import annotations
 
 from typing import Any
 
-RESOURCE_KINDS = ("instance", "volume", "image", "port", "network", "snapshot", "request")
-
 # Scalar event fields and the dotted ECS path each maps to. Resources,
 # origin and tags are handled separately.
 _FIELDS: tuple[tuple[str, str], ...] = (

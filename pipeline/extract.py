@@ -38,9 +38,6 @@ ERRNO = re.compile(r"\[Errno (\d+)\]")
 INSTANCE_PREFIX = "[instance: "
 RESOURCE_SCAN = 4096
 
-PROJECT_DIRS = ("nova", "neutron", "cinder", "glance", "keystone", "heat", "swift", "placement",
-                "octavia", "ironic", "manila", "designate", "barbican", "aodh", "ceilometer",
-                "gnocchi", "magnum", "trove", "horizon", "masakari", "zun")
 LOGGER_SERVICE = (
     ("nova.api", "nova-api"), ("nova.osapi_compute", "nova-api"), ("nova.metadata", "nova-api-metadata"),
     ("nova.compute", "nova-compute"), ("nova.virt", "nova-compute"), ("nova.conductor", "nova-conductor"),

@@ -62,12 +62,11 @@ def _is_prefix_level(level: str) -> bool:
 class Folder:
     """Folds one stream's lines into records (see module doc)."""
 
-    __slots__ = ("open", "last", "syslog_year")
+    __slots__ = ("open", "last")
 
-    def __init__(self, syslog_year: int = 1970) -> None:
+    def __init__(self) -> None:
         self.open: dict[str, Record] = {}
         self.last: Record | None = None
-        self.syslog_year = syslog_year
 
     def feed(self, line: str, offset: int | None, out: list) -> None:
         rest = self._feed(line, offset, out)

@@ -25,8 +25,8 @@ EMPTY: tuple = ()
 class _Stream:
     __slots__ = ("folder", "source", "last")
 
-    def __init__(self, source: Source, syslog_year: int) -> None:
-        self.folder = Folder(syslog_year)
+    def __init__(self, source: Source) -> None:
+        self.folder = Folder()
         self.source = source
         self.last: tuple[float | None, str | None] = (None, None)
 
@@ -52,7 +52,7 @@ class Parser:
         key = (source.host, source.path)
         st = self.streams.get(key)
         if st is None:
-            st = self.streams[key] = _Stream(source, self.syslog_year)
+            st = self.streams[key] = _Stream(source)
         return st
 
     def _events(self, st: _Stream, recs: list) -> list[Event]:
