@@ -22,9 +22,8 @@ from collections import OrderedDict, deque
 
 from .base import Detector
 from .incident import Incident, evidence_of
-from .model import Event
+from .model import UUID, Event
 
-UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 
 KEYSTONE_AUTHZ = re.compile(r"Authorization failed\. .*? from (\S+?)\s*$", re.S)
 KEYSTONE_USER = re.compile(

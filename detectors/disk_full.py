@@ -16,7 +16,7 @@ import re
 
 from .base import Detector
 from .incident import Incident
-from .model import Event
+from .model import UUID, Event
 
 TRIGGER = re.compile(
     r"No space left on device|\[Errno 28\]|\bENOSPC\b"
@@ -47,7 +47,6 @@ KNOWN_ROOTS = (
     "/var/tmp", "/tmp", "/var/lib/docker", "/var/lib/libvirt",
 )
 
-UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 _VOLUME = re.compile(r"\b[Vv]olume[ _-](?:id[: ]+)?(" + UUID + ")")
 _IMAGE = re.compile(r"\b[Ii]mage (" + UUID + ")")
 

@@ -115,7 +115,10 @@ class Incident:
         if resources:
             for kind, values in resources.items():
                 _add_capped(self.resources.setdefault(kind, []), values)
-        item = evidence_of(ev)
+        self.add_evidence(evidence_of(ev))
+
+    def add_evidence(self, item: dict) -> None:
+        """Keep ``item`` as evidence: the first records, then a rolling tail."""
         if len(self.evidence_head) < EVIDENCE_HEAD:
             self.evidence_head.append(item)
         else:
@@ -134,10 +137,7 @@ class Incident:
         _add_capped(self.hosts, (item["host"],))
         _add_capped(self.services, (item["service"],))
         _add_capped(self.request_ids, (item["request_id"],))
-        if len(self.evidence_head) < EVIDENCE_HEAD:
-            self.evidence_head.append(item)
-        else:
-            self.evidence_tail.append(item)
+        self.add_evidence(item)
 
     @property
     def evidence(self) -> list[dict]:

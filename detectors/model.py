@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
+UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+
 # Scalar event fields and the dotted ECS path each maps to. Resources,
 # origin and tags are handled separately.
 _FIELDS: tuple[tuple[str, str], ...] = (

@@ -31,9 +31,8 @@ from typing import NamedTuple
 
 from .base import Detector
 from .incident import Incident, evidence_of
-from .model import Event
+from .model import UUID, Event
 
-UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 WARN_UP = frozenset(("WARNING", "WARN", "ERROR", "CRITICAL", "FATAL", "TRACE"))
 
 
@@ -230,11 +229,12 @@ class RetryExhaustion(Detector):
         fresh = inc.count == 0
         if fresh:
             rid = ev.correlation_id
+            own = evidence_of(ev)
             for _ts, item in (self.related.get(rid) or ()) if rid else ():
-                if item["@timestamp"] != ev.timestamp or item["message"] != evidence_of(ev)["message"]:
-                    inc.evidence_head.append(item) if len(inc.evidence_head) < 5 else inc.evidence_tail.append(item)
+                if item["@timestamp"] != own["@timestamp"] or item["message"] != own["message"]:
+                    inc.add_evidence(item)
             for _ts, item, host in attempts:
-                inc.evidence_head.append(item) if len(inc.evidence_head) < 5 else inc.evidence_tail.append(item)
+                inc.add_evidence(item)
                 if host and host not in inc.hosts:
                     inc.hosts.append(host)
         res = {"volume": [v for v in (groups.get("volume"),) if v],
