@@ -6,6 +6,7 @@ Streaming commands import their libraries lazily, so the embedded commands
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from typing import Sequence
 
@@ -15,8 +16,19 @@ Embedded mode (no Kafka, no Elasticsearch):
   osloscope analyze sosreports/                           <root>/<host>/.../<service>.log
   osloscope parse nova-compute.log --format jsonl         oslo.log in, ECS JSON out
 
+Streaming (Kafka + Elasticsearch; `osloscope services up` runs both locally):
+  osloscope setup                                         topics and index templates
+  osloscope worker                                        raw topic -> detect -> Elasticsearch
+  osloscope ship /var/log/nova /var/log/cinder            tail logs into Kafka
+  osloscope incidents --status open                       list incidents from Elasticsearch
+  osloscope watch /var/log/nova --host compute-1          live detection on local files
+
 Exit codes: 0 no incidents, 1 incidents found, 2 usage or input errors.
 """
+
+
+# modules that add a subcommand with register(subparsers); their heavy imports are lazy
+STREAMING_COMMANDS = ("settings", "provision", "ship", "worker", "watch", "incidents")
 
 
 def _add_input_args(p: argparse.ArgumentParser) -> None:
@@ -73,6 +85,12 @@ def build_parser() -> argparse.ArgumentParser:
                        add_help=False)
     p.add_argument("args", nargs=argparse.REMAINDER)
     p.set_defaults(func=cmd_services)
+    for module in STREAMING_COMMANDS:
+        try:  # TEMP-GUARD while modules land
+            importlib.import_module(f"pipeline.{module}").register(sub)
+        except ModuleNotFoundError as exc:
+            if exc.name != f"pipeline.{module}":
+                raise
     return ap
 
 

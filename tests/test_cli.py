@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from conftest import FIXTURES, ROOT, SAMPLES
+from support import FIXTURES, ROOT, SAMPLES
 
 SEEDS = FIXTURES / "seeds"
 

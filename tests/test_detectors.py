@@ -5,7 +5,7 @@ import datetime as dt
 
 import pytest
 
-from conftest import CORPUS, FIXTURES, SAMPLES, analyze_paths, parse_text, require_shared
+from support import CORPUS, FIXTURES, SAMPLES, analyze_paths, parse_text, require_shared
 from detectors import Engine, default_detectors
 from detectors.auth_failures import AuthFailures
 

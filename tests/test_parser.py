@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from conftest import CORPUS, FIXTURES, SAMPLES, parse_file, parse_text, require_shared
+from support import CORPUS, FIXTURES, SAMPLES, parse_file, parse_text, require_shared
 from detectors.model import event_to_doc
 from pipeline.lineformat import EMBEDDED_HEADER
 

@@ -1,8 +1,7 @@
 """Real round trips against the local Kafka and Elasticsearch of pipeline/services.py.
 
 Run with ``python -m pytest -m integration tests/integration/test_services.py``.
-The fixture calls ``services.up()`` (idempotent); services it had to start are
-stopped again at the end unless OSLOSCOPE_KEEP_SERVICES=1.
+The session fixture ``services_up`` (conftest.py) starts the services.
 """
 
 from __future__ import annotations
@@ -27,18 +26,14 @@ except ImportError:  # running without the project installed or on sys.path
 
 pytestmark = pytest.mark.integration
 
-KAFKA_PORT = int(os.environ.get("OSLOSCOPE_KAFKA_PORT", "9092"))
-KAFKA_CONTROLLER_PORT = int(os.environ.get("OSLOSCOPE_KAFKA_CONTROLLER_PORT", "9093"))
-ES_PORT = int(os.environ.get("OSLOSCOPE_ES_PORT", "9200"))
+KAFKA_PORT = int(os.environ.get("OSLOSCOPE_IT_KAFKA_PORT", "9092"))
+KAFKA_CONTROLLER_PORT = int(os.environ.get("OSLOSCOPE_IT_KAFKA_CONTROLLER_PORT", "9093"))
+ES_PORT = int(os.environ.get("OSLOSCOPE_IT_ES_PORT", "9200"))
 
 
 @pytest.fixture(scope="module")
-def running_services():
-    started = services.up(kafka_port=KAFKA_PORT, kafka_controller_port=KAFKA_CONTROLLER_PORT, es_port=ES_PORT)
-    yield started
-    ours = tuple(name for name, info in started.items() if info["started"])
-    if ours and os.environ.get("OSLOSCOPE_KEEP_SERVICES") != "1":
-        services.down(which=ours)
+def running_services(services_up):
+    return services_up["started"]
 
 
 def test_status_reports_both_healthy(running_services):

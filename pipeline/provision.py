@@ -1,0 +1,113 @@
+"""``osloscope setup``: create the Kafka topics and install the Elasticsearch
+index templates. Idempotent: existing topics and templates are left as they
+are (templates are re-PUT, which replaces them with the current version).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import Callable
+
+# retention per topic: the dead-letter topic keeps its evidence longest
+TOPIC_CONFIGS = {
+    "raw": {"retention.ms": str(3 * 86400_000), "compression.type": "producer"},
+    "deadletter": {"retention.ms": str(14 * 86400_000)},
+    "events": {"retention.ms": str(2 * 86400_000)},
+    "incidents": {"retention.ms": str(30 * 86400_000)},
+}
+
+
+def topic_names(settings) -> dict[str, str]:
+    t = settings.topics
+    return {"raw": t.raw, "deadletter": t.deadletter, "events": t.events, "incidents": t.incidents}
+
+
+def create_topics(settings, log: Callable[[str], None] = print, timeout: float = 60.0) -> dict[str, str]:
+    """Create the four topics; {name: "created" | "exists"}."""
+    from kafka import KafkaAdminClient
+    from kafka.admin import NewTopic
+    from kafka.errors import KafkaError, TopicAlreadyExistsError
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            admin = KafkaAdminClient(**settings.kafka.client_kwargs())
+            break
+        except KafkaError:
+            if time.monotonic() > deadline:
+                raise SystemExit(f"osloscope setup: no Kafka broker reachable at "
+                                 f"{settings.kafka.bootstrap} (is `osloscope services up` running?)")
+            time.sleep(1.0)
+    result: dict[str, str] = {}
+    try:
+        existing = set(admin.list_topics())
+        for role, name in topic_names(settings).items():
+            if name in existing:
+                result[name] = "exists"
+                continue
+            topic = NewTopic(name, num_partitions=settings.kafka.partitions,
+                             replication_factor=settings.kafka.replication_factor,
+                             topic_configs=TOPIC_CONFIGS[role])
+            try:
+                admin.create_topics([topic])
+                result[name] = "created"
+            except TopicAlreadyExistsError:
+                result[name] = "exists"
+        for name, what in result.items():
+            log(f"topic {name}: {what}")
+    finally:
+        admin.close()
+    return result
+
+
+def setup(settings, *, kafka: bool = True, elasticsearch: bool = True,
+          log: Callable[[str], None] = print) -> None:
+    if kafka:
+        create_topics(settings, log=log)
+    if elasticsearch:
+        if not settings.elasticsearch.enabled:
+            log("Elasticsearch disabled (elasticsearch.url is empty): no index templates")
+            return
+        from .elasticsearch_sink import install_templates, make_client
+
+        client = make_client(settings.elasticsearch)
+        try:
+            install_templates(settings.elasticsearch, client, log_fn=log)
+        finally:
+            client.close()
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "setup", help="create the Kafka topics and Elasticsearch index templates (idempotent)",
+        description="Create the Kafka topics (raw, dead-letter, events by request, incidents) and "
+                    "install the Elasticsearch index templates generated from schemas/. Safe to run "
+                    "again: existing topics are kept, templates are replaced by the current version.",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", metavar="FILE", help="settings file (default: $OSLOSCOPE_CONFIG or "
+                                                    "./osloscope.toml; built-in defaults otherwise)")
+    p.add_argument("--skip-kafka", action="store_true", help="do not touch Kafka")
+    p.add_argument("--skip-elasticsearch", action="store_true", help="do not touch Elasticsearch")
+    p.set_defaults(func=_cmd)
+
+
+def _cmd(args) -> int:
+    from .settings import SettingsError, load
+
+    try:
+        settings = load(args.config)
+    except SettingsError as exc:
+        print(f"osloscope setup: invalid settings:\n{exc}", file=sys.stderr)
+        return 2
+    try:
+        setup(settings, kafka=not args.skip_kafka, elasticsearch=not args.skip_elasticsearch)
+    except Exception as exc:  # connection problems: one clear line, not a traceback
+        from elasticsearch import ConnectionError as ESConnectionError
+
+        if isinstance(exc, ESConnectionError):
+            print(f"osloscope setup: Elasticsearch not reachable at {settings.elasticsearch.url} "
+                  f"(is `osloscope services up` running?): {exc}", file=sys.stderr)
+            return 2
+        raise
+    return 0

@@ -1,0 +1,359 @@
+"""The worker's stages as plain synchronous objects (the faust app in
+``worker.py`` only moves bytes between Kafka, these and Elasticsearch).
+
+``ParseStage``  raw topic -> parse (folding per host + file) -> host-scoped
+                detectors (ENOSPC, auth bursts) -> events keyed by request
+                id, incidents keyed by incident id, dead letters.
+``CorrelateStage`` events topic -> request-scoped detectors (retry
+                exhaustion, correlated across hosts by request / resource)
+                -> incidents; events to index.
+
+Exactly the parser and detectors of embedded mode. Each stage's state
+(parser streams with their open records, detector state, the last input
+offset per partition) is saved by ``snapshot()`` after the stage's outputs
+were acknowledged and before the input offsets are acked; ``restore()``
+brings it back and ``process()`` then skips input at or below the saved
+offsets, so a restart neither loses nor double-counts. Outputs carry
+deterministic ids, so the little that is emitted twice (a batch whose
+outputs were acknowledged but whose snapshot was not written) overwrites
+itself downstream; ``CorrelateStage`` also drops events it has already
+seen (bounded memory of recent event ids) so detector counts stay exact.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import pickle
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+from detectors import Engine
+from detectors.auth_failures import AuthFailures
+from detectors.disk_full import DiskFull
+from detectors.model import Event, event_from_doc, event_to_doc
+from detectors.retry_exhaustion import RetryExhaustion
+
+from . import codec
+from .extract import Source
+from .naming import service_from_path
+from .parser import Parser
+
+log = logging.getLogger("osloscope.worker")
+
+STATE_VERSION = 1
+MAX_EVENT_BYTES = 900_000       # below Kafka's default 1 MiB message limit
+TRUNCATED = "...[truncated by osloscope]"
+SEEN_IDS = 50_000               # recent event ids remembered by CorrelateStage
+
+
+def host_detectors(settings) -> list:
+    d = settings.detectors
+    return [AuthFailures(threshold=d.auth_threshold, window=d.auth_window), DiskFull()]
+
+
+def request_detectors(settings) -> list:
+    return [RetryExhaustion()]
+
+
+@dataclass
+class RawMessage:
+    """One record of the raw topic, whoever shipped it."""
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+    headers: dict[str, bytes] = field(default_factory=dict)
+
+
+@dataclass
+class Output:
+    events: list[tuple[bytes, bytes]] = field(default_factory=list)       # (key, json)
+    incidents: list[dict] = field(default_factory=list)
+    deadletters: list[dict] = field(default_factory=list)
+    es_actions: list[dict] = field(default_factory=list)
+
+    def extend(self, other: "Output") -> None:
+        self.events.extend(other.events)
+        self.incidents.extend(other.incidents)
+        self.deadletters.extend(other.deadletters)
+        self.es_actions.extend(other.es_actions)
+
+    def __bool__(self) -> bool:
+        return bool(self.events or self.incidents or self.deadletters or self.es_actions)
+
+
+def event_id(ev: Event) -> str:
+    """Deterministic: the record's host, file and byte offset (or its content)."""
+    if ev.offset is not None:
+        basis = f"{ev.host}\0{ev.file_path}\0{ev.offset}"
+    else:
+        basis = f"{ev.host}\0{ev.file_path}\0{ev.timestamp}\0{ev.pid}\0{ev.original}"
+    return hashlib.sha1(basis.encode("utf-8", "backslashreplace")).hexdigest()[:24]
+
+
+def request_key(ev: Event) -> bytes:
+    return (ev.global_request_id or ev.request_id or f"{ev.host}|{ev.file_path}").encode()
+
+
+def _cap(doc: dict) -> bytes:
+    data = codec.dumps(doc)
+    if len(data) <= MAX_EVENT_BYTES:
+        return data
+    ev = doc.get("event", {})
+    if isinstance(ev.get("original"), str):
+        ev["original"] = ev["original"][:MAX_EVENT_BYTES // 4] + TRUNCATED
+    err = doc.get("error", {})
+    if isinstance(err.get("stack_trace"), str):
+        err["stack_trace"] = err["stack_trace"][:MAX_EVENT_BYTES // 4] + TRUNCATED
+    if isinstance(doc.get("message"), str) and len(doc["message"]) > MAX_EVENT_BYTES // 4:
+        doc["message"] = doc["message"][:MAX_EVENT_BYTES // 4] + TRUNCATED
+    return codec.dumps(doc)
+
+
+def source_of(msg: RawMessage) -> tuple[Source, int | None]:
+    """Host, service, file and byte offset of a raw record.
+
+    ``osloscope ship`` sets headers; other shippers send a JSON envelope (the
+    parser unwraps it) or a bare line, keyed ``host|path`` or not at all.
+    """
+    h = msg.headers
+    if "host" in h or "path" in h:
+        host = h.get("host", b"").decode("utf-8", "replace") or None
+        path = h.get("path", b"").decode("utf-8", "replace") or None
+        service = h.get("service", b"").decode("utf-8", "replace") or (
+            service_from_path(path) if path else None)
+        try:
+            offset = int(h["offset"]) if "offset" in h else None
+        except ValueError:
+            offset = None
+        return Source(host, service, path), offset
+    if msg.key:
+        key = msg.key.decode("utf-8", "replace")
+        host, sep, path = key.partition("|")
+        if sep:
+            return Source(host or None, service_from_path(path) if path else None, path or None), None
+    return Source(None, None, f"kafka:{msg.topic}/{msg.partition}"), None
+
+
+class _TrackingParser(Parser):
+    """A Parser that remembers when each of its streams last received a line."""
+
+    def __init__(self, *a, **kw) -> None:
+        super().__init__(*a, **kw)
+        self.activity: dict[tuple, float] = {}
+        self.clock = 0.0
+
+    def _stream(self, source: Source):
+        self.activity[(source.host, source.path)] = self.clock
+        return super()._stream(source)
+
+
+class ParseStage:
+    name = "parse"
+
+    def __init__(self, settings) -> None:
+        self.settings = settings
+        self.parsers: dict[str, _TrackingParser] = {}
+        self.engine = Engine(host_detectors(settings))
+        self.offsets: dict[str, int] = {}          # "topic/partition" -> last processed offset
+        self.idle = _IdleClock()
+        self.stats = {"records_in": 0, "events_out": 0, "dead_letters": 0, "incidents_out": 0,
+                      "skipped_replay": 0}
+
+    def _parser(self, source: Source) -> _TrackingParser:
+        tz = self.settings.parser.timezone_for(source.host, source.path)
+        p = self.parsers.get(tz)
+        if p is None:
+            p = self.parsers[tz] = _TrackingParser(tz)
+        return p
+
+    # -- input -----------------------------------------------------------------
+    def process(self, messages: list[RawMessage], now: float) -> Output:
+        out = Output()
+        for msg in messages:
+            tp = f"{msg.topic}/{msg.partition}"
+            if msg.offset <= self.offsets.get(tp, -1):
+                self.stats["skipped_replay"] += 1
+                continue
+            self.offsets[tp] = msg.offset
+            self.stats["records_in"] += 1
+            source, offset = source_of(msg)
+            parser = self._parser(source)
+            parser.clock = now
+            parser.activity[(source.host, source.path)] = now
+            try:
+                events = parser.feed(msg.value, source, offset)
+            except Exception as exc:  # the parser must never raise; if it does, lose nothing
+                log.exception("parser failed on %s offset %s", tp, msg.offset)
+                out.deadletters.append({"reason": f"parser error: {type(exc).__name__}: {exc}",
+                                        "host": source.host, "file": source.path, "offset": offset,
+                                        "kafka": tp + f"@{msg.offset}",
+                                        "raw": msg.value.decode("utf-8", "backslashreplace")})
+                continue
+            self._emit(events, out, now)
+        return out
+
+    def tick(self, now: float) -> Output:
+        """Wall-clock time passed: complete idle records, advance idle detectors."""
+        out = Output()
+        limit = self.settings.worker.idle_flush
+        for parser in self.parsers.values():
+            for (host, path), seen in list(parser.activity.items()):
+                if now - seen >= limit:
+                    del parser.activity[(host, path)]
+                    events = parser.flush(Source(host, None, path))
+                    self._emit(events, out, now)
+        virtual = self.idle.virtual_now(now, self.engine.watermark)
+        if virtual is not None:
+            self._incidents(self.engine.advance(virtual), out)
+        return out
+
+    def _emit(self, events, out: Output, now: float) -> None:
+        for ev in events:
+            if ev.kind == "unparsed":
+                dl = codec.dead_letter(ev)
+                out.deadletters.append(dl)
+                self.stats["dead_letters"] += 1
+                continue
+            doc = event_to_doc(ev)
+            doc["_id"] = event_id(ev)
+            doc["_ts"] = ev.ts
+            out.events.append((request_key(ev), _cap(doc)))
+            self.stats["events_out"] += 1
+            if ev.ts is not None:
+                self.idle.saw(now, ev.ts)
+            self._incidents(self.engine.feed(ev), out)
+
+    def _incidents(self, docs: list[dict], out: Output) -> None:
+        if docs:
+            latest = {d["id"]: d for d in docs}          # one version per incident per batch
+            out.incidents.extend(latest.values())
+            self.stats["incidents_out"] += len(latest)
+
+    # -- state -----------------------------------------------------------------
+    def snapshot(self) -> bytes:
+        parsers = {tz: (p.streams, p.syslog_year) for tz, p in self.parsers.items()}
+        return pickle.dumps({"version": STATE_VERSION, "stage": self.name, "offsets": self.offsets,
+                             "engine": self.engine.snapshot(), "parsers": parsers},
+                            protocol=pickle.HIGHEST_PROTOCOL)
+
+    def restore(self, data: bytes, now: float) -> None:
+        state = pickle.loads(data)
+        if state.get("version") != STATE_VERSION or state.get("stage") != self.name:
+            raise ValueError(f"state of another version/stage: {state.get('version')}/{state.get('stage')}")
+        self.offsets = dict(state["offsets"])
+        self.engine.restore(state["engine"])
+        self.parsers = {}
+        for tz, (streams, year) in state["parsers"].items():
+            p = _TrackingParser(tz, syslog_year=year)
+            p.streams = streams
+            p.activity = {key: now for key in streams}   # idle timers restart
+            p.clock = now
+            self.parsers[tz] = p
+
+
+class CorrelateStage:
+    name = "correlate"
+
+    def __init__(self, settings) -> None:
+        self.settings = settings
+        self.engine = Engine(request_detectors(settings))
+        self.offsets: dict[str, int] = {}
+        self.seen: OrderedDict[str, None] = OrderedDict()
+        self.idle = _IdleClock()
+        self.stats = {"records_in": 0, "duplicates": 0, "events_indexed": 0, "incidents_out": 0,
+                      "skipped_replay": 0, "bad_records": 0}
+        self._sink_fmt = None
+
+    def process(self, messages: list[RawMessage], now: float, sink=None) -> Output:
+        """``sink`` builds the Elasticsearch actions (None: nothing to index)."""
+        from .elasticsearch_sink import wants_event
+
+        out = Output()
+        policy = self.settings.elasticsearch.index_events
+        for msg in messages:
+            tp = f"{msg.topic}/{msg.partition}"
+            if msg.offset <= self.offsets.get(tp, -1):
+                self.stats["skipped_replay"] += 1
+                continue
+            self.offsets[tp] = msg.offset
+            self.stats["records_in"] += 1
+            try:
+                doc = codec.loads(msg.value)
+                eid = doc.pop("_id")
+                ts = doc.pop("_ts", None)
+            except Exception as exc:
+                self.stats["bad_records"] += 1
+                out.deadletters.append({"reason": f"bad event record on {tp}@{msg.offset}: {exc}",
+                                        "raw": msg.value[:65536].decode("utf-8", "backslashreplace")})
+                continue
+            if eid in self.seen:
+                self.stats["duplicates"] += 1
+                continue
+            self.seen[eid] = None
+            if len(self.seen) > SEEN_IDS:
+                self.seen.popitem(last=False)
+            if sink is not None and wants_event(policy, (doc.get("log") or {}).get("level")):
+                out.es_actions.append(sink.event_action(doc, eid, ts))
+                self.stats["events_indexed"] += 1
+            ev = event_from_doc({**doc, "_ts": ts})
+            if ts is not None:
+                self.idle.saw(now, ts)
+            docs = self.engine.feed(ev)
+            if docs:
+                latest = {d["id"]: d for d in docs}
+                out.incidents.extend(latest.values())
+                self.stats["incidents_out"] += len(latest)
+        return out
+
+    def tick(self, now: float) -> Output:
+        out = Output()
+        virtual = self.idle.virtual_now(now, self.engine.watermark)
+        if virtual is not None:
+            docs = self.engine.advance(virtual)
+            out.incidents.extend({d["id"]: d for d in docs}.values())
+        return out
+
+    def snapshot(self) -> bytes:
+        return pickle.dumps({"version": STATE_VERSION, "stage": self.name, "offsets": self.offsets,
+                             "engine": self.engine.snapshot(), "seen": list(self.seen)},
+                            protocol=pickle.HIGHEST_PROTOCOL)
+
+    def restore(self, data: bytes, now: float) -> None:
+        state = pickle.loads(data)
+        if state.get("version") != STATE_VERSION or state.get("stage") != self.name:
+            raise ValueError(f"state of another version/stage: {state.get('version')}/{state.get('stage')}")
+        self.offsets = dict(state["offsets"])
+        self.engine.restore(state["engine"])
+        self.seen = OrderedDict((k, None) for k in state["seen"])
+
+
+class _IdleClock:
+    """Event time from the wall clock while no events arrive.
+
+    While events flow, time is their watermark. After ``IDLE_AFTER`` seconds
+    without any, time moves on as watermark + wall-clock seconds since the
+    last event, so quiet incidents still resolve and windows still close on
+    a stream that has gone silent -- but never jumps ahead of a backlog being
+    replayed (events keep arriving then).
+    """
+
+    IDLE_AFTER = 5.0
+
+    def __init__(self) -> None:
+        self.wall: float | None = None
+        self.event_ts: float | None = None
+
+    def saw(self, wall: float, ts: float) -> None:
+        self.wall = wall
+        if self.event_ts is None or ts > self.event_ts:
+            self.event_ts = ts
+
+    def virtual_now(self, wall: float, watermark: float | None) -> float | None:
+        if self.wall is None or self.event_ts is None or wall - self.wall < self.IDLE_AFTER:
+            return None
+        virtual = self.event_ts + (wall - self.wall)
+        if watermark is not None and virtual <= watermark:
+            return None
+        return virtual

@@ -1,0 +1,289 @@
+"""``osloscope worker``: the faust-streaming app.
+
+Three agents, each committing its input offsets only after its outputs were
+acknowledged (Kafka acks=all for topics, Elasticsearch bulk acks for the
+index):
+
+  raw topic      --parse-->      events topic (key = request id), incidents
+                                 topic (host-scoped detectors), dead letters
+  events topic   --correlate-->  Elasticsearch events index (per setting),
+                                 incidents topic (request-scoped detectors)
+  incidents topic --index-->     Elasticsearch incidents index (upsert by id)
+
+Batches come from ``stream.noack_take`` and are acked by hand: process ->
+await the outputs' acknowledgements -> save the stage snapshot (fsync) ->
+ack. A SIGKILL at any point therefore either replays a batch whose outputs
+are overwritten downstream (deterministic ids), or resumes after it
+(snapshot offsets say so). faust's exactly-once mode is not used (see
+../shared/DESIGN.md, "Delivery").
+
+Detector and parser state lives in snapshot files under
+``worker.state_dir/<app_id>/`` (written atomically); they survive a restart
+of the worker on the same machine. A partition that moves to another worker
+starts there from its committed offset with fresh state.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+from . import codec
+from .metrics import Metrics
+from .stages import CorrelateStage, Output, ParseStage, RawMessage
+
+log = logging.getLogger("osloscope.worker")
+
+
+class StateStore:
+    """One snapshot file per stage, replaced atomically (tmp + fsync + rename)."""
+
+    def __init__(self, directory: str | os.PathLike, app_id: str) -> None:
+        self.dir = Path(directory) / app_id
+        self.dir.mkdir(parents=True, exist_ok=True)
+
+    def path(self, stage: str) -> Path:
+        return self.dir / f"{stage}.state"
+
+    def save(self, stage: str, data: bytes) -> None:
+        final = self.path(stage)
+        tmp = final.with_suffix(".tmp")
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, final)
+        dfd = os.open(self.dir, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+
+    def load(self, stage: str) -> bytes | None:
+        try:
+            return self.path(stage).read_bytes()
+        except FileNotFoundError:
+            return None
+
+
+def _restore(stage, store: StateStore, now: float) -> None:
+    data = store.load(stage.name)
+    if data is None:
+        log.info("%s: no saved state, starting fresh", stage.name)
+        return
+    try:
+        stage.restore(data, now)
+        log.info("%s: state restored from %s (offsets %s)", stage.name, store.path(stage.name),
+                 stage.offsets)
+    except Exception as exc:
+        log.warning("%s: saved state unusable (%s); starting fresh from the committed offsets",
+                    stage.name, exc)
+
+
+def _raw_message(event) -> RawMessage:
+    msg = event.message
+    headers = msg.headers or {}
+    if not isinstance(headers, dict):
+        headers = {k: v for k, v in headers}
+    value = msg.value if isinstance(msg.value, (bytes, bytearray)) else event.value
+    if isinstance(value, str):
+        value = value.encode()
+    return RawMessage(msg.topic, msg.partition, msg.offset, msg.key, bytes(value or b""),
+                      {k: (v if isinstance(v, bytes) else str(v).encode()) for k, v in headers.items()})
+
+
+def build_app(settings, *, sink=None):
+    """The faust App with its agents, timers and metrics page."""
+    import faust
+
+    w, k, t = settings.worker, settings.kafka, settings.topics
+    web = w.metrics_port != 0
+    app = faust.App(
+        w.app_id,
+        broker=[f"kafka://{h.strip()}" for h in k.bootstrap.split(",") if h.strip()],
+        broker_credentials=k.faust_credentials(),
+        value_serializer="raw", key_serializer="raw",
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        topic_partitions=k.partitions,
+        topic_replication_factor=k.replication_factor,
+        web_enabled=web, web_port=w.metrics_port or 6066, web_bind=w.metrics_host,
+        web_in_thread=False,
+        stream_wait_empty=False,
+        broker_commit_interval=1.0,
+        datadir=str(Path(w.state_dir) / w.app_id / "faust"),
+    )
+    raw_topic = app.topic(t.raw, value_type=bytes, key_type=bytes)
+    events_topic = app.topic(t.events, value_type=bytes, key_type=bytes)
+    incidents_topic = app.topic(t.incidents, value_type=bytes, key_type=bytes)
+    dead_topic = app.topic(t.deadletter, value_type=bytes, key_type=bytes)
+
+    metrics = Metrics()
+    store = StateStore(w.state_dir, w.app_id)
+    parse_stage = ParseStage(settings)
+    correlate_stage = CorrelateStage(settings)
+    now = time.monotonic()
+    _restore(parse_stage, store, now)
+    _restore(correlate_stage, store, now)
+    if sink is None and settings.elasticsearch.enabled:
+        from .elasticsearch_sink import ElasticsearchSink
+        sink = ElasticsearchSink(settings.elasticsearch)
+    locks = {"parse": asyncio.Lock(), "correlate": asyncio.Lock()}
+    loop_run = asyncio.get_event_loop
+
+    async def publish(out: Output, stage: str) -> None:
+        """Send every output and wait until Kafka acknowledged all of them."""
+        futs = []
+        for key, value in out.events:
+            futs.append(await events_topic.send(key=key, value=value, force=True))
+        for doc in out.incidents:
+            futs.append(await incidents_topic.send(key=doc["id"].encode(), value=codec.dumps(doc),
+                                                  force=True))
+        for dl in out.deadletters:
+            key = f"{dl.get('host')}|{dl.get('file')}".encode()
+            futs.append(await dead_topic.send(key=key, value=codec.dumps(dl), force=True))
+        if futs:
+            await asyncio.gather(*futs)
+        metrics.add(stage, "events_out", len(out.events))
+        metrics.add(stage, "incidents_out", len(out.incidents))
+        metrics.add(stage, "dead_letters", len(out.deadletters))
+
+    async def index(actions: list[dict], stage: str) -> None:
+        if not actions or sink is None:
+            return
+        rejected = await loop_run().run_in_executor(None, sink.write, actions)
+        metrics.add(stage, "es_indexed", len(actions) - len(rejected))
+        if rejected:
+            metrics.add(stage, "es_rejected", len(rejected))
+            out = Output(deadletters=[{"reason": f"rejected by Elasticsearch ({r.status}): {r.reason}",
+                                       "index": r.action.get("_index"), "id": r.action.get("_id"),
+                                       "raw": codec.dumps(r.action.get("_source")).decode()}
+                                      for r in rejected])
+            await publish(out, stage)
+
+    async def save(stage) -> None:
+        data = stage.snapshot()
+        await loop_run().run_in_executor(None, store.save, stage.name, data)
+
+    @app.agent(raw_topic, name="osloscope.parse")
+    async def parse(stream):
+        async for events in stream.noack_take(w.batch_size, within=w.batch_timeout):
+            async with locks["parse"]:
+                msgs = [_raw_message(e) for e in events]
+                metrics.add("parse", "records_in", len(msgs))
+                metrics.observe_offsets(msgs)
+                out = parse_stage.process(msgs, time.monotonic())
+                await publish(out, "parse")
+                await save(parse_stage)
+            for e in events:
+                await stream.ack(e)
+
+    @app.agent(events_topic, name="osloscope.correlate")
+    async def correlate(stream):
+        async for events in stream.noack_take(w.batch_size, within=w.batch_timeout):
+            async with locks["correlate"]:
+                msgs = [_raw_message(e) for e in events]
+                metrics.add("correlate", "records_in", len(msgs))
+                metrics.observe_offsets(msgs)
+                out = correlate_stage.process(msgs, time.monotonic(), sink=sink)
+                await index(out.es_actions, "correlate")
+                out.es_actions = []
+                await publish(out, "correlate")
+                await save(correlate_stage)
+            for e in events:
+                await stream.ack(e)
+
+    @app.agent(incidents_topic, name="osloscope.index-incidents")
+    async def index_incidents(stream):
+        async for events in stream.noack_take(w.batch_size, within=w.batch_timeout):
+            msgs = [_raw_message(e) for e in events]
+            metrics.add("index", "records_in", len(msgs))
+            metrics.observe_offsets(msgs)
+            if sink is not None:
+                actions = []
+                for m in msgs:
+                    try:
+                        actions.append(sink.incident_action(codec.loads(m.value)))
+                    except Exception as exc:
+                        await publish(Output(deadletters=[{"reason": f"bad incident record: {exc}",
+                                                           "raw": m.value[:65536].decode(
+                                                               "utf-8", "backslashreplace")}]), "index")
+                await index(actions, "index")
+            for e in events:
+                await stream.ack(e)
+
+    @app.timer(1.0, name="osloscope.tick")
+    async def tick():
+        now = time.monotonic()
+        async with locks["parse"]:
+            out = parse_stage.tick(now)
+            if out:
+                await publish(out, "parse")
+                await save(parse_stage)
+        async with locks["correlate"]:
+            out = correlate_stage.tick(now)
+            if out:
+                await publish(out, "correlate")
+                await save(correlate_stage)
+
+    @app.timer(w.log_interval, name="osloscope.stats")
+    async def stats():
+        metrics.update_lag(app)
+        log.info("osloscope stats %s", metrics.summary())
+
+    if web:
+        @app.page("/metrics")
+        async def prometheus(web_, request):
+            metrics.update_lag(app)
+            return web_.bytes(metrics.prometheus().encode(),
+                              content_type="text/plain; version=0.0.4")
+
+    app.osloscope = {"parse": parse_stage, "correlate": correlate_stage, "metrics": metrics,
+                     "sink": sink, "store": store}
+    return app
+
+
+def run(settings, *, loglevel: str = "info") -> int:
+    """Run the worker until SIGTERM/SIGINT."""
+    import faust
+
+    logging.basicConfig(level=getattr(logging, loglevel.upper(), logging.INFO),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    for noisy in ("elastic_transport", "elasticsearch", "kafka", "aiokafka"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    app = build_app(settings)
+    worker = faust.Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
+    worker.execute_from_commandline()
+    return 0
+
+
+def register(subparsers) -> None:
+    import argparse
+
+    p = subparsers.add_parser(
+        "worker", help="run the streaming worker: raw topic -> parse -> detect -> Elasticsearch",
+        description="Consume oslo.log lines from the raw Kafka topic, parse and fold them exactly as "
+                    "`osloscope analyze` does, run the detectors, publish events (keyed by request "
+                    "id), incidents and dead letters to Kafka and index events and incidents into "
+                    "Elasticsearch. Offsets are committed only after Kafka and Elasticsearch "
+                    "acknowledged the outputs; detector state is saved under worker.state_dir and "
+                    "survives a restart. Stop with Ctrl-C or SIGTERM.",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", metavar="FILE", help="settings file (default: $OSLOSCOPE_CONFIG or "
+                                                    "./osloscope.toml; built-in defaults otherwise)")
+    p.add_argument("--loglevel", default="info", choices=("debug", "info", "warning", "error"))
+    p.set_defaults(func=_cmd)
+
+
+def _cmd(args) -> int:
+    from .settings import SettingsError, load
+
+    try:
+        settings = load(args.config)
+    except SettingsError as exc:
+        print(f"osloscope worker: invalid settings:\n{exc}", file=sys.stderr)
+        return 2
+    return run(settings, loglevel=args.loglevel)

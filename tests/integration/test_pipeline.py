@@ -1,0 +1,259 @@
+"""End to end on the real services: ship -> Kafka -> faust worker -> Elasticsearch.
+
+Every test has its own topics, indices, consumer group and state directory
+(``names``/``settings_env`` in conftest.py). The worker runs as a real
+``osloscope worker`` subprocess; the crash test SIGKILLs it.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SAMPLES = ROOT / "deploy" / "samples"
+
+OSLOSCOPE = [sys.executable, "-m", "pipeline.cli"]
+GARBAGE = [b"\x00\x01\x02 binary garbage \xff\xfe", b"this is not an oslo.log line at all",
+           b"{\"json\": \"without a message field\"}"]
+
+
+def load_settings(env: dict):
+    from pipeline.settings import load
+    return load(None, env=env)
+
+
+def es_client(settings):
+    from pipeline.elasticsearch_sink import make_client
+    return make_client(settings.elasticsearch)
+
+
+def setup_all(settings) -> None:
+    from pipeline.provision import setup
+    setup(settings, log=lambda _m: None)
+
+
+class Worker:
+    def __init__(self, env: dict, log_path: Path) -> None:
+        self.env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
+        self.log_path = log_path
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> "Worker":
+        self.log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(OSLOSCOPE + ["worker"], env=self.env, cwd=ROOT,
+                                     stdout=self.log, stderr=subprocess.STDOUT)
+        return self
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(30)
+
+    def stop(self) -> int | None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self.log.close()
+        return self.proc.returncode if self.proc else None
+
+    def tail(self) -> str:
+        return self.log_path.read_bytes()[-4000:].decode("utf-8", "replace")
+
+
+def wait_for(pred, timeout: float, what: str, worker: Worker | None = None, every: float = 1.0):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = pred()
+        if last:
+            return last
+        if worker and worker.proc and worker.proc.poll() is not None:
+            raise AssertionError(f"worker exited ({worker.proc.returncode}) waiting for {what}:\n"
+                                 + worker.tail())
+        time.sleep(every)
+    raise AssertionError(f"timed out waiting for {what} (last: {last!r})"
+                         + (f"\nworker log:\n{worker.tail()}" if worker else ""))
+
+
+def counts(client, settings) -> tuple[int, int]:
+    es = settings.elasticsearch
+    client.indices.refresh(index=f"{es.events_index_prefix}*,{es.incidents_index}",
+                           ignore_unavailable=True, allow_no_indices=True)
+    ev = client.count(index=f"{es.events_index_prefix}*", allow_no_indices=True)["count"]
+    inc = client.count(index=es.incidents_index)["count"] if client.indices.exists(
+        index=es.incidents_index) else 0
+    return ev, inc
+
+
+def embedded(paths: list[Path]):
+    """What `osloscope analyze` finds in the same files: ids and record count."""
+    from pipeline.analyze import analyze
+    from pipeline.sources import discover
+    res = analyze(discover([str(p) for p in paths]))
+    return {d["id"]: d for d in res.incidents}, res.stats.events - res.stats.unparsed
+
+
+def ship_once(paths: list[Path], settings) -> dict:
+    from pipeline.ship import ship
+    return ship([str(p) for p in paths], settings, from_start=True, once=True, layout_hosts=True,
+                log=lambda _m: None)
+
+
+def consume_all(settings, topic: str, expect_at_least: int = 1, timeout: float = 30.0) -> list:
+    from kafka import KafkaConsumer
+    consumer = KafkaConsumer(topic, **settings.kafka.client_kwargs(), auto_offset_reset="earliest",
+                             enable_auto_commit=False, consumer_timeout_ms=3000)
+    out, deadline = [], time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            batch = list(consumer)
+            out.extend(batch)
+            if len(out) >= expect_at_least and not batch:
+                break
+    finally:
+        consumer.close()
+    return out
+
+
+@pytest.fixture
+def logs(tmp_path) -> Path:
+    """The sample directory plus a file of garbage lines."""
+    root = tmp_path / "logs"
+    shutil.copytree(SAMPLES, root)
+    junk = root / "compute-9" / "nova" / "nova-compute.log"
+    junk.parent.mkdir(parents=True)
+    junk.write_bytes(b"\n".join(GARBAGE) + b"\n")
+    return root
+
+
+def test_ship_worker_elasticsearch_end_to_end(settings_env, names, logs, tmp_path):
+    settings = load_settings(settings_env)
+    setup_all(settings)
+    setup_all(settings)                      # idempotent
+    expected, n_records = embedded([logs])
+    stats = ship_once([logs], settings)
+    assert stats["lines"] >= n_records
+
+    worker = Worker(settings_env, tmp_path / "worker.log").start()
+    client = es_client(settings)
+    try:
+        wait_for(lambda: counts(client, settings) >= (n_records, len(expected)), 120,
+                 "events and incidents in Elasticsearch", worker)
+        time.sleep(3)                        # nothing more should arrive
+        n_events, n_incidents = counts(client, settings)
+    finally:
+        assert worker.stop() == 0, worker.tail()
+
+    # every record indexed once, every embedded incident found, no extra ones
+    assert n_events == n_records
+    es = settings.elasticsearch
+    hits = client.search(index=es.incidents_index, size=100)["hits"]["hits"]
+    got = {h["_id"]: h["_source"] for h in hits}
+    assert set(got) == set(expected)
+    for iid, doc in got.items():
+        assert doc["id"] == iid
+        assert doc["rule"] == expected[iid]["rule"]
+        assert doc["probable_cause"] and doc["remediation"] and doc["evidence"]
+        assert doc["first_seen"] == expected[iid]["first_seen"]
+    types = {d["type"] for d in got.values()}
+    assert types == {"retry_exhausted", "auth_failure", "disk_full"}
+
+    # events carry their request ids and are searchable by them
+    rid = next(r for d in got.values() for r in d["request_ids"])
+    res = client.search(index=f"{es.events_index_prefix}*",
+                        query={"term": {"openstack.request_id": rid}})
+    assert res["hits"]["total"]["value"] >= 1
+
+    # the garbage is in the dead-letter topic, with reasons
+    dead = [json.loads(m.value) for m in consume_all(settings, names.deadletter, len(GARBAGE))]
+    raws = {d["raw"] for d in dead}
+    for g in GARBAGE:
+        assert any(g.decode("utf-8", "backslashreplace") in r for r in raws), (g, raws)
+    assert all(d["reason"] for d in dead)
+
+    # and `osloscope incidents` lists them
+    out = subprocess.run(OSLOSCOPE + ["incidents", "--format", "jsonl"], env={**os.environ, **settings_env},
+                         cwd=ROOT, capture_output=True, timeout=60)
+    assert out.returncode == 0, out.stderr.decode()
+    listed = [json.loads(line) for line in out.stdout.splitlines()]
+    assert {d["id"] for d in listed} == set(expected)
+    out = subprocess.run(OSLOSCOPE + ["incidents", "--status", "open"], env={**os.environ, **settings_env},
+                         cwd=ROOT, capture_output=True, timeout=60)
+    assert out.returncode == 0
+    n_open = sum(1 for d in got.values() if d["status"] == "open")
+    assert f"{n_open} incident(s)" in out.stderr.decode()
+
+
+def _filler(path: Path, n: int) -> None:
+    """Healthy nova-compute traffic (from the real corpus shape): many records, no incident."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    base = 1_500_000_000.0
+    with open(path, "w") as fh:
+        for i in range(n):
+            t = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(base + i * 0.05))
+            ms = int((base + i * 0.05) % 1 * 1000)
+            fh.write(f"{t}.{ms:03d} 2931 INFO nova.compute.resource_tracker "
+                     f"[req-{i:08d}-1111-2222-3333-444455556666 - - - - -] "
+                     f"Final resource view: name=compute-7 phys_ram={i % 512}MB used_ram=512MB\n")
+
+
+def test_worker_sigkill_mid_stream_loses_and_duplicates_nothing(settings_env, names, logs, tmp_path):
+    settings = load_settings(settings_env)
+    setup_all(settings)
+    _filler(logs / "compute-7" / "nova" / "nova-compute.log", 30_000)
+    expected, n_records = embedded([logs])
+    ship_once([logs], settings)
+
+    client = es_client(settings)
+    worker = Worker(settings_env, tmp_path / "worker.log").start()
+    try:
+        wait_for(lambda: counts(client, settings)[0] > 2000, 120, "first events indexed", worker,
+                 every=0.2)
+        worker.kill()                        # mid-stream: most records not yet processed
+        partial = counts(client, settings)[0]
+        assert partial < n_records, "worker finished before it could be killed; grow the filler"
+        worker = Worker(settings_env, tmp_path / "worker.log").start()
+        wait_for(lambda: counts(client, settings)[0] >= n_records and
+                 counts(client, settings)[1] >= len(expected), 180,
+                 "all events and incidents after the restart", worker)
+        time.sleep(3)
+        n_events, n_incidents = counts(client, settings)
+    finally:
+        worker.stop()
+    assert n_events == n_records                   # none lost, none duplicated
+    hits = client.search(index=settings.elasticsearch.incidents_index, size=100)["hits"]["hits"]
+    assert n_incidents == len(hits) == len(expected)
+    assert {h["_id"] for h in hits} == set(expected)
+    # detector state survived: counts as in an uninterrupted in-process run
+    reference = reference_run(settings, names)
+    for h in hits:
+        assert h["_source"]["count"] == reference[h["_id"]]["count"], h["_source"]["rule"]
+
+
+def reference_run(settings, names) -> dict:
+    """The stages fed the same raw topic in process, uninterrupted (no Kafka commit, no crash)."""
+    from pipeline.stages import CorrelateStage, ParseStage, RawMessage
+
+    msgs = consume_all(settings, names.raw, 1)
+    parse, corr = ParseStage(settings), CorrelateStage(settings)
+    raw = [RawMessage(m.topic, m.partition, m.offset, m.key, m.value,
+                      {k: v for k, v in (m.headers or [])}) for m in msgs]
+    out = parse.process(raw, 0.0)
+    out.extend(parse.tick(1e9))
+    incidents = {d["id"]: d for d in out.incidents}
+    ev_msgs = [RawMessage(names.events, 0, i, k, v) for i, (k, v) in enumerate(out.events)]
+    for d in corr.process(ev_msgs, 0.0).incidents:
+        incidents[d["id"]] = d
+    return incidents

@@ -1,0 +1,65 @@
+"""Shared helpers: paths to the real fixtures and small parse/analyze wrappers."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = Path(os.environ.get("OSLOSCOPE_SHARED", ROOT.parent / "shared"))
+CORPUS = SHARED / "corpus"
+SEEDS = SHARED / "seeds"
+FIXTURES = ROOT / "tests" / "fixtures"
+SAMPLES = ROOT / "deploy" / "samples"
+
+
+def parse_text(text: str | bytes, host: str = "h1", service: str = "nova-compute",
+               path: str = "/var/log/nova/nova-compute.log", tz: str = "UTC"):
+    """All events of ``text`` fed line by line to a fresh parser, then flushed."""
+    from pipeline.extract import Source
+    from pipeline.parser import Parser
+
+    p = Parser(tz)
+    src = Source(host, service, path)
+    raw = text.encode() if isinstance(text, str) else text
+    events = []
+    offset = 0
+    for line in raw.splitlines(keepends=True):
+        events.extend(p.feed(line, src, offset))
+        offset += len(line)
+    events.extend(p.flush())
+    return events
+
+
+def parse_file(path: Path, **kw):
+    return parse_text(path.read_bytes(), path=str(path), **kw)
+
+
+def analyze_paths(*paths, host=None, **kw):
+    from pipeline.analyze import analyze
+    from pipeline.sources import discover
+
+    return analyze(discover([str(p) for p in paths], host=host), **kw).incidents
+
+
+@pytest.fixture(scope="session")
+def event_validator():
+    from jsonschema import Draft202012Validator, FormatChecker
+
+    schema = json.loads((ROOT / "schemas" / "event.schema.json").read_text())
+    return Draft202012Validator(schema, format_checker=FormatChecker())
+
+
+@pytest.fixture(scope="session")
+def incident_validator():
+    from jsonschema import Draft202012Validator, FormatChecker
+
+    schema = json.loads((ROOT / "schemas" / "incident.schema.json").read_text())
+    return Draft202012Validator(schema, format_checker=FormatChecker())
+
+
+def require_shared():
+    if not CORPUS.is_dir():
+        pytest.fail(f"../shared is missing ({SHARED}); the tests need the real corpus and seeds")
