@@ -11,11 +11,15 @@ class Metrics:
         self.counters: dict[tuple[str, str], int] = defaultdict(int)
         self.last_offset: dict[tuple[str, int], int] = {}
         self.lag: dict[tuple[str, int], int] = {}
+        self.seconds: dict[tuple[str, str], float] = defaultdict(float)
         self.started = time.time()
 
     def add(self, stage: str, name: str, n: int = 1) -> None:
         if n:
             self.counters[(stage, name)] += n
+
+    def time(self, stage: str, phase: str, seconds: float) -> None:
+        self.seconds[(stage, phase)] += seconds
 
     def observe_offsets(self, msgs) -> None:
         for m in msgs:
@@ -41,6 +45,7 @@ class Metrics:
 
     def summary(self) -> str:
         parts = [f"{stage}.{name}={value}" for (stage, name), value in sorted(self.counters.items())]
+        parts += [f"{stage}.{phase}_s={value:.1f}" for (stage, phase), value in sorted(self.seconds.items())]
         lag = sum(self.lag.values())
         parts.append(f"lag={lag}")
         return " ".join(parts)
@@ -54,6 +59,10 @@ class Metrics:
                   "# TYPE osloscope_consumer_lag gauge"]
         for (topic, part), value in sorted(self.lag.items()):
             lines.append(f'osloscope_consumer_lag{{topic="{topic}",partition="{part}"}} {value}')
+        lines += ["# HELP osloscope_stage_seconds_total Wall-clock seconds spent per stage and phase.",
+                  "# TYPE osloscope_stage_seconds_total counter"]
+        for (stage, phase), value in sorted(self.seconds.items()):
+            lines.append(f'osloscope_stage_seconds_total{{stage="{stage}",phase="{phase}"}} {value:.3f}')
         lines += ["# HELP osloscope_uptime_seconds Seconds since the worker started.",
                   "# TYPE osloscope_uptime_seconds gauge",
                   f"osloscope_uptime_seconds {time.time() - self.started:.1f}"]

@@ -251,7 +251,7 @@ class WorkerSettings:
     metrics_port: int = _f(9464, ge=0, le=65535)
     log_interval: float = _f(30.0, gt=0)
     idle_flush: float = _f(5.0, gt=0)
-    batch_size: int = _f(500, ge=1)
+    batch_size: int = _f(2000, ge=1)
     batch_timeout: float = _f(1.0, gt=0)
 
 

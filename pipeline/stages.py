@@ -43,7 +43,9 @@ log = logging.getLogger("osloscope.worker")
 STATE_VERSION = 1
 MAX_EVENT_BYTES = 900_000       # below Kafka's default 1 MiB message limit
 TRUNCATED = "...[truncated by osloscope]"
-SEEN_IDS = 50_000               # recent event ids remembered by CorrelateStage
+# CorrelateStage remembers the ids of this many recent events per batch size:
+# a duplicate is at most one parse batch (plus idle flushes) behind its original
+SEEN_PER_BATCH = 4
 
 
 def host_detectors(settings) -> list:
@@ -261,10 +263,10 @@ class CorrelateStage:
         self.engine = Engine(request_detectors(settings))
         self.offsets: dict[str, int] = {}
         self.seen: OrderedDict[str, None] = OrderedDict()
+        self.seen_max = SEEN_PER_BATCH * settings.worker.batch_size + 1000
         self.idle = _IdleClock()
         self.stats = {"records_in": 0, "duplicates": 0, "events_indexed": 0, "incidents_out": 0,
                       "skipped_replay": 0, "bad_records": 0}
-        self._sink_fmt = None
 
     def process(self, messages: list[RawMessage], now: float, sink=None) -> Output:
         """``sink`` builds the Elasticsearch actions (None: nothing to index)."""
@@ -292,7 +294,7 @@ class CorrelateStage:
                 self.stats["duplicates"] += 1
                 continue
             self.seen[eid] = None
-            if len(self.seen) > SEEN_IDS:
+            if len(self.seen) > self.seen_max:
                 self.seen.popitem(last=False)
             if sink is not None and wants_event(policy, (doc.get("log") or {}).get("level")):
                 out.es_actions.append(sink.event_action(doc, eid, ts))

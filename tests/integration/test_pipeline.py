@@ -10,9 +10,11 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -70,6 +72,12 @@ class Worker:
 
     def tail(self) -> str:
         return self.log_path.read_bytes()[-4000:].decode("utf-8", "replace")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def wait_for(pred, timeout: float, what: str, worker: Worker | None = None, every: float = 1.0):
@@ -146,15 +154,24 @@ def test_ship_worker_elasticsearch_end_to_end(settings_env, names, logs, tmp_pat
     stats = ship_once([logs], settings)
     assert stats["lines"] >= n_records
 
-    worker = Worker(settings_env, tmp_path / "worker.log").start()
+    port = free_port()
+    worker = Worker({**settings_env, "OSLOSCOPE_WORKER_METRICS_PORT": str(port)},
+                    tmp_path / "worker.log").start()
     client = es_client(settings)
     try:
         wait_for(lambda: counts(client, settings) >= (n_records, len(expected)), 120,
                  "events and incidents in Elasticsearch", worker)
         time.sleep(3)                        # nothing more should arrive
         n_events, n_incidents = counts(client, settings)
+        metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
     finally:
         assert worker.stop() == 0, worker.tail()
+
+    # self-metrics on the Prometheus endpoint
+    assert f'osloscope_records_total{{stage="parse",kind="records_in"}} {stats["lines"]}' in metrics
+    assert 'osloscope_records_total{stage="parse",kind="dead_letters"}' in metrics
+    assert f'osloscope_records_total{{stage="correlate",kind="es_indexed"}} {n_records}' in metrics
+    assert "osloscope_consumer_lag{" in metrics
 
     # every record indexed once, every embedded incident found, no extra ones
     assert n_events == n_records
