@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test integration bench clean
+.PHONY: install demo test unit integration bench bench-pipeline clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,19 +19,27 @@ install: $(STAMP)
 demo: $(STAMP)
 	@$(BIN)/osloscope analyze deploy/samples --dead-letter - ; rc=$$?; [ $$rc -le 1 ] || exit $$rc
 
-## test: the whole test suite
+## test: the whole test suite. The integration tests start local Kafka and
+## Elasticsearch (Java processes from Maven Central, no Docker; first run
+## downloads ~170 MB) and stop them again at the end.
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
-## integration: start local Kafka + Elasticsearch (Maven Central, no Docker), run the
-## integration tests against them, stop them again
+## unit: the tests that need no Kafka and no Elasticsearch (fast)
+unit: $(STAMP)
+	$(BIN)/python -m pytest -q -m 'not integration'
+
+## integration: only the tests against the real services
 integration: $(STAMP)
-	$(BIN)/osloscope services up
-	$(BIN)/python -m pytest -q -m integration tests/integration; rc=$$?; $(BIN)/osloscope services down; exit $$rc
+	$(BIN)/python -m pytest -q -m integration
 
 ## bench: parse+detect throughput against a bare regex baseline
 bench: $(STAMP)
 	$(BIN)/python tests/benchmarks/bench_parse.py
+
+## bench-pipeline: one worker, raw topic -> Elasticsearch, against the raw consume rate
+bench-pipeline: $(STAMP)
+	$(BIN)/python tests/benchmarks/bench_pipeline.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis *.egg-info
