@@ -146,3 +146,17 @@ def test_event_ids_are_deterministic():
     b = Event(host="h", file_path="/f", offset=10, message="other")
     c = Event(host="h", file_path="/f", offset=11, message="m")
     assert event_id(a) == event_id(b) != event_id(c)
+
+
+def test_filebeat_envelopes_without_key_or_headers_route_to_their_host_and_flush_when_idle(settings):
+    line = ("2017-06-06 09:30:29.364 665097 INFO nova.compute.manager "
+            "[req-c5016b48-399b-44f8-adea-a86421f1e129 - - - - -] Took 0.72 seconds to deallocate network")
+    docs = [{"message": line, "host": {"name": h}, "log": {"file": {"path": "/var/log/nova/nova-compute.log"},
+                                                          "offset": 100 * i}}
+            for i, h in enumerate(["cmp1", "cmp2"])]
+    p = ParseStage(settings)
+    msgs = [RawMessage("raw", 0, i, None, json.dumps(d).encode()) for i, d in enumerate(docs)]
+    assert not p.process(msgs, 10.0).events           # records stay open until idle
+    out = p.tick(20.0)
+    got = sorted((json.loads(v)["host"]["name"], json.loads(v)["log"]["offset"]) for _k, v in out.events)
+    assert got == [("cmp1", 0), ("cmp2", 100)]
