@@ -86,11 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("args", nargs=argparse.REMAINDER)
     p.set_defaults(func=cmd_services)
     for module in STREAMING_COMMANDS:
-        try:  # TEMP-GUARD while modules land
-            importlib.import_module(f"pipeline.{module}").register(sub)
-        except ModuleNotFoundError as exc:
-            if exc.name != f"pipeline.{module}":
-                raise
+        importlib.import_module(f"pipeline.{module}").register(sub)
     return ap
 
 

@@ -192,3 +192,31 @@ def iter_chunks(items: Iterable, size: int):
             chunk = []
     if chunk:
         yield chunk
+
+
+class BufferedIndexer:
+    """Index events and incidents from an in-process loop (``osloscope watch``).
+
+    ``add(events, incidents)`` is called once per polled batch and writes that
+    batch in one bulk request (acknowledged before it returns); ``close()``
+    releases the client. Events get the same ids as in the worker.
+    """
+
+    def __init__(self, es, *, client=None) -> None:
+        self.sink = ElasticsearchSink(es, client=client, retry_forever=False)
+        self.rejected: list[Rejected] = []
+
+    def add(self, events, incidents) -> None:
+        from detectors.model import event_to_doc
+
+        from .stages import event_id
+
+        policy = self.sink.settings.index_events
+        actions = [self.sink.event_action(event_to_doc(ev), event_id(ev), ev.ts)
+                   for ev in events if ev.kind != "unparsed" and wants_event(policy, ev.level)]
+        actions += [self.sink.incident_action(doc) for doc in incidents]
+        if actions:
+            self.rejected.extend(self.sink.write(actions))
+
+    def close(self) -> None:
+        self.sink.close()

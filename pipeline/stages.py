@@ -85,10 +85,17 @@ class Output:
         return bool(self.events or self.incidents or self.deadletters or self.es_actions)
 
 
-def event_id(ev: Event) -> str:
-    """Deterministic: the record's host, file and byte offset (or its content)."""
+def event_id(ev: Event, generation: str | None = None) -> str:
+    """Deterministic: the record's host, file and byte offset (or its content).
+
+    ``generation`` tells apart the successive files behind one path (the
+    shipper's ``inode`` header): after rotation the new file starts at offset
+    0 again and its records must not overwrite the old file's.
+    """
     if ev.offset is not None:
         basis = f"{ev.host}\0{ev.file_path}\0{ev.offset}"
+        if generation:
+            basis += f"\0{generation}"
     else:
         basis = f"{ev.host}\0{ev.file_path}\0{ev.timestamp}\0{ev.pid}\0{ev.original}"
     return hashlib.sha1(basis.encode("utf-8", "backslashreplace")).hexdigest()[:24]
@@ -159,6 +166,7 @@ class ParseStage:
         self.parsers: dict[str, _TrackingParser] = {}
         self.engine = Engine(host_detectors(settings))
         self.offsets: dict[str, int] = {}          # "topic/partition" -> last processed offset
+        self.generation: dict[tuple, str] = {}     # (host, path) -> file identity (inode header)
         self.idle = _IdleClock()
         self.stats = {"records_in": 0, "events_out": 0, "dead_letters": 0, "incidents_out": 0,
                       "skipped_replay": 0}
@@ -181,6 +189,9 @@ class ParseStage:
             self.offsets[tp] = msg.offset
             self.stats["records_in"] += 1
             source, offset = source_of(msg)
+            gen = msg.headers.get("inode")
+            if gen is not None:
+                self.generation[(source.host, source.path)] = gen.decode("ascii", "replace")
             parser = self._parser(source)
             parser.clock = now
             parser.activity[(source.host, source.path)] = now
@@ -219,7 +230,7 @@ class ParseStage:
                 self.stats["dead_letters"] += 1
                 continue
             doc = event_to_doc(ev)
-            doc["_id"] = event_id(ev)
+            doc["_id"] = event_id(ev, self.generation.get((ev.host, ev.file_path)))
             doc["_ts"] = ev.ts
             out.events.append((request_key(ev), _cap(doc)))
             self.stats["events_out"] += 1
@@ -237,7 +248,8 @@ class ParseStage:
     def snapshot(self) -> bytes:
         parsers = {tz: (p.streams, p.syslog_year) for tz, p in self.parsers.items()}
         return pickle.dumps({"version": STATE_VERSION, "stage": self.name, "offsets": self.offsets,
-                             "engine": self.engine.snapshot(), "parsers": parsers},
+                             "engine": self.engine.snapshot(), "parsers": parsers,
+                             "generation": self.generation},
                             protocol=pickle.HIGHEST_PROTOCOL)
 
     def restore(self, data: bytes, now: float) -> None:
@@ -246,6 +258,7 @@ class ParseStage:
             raise ValueError(f"state of another version/stage: {state.get('version')}/{state.get('stage')}")
         self.offsets = dict(state["offsets"])
         self.engine.restore(state["engine"])
+        self.generation = dict(state.get("generation", {}))
         self.parsers = {}
         for tz, (streams, year) in state["parsers"].items():
             p = _TrackingParser(tz, syslog_year=year)

@@ -160,3 +160,19 @@ def test_filebeat_envelopes_without_key_or_headers_route_to_their_host_and_flush
     out = p.tick(20.0)
     got = sorted((json.loads(v)["host"]["name"], json.loads(v)["log"]["offset"]) for _k, v in out.events)
     assert got == [("cmp1", 0), ("cmp2", 100)]
+
+
+def test_rotated_file_records_get_new_ids(settings):
+    line = b"2017-06-06 09:30:29.364 1 INFO nova.compute.manager [-] same offset, other file"
+    p = ParseStage(settings)
+
+    def msg(i, inode):
+        return RawMessage("raw", 0, i, b"h|/var/log/nova/nova-compute.log", line,
+                          {"host": b"h", "path": b"/var/log/nova/nova-compute.log", "offset": b"0",
+                           "inode": inode})
+    out = p.process([msg(0, b"2049:11")], 0.0)
+    out.extend(p.tick(1e9))
+    out.extend(p.process([msg(1, b"2049:12")], 0.0))
+    out.extend(p.tick(2e9))
+    ids = [json.loads(v)["_id"] for _k, v in out.events]
+    assert len(ids) == 2 and ids[0] != ids[1]

@@ -274,3 +274,30 @@ def reference_run(settings, names) -> dict:
     for d in corr.process(ev_msgs, 0.0).incidents:
         incidents[d["id"]] = d
     return incidents
+
+
+def test_watch_indexes_into_elasticsearch(settings_env, logs, tmp_path):
+    settings = load_settings(settings_env)
+    expected, n_records = embedded([logs])
+    env = {**os.environ, **settings_env}
+    proc = subprocess.Popen(OSLOSCOPE + ["watch", str(logs), "--from-start", "--format", "jsonl",
+                                         "--elasticsearch", "--dead-letter", str(tmp_path / "dl.jsonl")],
+                            env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    client = es_client(settings)
+    def indexed():
+        if proc.poll() is not None:
+            raise AssertionError(f"watch exited with {proc.returncode}: {proc.stderr.read().decode()}")
+        n_ev, n_inc = counts(client, settings)
+        return n_ev >= n_records and n_inc >= len(expected)
+    try:
+        wait_for(indexed, 60, "watch to index events and incidents")
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err.decode()
+    hits = client.search(index=settings.elasticsearch.incidents_index, size=100)["hits"]["hits"]
+    assert {h["_id"] for h in hits} == set(expected)
+    assert counts(client, settings)[0] == n_records
+    printed = {json.loads(line)["id"] for line in out.splitlines()}
+    assert printed == set(expected)

@@ -1,0 +1,458 @@
+"""``osloscope ship``: tail oslo.log files into Kafka, one record per line.
+
+Record: topic ``topics.raw``; key ``host|path`` (one partition sees one file
+in order); value the line's bytes exactly as on disk without the final
+``\\n`` (what rsyslog's omkafka or Filebeat send, no JSON wrapping); headers
+``host``, ``service``, ``path`` (the stream name: a rotated file keeps the
+name it was followed under), ``offset`` (decimal byte offset of the line in
+its file), ``inode`` (``dev:ino`` of the file: offsets start again at 0 in a
+new file under the same path) and ``shipper`` = ``osloscope/0.1``. Lines
+longer than 1,000,000 bytes are cut into pieces (each its own record, so a
+record stays under Kafka's default 1 MiB message limit).
+
+Delivery: at least once, never a silent loss.
+* The producer is idempotent (``enable_idempotence``, ``acks=all``, unbounded
+  retries, a delivery timeout of a day): broker retries do not duplicate or
+  reorder. kafka-python 3 has no ``buffer_memory``, so the shipper bounds the
+  bytes sent but not yet acknowledged itself (``shipper.max_buffer_bytes``):
+  when that much is in flight it stops reading and waits. While the broker is
+  away it logs ``broker H unreachable, retrying in Ns`` and keeps trying;
+  nothing is dropped.
+* A file's checkpoint (``shipper.checkpoint_dir``, see ``tail.Checkpoints``)
+  moves past a line only when Kafka has acknowledged that line and every
+  earlier line of the file; checkpoints are written every second and at exit.
+* A restart resumes every file from its checkpoint. After SIGINT/SIGTERM the
+  shipper flushes, waits for the acknowledgements (up to 30 s) and writes the
+  checkpoints: a restart sends nothing twice. After a crash or SIGKILL the
+  lines resent are at most those acknowledged since the last checkpoint write
+  (one second) plus those in flight (at most ``max_buffer_bytes``).
+* A record Kafka rejects for good (not retriable: authorization, invalid
+  topic) stops the shipper with exit status 1; the checkpoint stays before
+  that line, so nothing is skipped.
+
+``--once`` ships what the files hold (from the checkpoint, else from their
+start; a last line without ``\\n`` only if the file is 5 s old) and exits 0
+once everything is acknowledged.
+"""
+from __future__ import annotations
+
+import argparse
+import signal
+import socket
+import sys
+import threading
+import time
+from collections import deque
+from typing import Callable, Iterable
+
+from .sources import PathError
+from .tail import CheckpointError, Checkpoints, Line, Tailer, TailFile, check_paths
+
+SHIPPER = b"osloscope/0.1"
+SHIP_MAX_LINE = 1_000_000
+MAX_BLOCK_MS = 10_000            # send() blocks this long at a time, then we log and retry
+DELIVERY_TIMEOUT_MS = 86_400_000
+CHECKPOINT_INTERVAL = 1.0
+STOP_FLUSH_TIMEOUT = 30.0
+STALL_WARNING = 10.0             # seconds without acknowledgements before saying so
+
+
+class Rejected(Exception):
+    """Kafka refused a record for good."""
+
+    def __init__(self, tf: TailFile, offset: int, exc: BaseException) -> None:
+        self.tf, self.offset, self.exc = tf, offset, exc
+        super().__init__(f"Kafka rejected the line of {tf.label} at byte {offset}: {exc!r}")
+
+
+def _stderr(msg: str) -> None:
+    print(f"osloscope ship: {msg}", file=sys.stderr, flush=True)
+
+
+def producer_config(settings) -> dict:
+    sh = settings.shipper
+    kw = settings.kafka.client_kwargs()
+    kw.update(
+        acks="all",
+        enable_idempotence=True,          # kafka-python >= 2.1 with Kafka >= 0.11 (checked with 4.x)
+        retries=2 ** 31 - 1,
+        max_in_flight_requests_per_connection=5,
+        delivery_timeout_ms=DELIVERY_TIMEOUT_MS,
+        compression_type=None if sh.compression == "none" else sh.compression,
+        batch_size=sh.batch_size,
+        linger_ms=sh.linger_ms,
+        max_block_ms=MAX_BLOCK_MS,
+        bootstrap_timeout_ms=5000,
+    )
+    return kw
+
+
+def _connect(settings, stop: threading.Event, log: Callable[[str], None]):
+    from kafka import KafkaProducer
+    from kafka.errors import KafkaConnectionError, KafkaTimeoutError, RetriableError
+
+    unreachable = (KafkaTimeoutError, KafkaConnectionError, RetriableError, OSError)
+    try:                                   # kafka-python < 3
+        from kafka.errors import NoBrokersAvailable
+        unreachable += (NoBrokersAvailable,)
+    except ImportError:
+        pass
+
+    where = settings.kafka.bootstrap
+    delay = 1.0
+    while not stop.is_set():
+        try:
+            return KafkaProducer(**producer_config(settings))
+        except unreachable as exc:
+            if stop.is_set():
+                break
+            log(f"broker {where} unreachable, retrying in {delay:g}s ({exc})")
+            stop.wait(delay)
+            delay = min(delay * 2, 30.0)
+    return None
+
+
+def _headers(line: Line) -> list[tuple[str, bytes]]:
+    src = line.file.source
+    return [("host", (src.host or "").encode("utf-8", "surrogateescape")),
+            ("service", (src.service or "").encode("utf-8", "surrogateescape")),
+            ("path", line.file.label.encode("utf-8", "surrogateescape")),
+            ("offset", b"%d" % line.offset),
+            ("inode", b"%d:%d" % line.file.key),
+            ("shipper", SHIPPER)]
+
+
+class _Shipper:
+    def __init__(self, settings, producer, tailer: Tailer, store: Checkpoints, stop: threading.Event,
+                 log: Callable[[str], None], stats_interval: float) -> None:
+        self.settings, self.producer, self.tailer, self.store = settings, producer, tailer, store
+        self.topic = settings.topics.raw
+        self.stop, self.log, self.stats_interval = stop, log, stats_interval
+        self.pending: dict[tuple[int, int], tuple[TailFile, deque]] = {}
+        self.max_inflight = settings.shipper.max_buffer_bytes
+        self.inflight = 0                 # bytes sent, not yet acknowledged
+        self.sent = self.acked = self.bytes = 0
+        self.unsent = 0
+        self._last_ack = time.monotonic()
+        self._stall_logged = 0.0
+
+    def send(self, line: Line):
+        from kafka.errors import KafkaTimeoutError
+
+        data = line.data[:-1] if line.data.endswith(b"\n") else line.data
+        src = line.file.source
+        key = f"{src.host}|{line.file.label}".encode("utf-8", "surrogateescape")
+        delay = 1.0
+        while True:
+            try:
+                return self.producer.send(self.topic, value=data, key=key, headers=_headers(line))
+            except KafkaTimeoutError as exc:
+                if self.stop.is_set():
+                    return None
+                self.log(f"broker {self.settings.kafka.bootstrap} unreachable, retrying in {delay:g}s "
+                         f"({len(self.pending)} file(s) waiting; {exc})")
+                self.stop.wait(delay)
+                delay = min(delay * 2, 30.0)
+
+    def ship_lines(self, lines: list[Line]) -> None:
+        pending = self.pending
+        stopped = False
+        for line in lines:
+            size = len(line.data)
+            if not stopped and self.inflight + size > self.max_inflight and not self.make_room(size):
+                stopped = True
+            fut = None if stopped else self.send(line)
+            if fut is None:
+                stopped = True            # stopping while the broker is away: not sent
+                self.unsent += 1
+                size = 0
+            else:
+                self.sent += 1
+                self.bytes += size
+                self.inflight += size
+            entry = pending.get(line.file.key)
+            if entry is None:
+                entry = pending[line.file.key] = (line.file, deque())
+            entry[1].append((line.offset, fut, size))
+
+    def make_room(self, size: int) -> bool:
+        """Wait until ``size`` more bytes fit under max_buffer_bytes; False if stopped."""
+        from kafka.errors import KafkaTimeoutError
+
+        while self.inflight and self.inflight + size > self.max_inflight:
+            self.collect()
+            if not self.inflight or self.inflight + size <= self.max_inflight:
+                break
+            if self.stop.is_set():
+                return False
+            oldest = next((dq[0][1] for _, dq in self.pending.values() if dq and dq[0][1] is not None), None)
+            if oldest is None:
+                break
+            try:
+                oldest.get(timeout=1.0)       # room as soon as the oldest batch is acknowledged
+            except KafkaTimeoutError:
+                self.check_stall(time.monotonic())
+            except Exception:                 # a failed record: collect() raises Rejected
+                pass
+        return True
+
+    def collect(self) -> None:
+        """Pop acknowledged lines; raise Rejected on a permanent failure."""
+        n = 0
+        for key, (tf, dq) in list(self.pending.items()):
+            while dq:
+                offset, fut, size = dq[0]
+                if fut is None or not fut.is_done:
+                    break
+                if fut.failed():
+                    raise Rejected(tf, offset, fut.exception)
+                dq.popleft()
+                self.inflight -= size
+                n += 1
+            if not dq:
+                del self.pending[key]
+        if n:
+            self.acked += n
+            self._last_ack = time.monotonic()
+
+    def waiting(self) -> int:
+        return sum(len(dq) for _, dq in self.pending.values())
+
+    def checkpoint(self) -> bool:
+        positions = {p.key: p for p in self.tailer.positions()}
+        for tf, dq in self.pending.values():
+            if dq:                        # stop before the first line not acknowledged
+                pos = self.tailer.position(tf, dq[0][0])
+                positions[pos.key] = pos
+        self.store.update(positions.values())
+        keep = [f"{d}:{i}" for d, i in list(self.tailer.files) + list(self.pending)]
+        return self.store.save(keep=keep)
+
+    def stats(self, elapsed: float, rate_lines: int) -> str:
+        rate = rate_lines / elapsed if elapsed > 0 else 0.0
+        return (f"{self.sent} lines ({self.bytes / 1e6:.1f} MB) from {self.tailer.opened} file(s), "
+                f"{self.acked} acknowledged, {self.waiting()} waiting, {rate:.0f} lines/s")
+
+    def check_stall(self, now: float) -> None:
+        waiting = self.waiting()
+        if waiting and now - self._last_ack >= STALL_WARNING and now - self._stall_logged >= STALL_WARNING:
+            self._stall_logged = now
+            connected = self.producer.bootstrap_connected() if hasattr(self.producer, "bootstrap_connected") else True
+            state = "unreachable" if not connected else "not acknowledging"
+            self.log(f"broker {self.settings.kafka.bootstrap} {state} for {now - self._last_ack:.0f}s; "
+                     f"{waiting} line(s) buffered, retrying")
+
+    def flush(self, timeout: float | None) -> bool:
+        """Wait for acknowledgements; False if ``timeout`` passed first."""
+        from kafka.errors import KafkaTimeoutError
+
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            step = 5.0 if deadline is None else max(0.0, min(5.0, deadline - time.monotonic()))
+            try:
+                self.producer.flush(timeout=step)
+                return True
+            except KafkaTimeoutError:
+                self.collect()
+                if deadline is not None and time.monotonic() >= deadline:
+                    return False
+                self.log(f"waiting for Kafka ({self.settings.kafka.bootstrap}) to acknowledge "
+                         f"{self.waiting()} line(s)")
+                if self.stop.is_set() and deadline is None:
+                    deadline = time.monotonic() + STOP_FLUSH_TIMEOUT
+
+
+def ship(paths: Iterable[str], settings, *, from_start: bool = False, once: bool = False,
+         host: str | None = None, layout_hosts: bool = False, stop_event: threading.Event | None = None,
+         log: Callable[[str], None] = _stderr, stats_interval: float = 10.0) -> dict:
+    """Ship ``paths`` into ``settings.topics.raw`` until ``stop_event`` (or, with
+    ``once``, until everything present is acknowledged). Returns counters:
+    ``lines`` (sent), ``bytes``, ``acked``, ``files``, ``seconds``, ``error``
+    (None, or the message of a permanent failure). Raises PathError for bad
+    PATHs and CheckpointError for an unusable checkpoint directory."""
+    paths = list(paths)
+    check_paths(paths)
+    stop = stop_event or threading.Event()
+    sh = settings.shipper
+    fixed_host = host or sh.host or None
+    default_host = fixed_host or socket.gethostname().split(".")[0] or "unknown"
+    store = Checkpoints(sh.checkpoint_dir)
+    store.lock()
+    started = time.monotonic()
+    result = {"lines": 0, "bytes": 0, "acked": 0, "files": 0, "seconds": 0.0, "error": None}
+    try:
+        tailer = Tailer(paths, host=fixed_host, layout_hosts=layout_hosts, default_host=default_host,
+                        checkpoints=store.load(), from_start=from_start, once=once,
+                        rescan_interval=max(1.0, 4 * sh.poll_interval), max_line=SHIP_MAX_LINE,
+                        on_error=lambda m: log(f"warning: {m}"), on_notice=log,
+                        exclude=[sh.checkpoint_dir])
+        tailer.start()                    # "from now on" means now, even if Kafka is away
+        store.update(tailer.positions())
+        store.save()
+        producer = _connect(settings, stop, log)
+        if producer is None:
+            tailer.close()
+            return result
+        s = _Shipper(settings, producer, tailer, store, stop, log, stats_interval)
+        try:
+            _run(s, tailer, stop, once, sh.poll_interval)
+        except Rejected as exc:
+            result["error"] = str(exc)
+            log(f"error: {exc}; stopping (the checkpoint stays before this line)")
+        finally:
+            if result["error"] is None:
+                s.flush(None if (once and not stop.is_set()) else STOP_FLUSH_TIMEOUT)
+            try:
+                s.collect()
+            except Rejected as exc:
+                result["error"] = result["error"] or str(exc)
+                log(f"error: {exc}")
+            s.checkpoint()
+            producer.close(timeout=5)
+            tailer.close()
+            elapsed = time.monotonic() - started
+            result.update(lines=s.sent, bytes=s.bytes, acked=s.acked, files=tailer.opened,
+                          seconds=round(elapsed, 3))
+            left = s.waiting()
+            log("done: " + s.stats(elapsed, s.sent)
+                + (f"; {left} line(s) not acknowledged will be sent again at the next start" if left else ""))
+    finally:
+        store.close()
+    return result
+
+
+def _run(s: _Shipper, tailer: Tailer, stop: threading.Event, once: bool, poll_interval: float) -> None:
+    now = time.monotonic()
+    next_cp = now + CHECKPOINT_INTERVAL
+    next_stats = now + s.stats_interval
+    last_stats, last_sent = now, 0
+    while not stop.is_set():
+        lines = tailer.poll()
+        if lines:
+            s.ship_lines(lines)
+        s.collect()
+        now = time.monotonic()
+        if now >= next_cp:
+            s.checkpoint()
+            s.check_stall(now)
+            next_cp = now + CHECKPOINT_INTERVAL
+        if now >= next_stats:
+            s.log(s.stats(now - last_stats, s.sent - last_sent))
+            last_stats, last_sent = now, s.sent
+            next_stats = now + s.stats_interval
+        if once and tailer.drained and not lines:
+            return
+        if not lines and not tailer.more:
+            stop.wait(poll_interval)
+
+
+# ------------------------------------------------------------------- CLI
+
+DESCRIPTION = """\
+Tail oslo.log files into Kafka (topic topics.raw), one record per line:
+key host|path, value the raw line, headers host, service, path, offset,
+inode, shipper. Follows appends, rotation by rename and copytruncate; picks
+up new files; reads .gz and rotated archives once (with --from-start).
+
+Delivery is at least once with no loss: a file's checkpoint
+(shipper.checkpoint_dir) moves only past lines Kafka acknowledged. After
+SIGINT/SIGTERM nothing is sent twice; after a crash at most the last second
+of acknowledged lines plus those in flight are sent again.
+"""
+
+EPILOG = """\
+examples:
+  osloscope ship /var/log/nova /var/log/cinder          follow from now on
+  osloscope ship /var/log/nova --from-start             ship what is there, then follow
+  osloscope ship 'collected/*/nova/*.log*' --once --layout-hosts
+
+exit status: 0 done (--once) or stopped by SIGINT/SIGTERM; 1 Kafka rejected a
+record for good; 2 bad PATH, settings or checkpoint directory.
+"""
+
+
+def register(subparsers) -> None:
+    from .settings import add_config_option
+
+    p = subparsers.add_parser("ship", help="tail log files into Kafka (one record per line)",
+                              description=DESCRIPTION, epilog=EPILOG,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("paths", nargs="+", metavar="PATH",
+                   help="log files, directories (walked for *.log*, *.txt, *.json*, messages) or globs; "
+                        "re-expanded every few seconds so new files are picked up")
+    p.add_argument("--from-start", action="store_true",
+                   help="files without a checkpoint are read from their first byte, rotated archives "
+                        "(.1, .gz) included (default: from their end, i.e. only new lines)")
+    p.add_argument("--once", action="store_true",
+                   help="ship what the files hold now (from the checkpoint, else from the start), wait "
+                        "for Kafka to acknowledge everything, exit 0")
+    p.add_argument("--host",
+                   help="host name for every file (default: shipper.host, else this machine's name)")
+    p.add_argument("--layout-hosts", action="store_true",
+                   help="take the host from the first directory below each directory PATH, as "
+                        "'osloscope analyze' does (for collected logs laid out <root>/<host>/...)")
+    p.add_argument("--stats-interval", type=float, default=10.0, metavar="SECONDS",
+                   help="progress line on stderr every SECONDS (default 10)")
+    add_config_option(p)
+    p.set_defaults(func=cmd_ship)
+
+
+def cmd_ship(args) -> int:
+    import logging
+
+    from .settings import SettingsError, load
+
+    try:
+        settings = load(args.config)
+    except SettingsError as exc:
+        for line in exc.errors:
+            print(f"osloscope: error: {line}", file=sys.stderr)
+        return 2
+    try:
+        check_paths(args.paths)
+    except PathError as exc:
+        print(f"osloscope: error: {exc}", file=sys.stderr)
+        return 2
+    from kafka.errors import KafkaError
+
+    logging.getLogger("kafka").setLevel(logging.CRITICAL)   # we say it once, in our words
+    stop = threading.Event()
+
+    def on_signal(signum, frame):
+        if stop.is_set():
+            raise KeyboardInterrupt
+        _stderr(f"{signal.Signals(signum).name}: stopping (flushing and writing checkpoints)")
+        stop.set()
+
+    old = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        result = ship(args.paths, settings, from_start=args.from_start, once=args.once, host=args.host,
+                      layout_hosts=args.layout_hosts, stop_event=stop, stats_interval=args.stats_interval)
+    except CheckpointError as exc:
+        print(f"osloscope: error: {exc}", file=sys.stderr)
+        return 2
+    except KafkaError as exc:             # configuration or authentication: retrying will not help
+        print(f"osloscope: error: Kafka ({settings.kafka.bootstrap}): {exc}", file=sys.stderr)
+        return 2
+    except PathError as exc:
+        print(f"osloscope: error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+    return 1 if result["error"] else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m pipeline.ship PATH...`` (same as ``osloscope ship``)."""
+    ap = argparse.ArgumentParser(prog="osloscope")
+    register(ap.add_subparsers(dest="command", required=True))
+    args = ap.parse_args(["ship", *(sys.argv[1:] if argv is None else argv)])
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
