@@ -253,6 +253,7 @@ class WorkerSettings:
     idle_flush: float = _f(5.0, gt=0)
     batch_size: int = _f(2000, ge=1)
     batch_timeout: float = _f(1.0, gt=0)
+    session_timeout: float = _f(15.0, ge=6, le=300)
 
 
 @dataclass(frozen=True)

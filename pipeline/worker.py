@@ -112,8 +112,11 @@ def build_app(settings, *, sink=None):
         topic_replication_factor=k.replication_factor,
         web_enabled=web, web_port=w.metrics_port or 6066, web_bind=w.metrics_host,
         web_in_thread=False,
+        # a SIGKILLed member holds its partitions until its session times out
         stream_wait_empty=False,
         broker_commit_interval=1.0,
+        broker_session_timeout=w.session_timeout,
+        broker_heartbeat_interval=max(1.0, w.session_timeout / 5),
         datadir=str(Path(w.state_dir) / w.app_id / "faust"),
     )
     raw_topic = app.topic(t.raw, value_type=bytes, key_type=bytes)

@@ -229,7 +229,7 @@ def _filler(path: Path, n: int) -> None:
 def test_worker_sigkill_mid_stream_loses_and_duplicates_nothing(settings_env, names, logs, tmp_path):
     settings = load_settings(settings_env)
     setup_all(settings)
-    _filler(logs / "compute-7" / "nova" / "nova-compute.log", 30_000)
+    _filler(logs / "compute-7" / "nova" / "nova-compute.log", 12_000)
     expected, n_records = embedded([logs])
     ship_once([logs], settings)
 
