@@ -122,9 +122,9 @@ def _time_arg(name: str, value: str | None) -> float | None:
 
 
 def cmd_analyze(args) -> int:
-    from detectors import Engine, default_detectors
+    from detectors import Engine
 
-    from . import codec, render
+    from . import codec, detection, render
     from .analyze import analyze
     from .progress import Progress
 
@@ -136,7 +136,7 @@ def cmd_analyze(args) -> int:
     files = _discover(args)
     bar = Progress(sum(f.size for f in files), "analyzing", enabled=args.progress)
     dead = _DeadLetters(args.dead_letter)
-    engine = Engine(default_detectors(auth_threshold=args.auth_threshold, auth_window=args.auth_window))
+    engine = Engine(detection.build(auth_threshold=args.auth_threshold, auth_window=args.auth_window))
     try:
         result = analyze(files, tz=args.tz, since=since, until=until, engine=engine,
                          on_progress=bar.advance, on_unparsed=dead.write)

@@ -28,12 +28,9 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from detectors import Engine
-from detectors.auth_failures import AuthFailures
-from detectors.disk_full import DiskFull
 from detectors.model import Event, event_from_doc, event_to_doc
-from detectors.retry_exhaustion import RetryExhaustion
 
-from . import codec
+from . import codec, detection
 from .extract import Source
 from .naming import service_from_path
 from .parser import Parser
@@ -46,15 +43,6 @@ TRUNCATED = "...[truncated by osloscope]"
 # CorrelateStage remembers the ids of this many recent events per batch size:
 # a duplicate is at most one parse batch (plus idle flushes) behind its original
 SEEN_PER_BATCH = 4
-
-
-def host_detectors(settings) -> list:
-    d = settings.detectors
-    return [AuthFailures(threshold=d.auth_threshold, window=d.auth_window), DiskFull()]
-
-
-def request_detectors(settings) -> list:
-    return [RetryExhaustion()]
 
 
 @dataclass
@@ -164,7 +152,7 @@ class ParseStage:
     def __init__(self, settings) -> None:
         self.settings = settings
         self.parsers: dict[str, _TrackingParser] = {}
-        self.engine = Engine(host_detectors(settings))
+        self.engine = Engine(detection.for_settings(settings, "host"))
         self.offsets: dict[str, int] = {}          # "topic/partition" -> last processed offset
         self.generation: dict[tuple, str] = {}     # (host, path) -> file identity (inode header)
         self.idle = _IdleClock()
@@ -273,7 +261,7 @@ class CorrelateStage:
 
     def __init__(self, settings) -> None:
         self.settings = settings
-        self.engine = Engine(request_detectors(settings))
+        self.engine = Engine(detection.for_settings(settings, "request"))
         self.offsets: dict[str, int] = {}
         self.seen: OrderedDict[str, None] = OrderedDict()
         self.seen_max = SEEN_PER_BATCH * settings.worker.batch_size + 1000

@@ -41,9 +41,9 @@ import time
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterable
 
-from detectors import Engine, default_detectors
+from detectors import Engine
 
-from . import codec, render
+from . import codec, detection, render
 from .parser import Parser
 from .sources import PathError
 from .tail import Tailer, check_paths
@@ -167,8 +167,7 @@ class Watcher:
                              from_start=from_start, rescan_interval=max(1.0, 4 * self.poll_interval),
                              on_error=lambda m: log(f"warning: {m}"), on_notice=log, clock=clock,
                              exclude=_own_files(out, dead_letter))
-        det = settings.detectors
-        self.engine = Engine(default_detectors(auth_threshold=det.auth_threshold, auth_window=det.auth_window))
+        self.engine = Engine(detection.for_settings(settings))
         self.printer = IncidentPrinter(out, fmt)
         self.dead = DeadLetters(dead_letter)
         self.sink = index_sink
