@@ -28,7 +28,7 @@ Exit codes: 0 no incidents, 1 incidents found, 2 usage or input errors.
 
 
 # modules that add a subcommand with register(subparsers); their heavy imports are lazy
-STREAMING_COMMANDS = ("settings", "provision", "ship", "worker", "watch", "incidents")
+STREAMING_COMMANDS = ("settings", "provision", "ship", "worker", "watch", "incidents", "notify", "silences", "trace", "rules")
 
 
 def _add_input_args(p: argparse.ArgumentParser) -> None:
@@ -72,6 +72,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="sliding window for --auth-threshold (default 300)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="progress bar on stderr (default: when stderr is a terminal)")
+    p.add_argument("--requests", action="store_true",
+                   help="list request summaries instead of incidents: one per request id (session "
+                        "window), with the services chain, the API call, the outcome and the "
+                        "root-cause candidate (exit 1 when a request ended in error)")
     p.set_defaults(func=cmd_analyze)
 
     p = sub.add_parser("parse", help="print parsed records as ECS-shaped JSON (oslo.log in, JSON out)",
@@ -134,6 +138,8 @@ def cmd_analyze(args) -> int:
         print("osloscope: error: --auth-threshold must be >= 1 and --auth-window > 0", file=sys.stderr)
         return 2
     files = _discover(args)
+    if args.requests:
+        return _analyze_requests(args, files, since, until)
     bar = Progress(sum(f.size for f in files), "analyzing", enabled=args.progress)
     dead = _DeadLetters(args.dead_letter)
     engine = Engine(detection.build(auth_threshold=args.auth_threshold, auth_window=args.auth_window))
@@ -156,6 +162,33 @@ def cmd_analyze(args) -> int:
     print(f"osloscope: {st.files} file(s), {st.lines} lines, {st.events} records, "
           f"{len(result.incidents)} incident(s){note}", file=sys.stderr)
     return 1 if result.incidents else 0
+
+
+def _analyze_requests(args, files, since, until) -> int:
+    from . import codec, requests
+    from .analyze import Stats
+    from .progress import Progress
+
+    bar = Progress(sum(f.size for f in files), "analyzing", enabled=args.progress)
+    dead = _DeadLetters(args.dead_letter)
+    stats = Stats()
+    try:
+        docs = requests.summaries(files, args.tz, since=since, until=until, stats=stats,
+                                  on_progress=bar.advance, on_unparsed=dead.write)
+    finally:
+        bar.close()
+        dead.close()
+    out = sys.stdout.buffer
+    if args.format == "jsonl":
+        for doc in docs:
+            out.write(codec.dumps(doc) + b"\n")
+    else:
+        out.write(requests.table(docs).encode())
+    out.flush()
+    errors = sum(1 for d in docs if d["outcome"] == "error")
+    print(f"osloscope: {stats.files} file(s), {stats.lines} lines, {stats.events} records, "
+          f"{len(docs)} request(s), {errors} ended in error", file=sys.stderr)
+    return 1 if errors else 0
 
 
 class _DeadLetters:

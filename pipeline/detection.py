@@ -13,19 +13,34 @@ object; ``for_settings`` reads them from one.
 """
 from __future__ import annotations
 
+from detectors.absence import RequestStalled, ServiceSilent
 from detectors.auth_failures import AuthFailures
 from detectors.base import Detector
 from detectors.disk_full import DiskFull
+from detectors.known_issues import KnownIssues
 from detectors.retry_exhaustion import RetryExhaustion
 
 SCOPES = ("all", "host", "request")
 
 
+_signatures: list[dict] | None = None
+
+
+def signatures() -> list[dict]:
+    """The bundled known-issue signatures, loaded and validated once per process."""
+    global _signatures
+    if _signatures is None:
+        from .rules import load_signatures
+        _signatures = load_signatures()
+    return _signatures
+
+
 def build(scope: str = "all", *, auth_threshold: int = 10, auth_window: float = 300.0) -> list[Detector]:
     if scope not in SCOPES:
         raise ValueError(f"scope must be one of {SCOPES}, not {scope!r}")
-    host: list[Detector] = [AuthFailures(threshold=auth_threshold, window=auth_window), DiskFull()]
-    request: list[Detector] = [RetryExhaustion()]
+    host: list[Detector] = [AuthFailures(threshold=auth_threshold, window=auth_window), DiskFull(),
+                            ServiceSilent(), KnownIssues(signatures())]
+    request: list[Detector] = [RetryExhaustion(), RequestStalled()]
     if scope == "host":
         return host
     if scope == "request":

@@ -78,6 +78,20 @@ def setup(settings, *, kafka: bool = True, elasticsearch: bool = True,
             client.close()
 
 
+def setup_kibana(settings, url: str, *, space: str | None = None, api_key: str | None = None,
+                 username: str | None = None, password: str | None = None, verify: bool | str = True,
+                 wait: float = 0.0, log: Callable[[str], None] = print) -> dict:
+    """Import the Kibana saved objects (data views, searches, visualizations, dashboards) of
+    deploy/kibana/osloscope.ndjson, their data views pointing at the configured indices."""
+    from .kibana import Indices, import_saved_objects, ndjson_for, summarize
+
+    path = ndjson_for(Indices.from_settings(settings.elasticsearch))
+    result = import_saved_objects(url, path, space=space, api_key=api_key, username=username,
+                                  password=password, verify=verify, wait=wait, log=log)
+    log(f"kibana {url}{' space ' + space if space else ''}: imported {summarize(result)}")
+    return result
+
+
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "setup", help="create the Kafka topics and Elasticsearch index templates (idempotent)",
@@ -89,6 +103,19 @@ def register(subparsers) -> None:
                                                     "./osloscope.toml; built-in defaults otherwise)")
     p.add_argument("--skip-kafka", action="store_true", help="do not touch Kafka")
     p.add_argument("--skip-elasticsearch", action="store_true", help="do not touch Elasticsearch")
+    k = p.add_argument_group("Kibana (data views, saved searches, visualizations, dashboards)")
+    k.add_argument("--kibana", metavar="URL", help="also import deploy/kibana/osloscope.ndjson into the "
+                                                   "Kibana at URL, e.g. http://localhost:5601 (overwrites "
+                                                   "the osloscope objects)")
+    k.add_argument("--kibana-space", metavar="ID", help="Kibana space to import into (default space)")
+    k.add_argument("--kibana-api-key", metavar="KEY", help="Kibana API key (base64 id:key; default "
+                                                           "$KIBANA_API_KEY)")
+    k.add_argument("--kibana-user", metavar="NAME", help="Kibana user; the password comes from "
+                                                         "$KIBANA_PASSWORD or is asked for")
+    k.add_argument("--kibana-ca", metavar="FILE", help="CA bundle to verify Kibana's TLS certificate")
+    k.add_argument("--kibana-insecure", action="store_true", help="do not verify Kibana's TLS certificate")
+    k.add_argument("--kibana-wait", type=float, default=0.0, metavar="SECONDS",
+                   help="keep retrying this long while Kibana is unreachable or starting (default 0)")
     p.set_defaults(func=_cmd)
 
 
@@ -102,6 +129,14 @@ def _cmd(args) -> int:
         return 2
     try:
         setup(settings, kafka=not args.skip_kafka, elasticsearch=not args.skip_elasticsearch)
+        if getattr(args, "kibana", None):
+            from .kibana import KibanaError
+
+            try:
+                setup_kibana(settings, args.kibana, **_kibana_options(args))
+            except KibanaError as exc:
+                print(f"osloscope setup: Kibana: {exc}", file=sys.stderr)
+                return 2
     except Exception as exc:  # connection problems: one clear line, not a traceback
         from elasticsearch import ConnectionError as ESConnectionError
 
@@ -111,3 +146,19 @@ def _cmd(args) -> int:
             return 2
         raise
     return 0
+
+
+def _kibana_options(args) -> dict:
+    import os
+
+    api_key = args.kibana_api_key or os.environ.get("KIBANA_API_KEY") or None
+    password = None
+    if args.kibana_user:
+        password = os.environ.get("KIBANA_PASSWORD")
+        if password is None and sys.stdin.isatty():
+            import getpass
+
+            password = getpass.getpass(f"Kibana password for {args.kibana_user}: ")
+    verify: bool | str = False if args.kibana_insecure else (args.kibana_ca or True)
+    return {"space": args.kibana_space, "api_key": api_key, "username": args.kibana_user,
+            "password": password, "verify": verify, "wait": args.kibana_wait}

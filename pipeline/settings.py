@@ -256,6 +256,92 @@ class WorkerSettings:
     session_timeout: float = _f(15.0, ge=6, le=300)
 
 
+# [notify] and [[notify.receivers]] (osloscope notify) --------------------------------------
+
+NOTIFY_LABELS = ("alertname", "type", "rule", "severity", "host", "service", "incident_id")
+RECEIVER_STYLES = ("json", "alertmanager", "slack")
+SEVERITIES = ("critical", "error", "warning")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
+_ENV_VAR = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+_TYPE = re.compile(r"[a-z][a-z0-9_]*\Z")
+
+
+def _group_by(v: tuple) -> str | None:
+    unknown = [x for x in v if x not in NOTIFY_LABELS]
+    if unknown:
+        return f"unknown label(s) {', '.join(map(repr, unknown))} (known: {', '.join(NOTIFY_LABELS)})"
+    return f"lists a label twice: {v!r}" if len(set(v)) != len(v) else None
+
+
+def _receiver_name(v: str) -> str | None:
+    return None if _NAME.match(v) else (
+        f"expected a name of letters, digits, '.', '_', '-' (at most 64), got {v!r}")
+
+
+def _receiver_url(v: str) -> str | None:
+    if not v:
+        return "is required"
+    return None if re.match(r"https?://[^/\s]+", v) else f"expected an http:// or https:// URL, got {v!r}"
+
+
+def _env_var(v: str) -> str | None:
+    return None if not v or _ENV_VAR.match(v) else f"{v!r} is not an environment variable name"
+
+
+def _types(v: tuple) -> str | None:
+    bad = [x for x in v if not _TYPE.match(x)]
+    return f"expected incident types like 'disk_full', got {', '.join(map(repr, bad))}" if bad else None
+
+
+def _severities(v: tuple) -> str | None:
+    bad = [x for x in v if x not in SEVERITIES]
+    return (f"unknown severity {', '.join(map(repr, bad))} (known: {', '.join(SEVERITIES)})"
+            if bad else None)
+
+
+def _patterns(v: tuple) -> str | None:
+    return "empty pattern matches nothing; use \"*\" for any" if any(not x for x in v) else None
+
+
+@dataclass(frozen=True)
+class NotifySettings:
+    state_dir: str = _f(".osloscope/notify", check=_nonempty)
+    group_by: tuple[str, ...] = _f(("type", "host"), check=_group_by)
+    group_wait: float = _f(30.0, ge=0)
+    group_interval: float = _f(300.0, gt=0)
+    repeat_interval: float = _f(14400.0, gt=0)
+    external_url: str = _f("", check=_url)
+
+
+@dataclass(frozen=True)
+class ReceiverSettings:
+    """One ``[[notify.receivers]]`` table; ``secret`` holds the value of ``secret_env`` when named."""
+    name: str = _f("", check=_receiver_name)
+    url: str = _f("", check=_receiver_url)
+    style: str = _f("json", choices=RECEIVER_STYLES)
+    secret: str = _f("", secret=True)
+    secret_env: str = _f("", check=_env_var)
+    types: tuple[str, ...] = _f((), check=_types)
+    severities: tuple[str, ...] = _f((), check=_severities)
+    hosts: tuple[str, ...] = _f((), check=_patterns)
+    services: tuple[str, ...] = _f((), check=_patterns)
+    send_resolved: bool = True
+    timeout: float = _f(10.0, gt=0)
+    verify_tls: bool = True
+    ca_file: str = _f("", check=_file)
+    max_backoff: float = _f(300.0, ge=1)
+    max_alerts: int = _f(0, ge=0)
+
+    def redacted(self) -> dict:
+        """Plain dict; a secret written in the file is masked, one read from secret_env left out."""
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        d["secret"] = MASK if self.secret and not self.secret_env else ""
+        m = re.match(r"(https?://[^/@\s:]*:)([^/@\s]*)(@.*)", self.url)
+        if m and m.group(2):                                   # https://user:password@host/...
+            d["url"] = m.group(1) + MASK + m.group(3)
+        return d
+
+
 @dataclass(frozen=True)
 class Settings:
     kafka: KafkaSettings = field(default_factory=KafkaSettings)
@@ -265,6 +351,10 @@ class Settings:
     detectors: DetectorSettings = field(default_factory=DetectorSettings)
     shipper: ShipperSettings = field(default_factory=ShipperSettings)
     worker: WorkerSettings = field(default_factory=WorkerSettings)
+    notify: NotifySettings = field(default_factory=NotifySettings)
+    # [[notify.receivers]]: tables, kept beside [notify] rather than in it so that every field of
+    # a section class is a setting with an OSLOSCOPE_<SECTION>_<KEY> variable
+    receivers: tuple[ReceiverSettings, ...] = ()
     origin: str = field(default="defaults", compare=False)   # equal settings compare equal wherever read
 
     def redacted(self) -> dict:
@@ -280,15 +370,17 @@ class Settings:
                     value = [{"host": s.host, "path": s.path, "timezone": s.timezone} for s in value]
                 d[f.name] = value
             out[section] = d
+        out["notify"]["receivers"] = [r.redacted() for r in self.receivers]
         return out
 
 
 SECTIONS: dict[str, type] = {"kafka": KafkaSettings, "topics": TopicSettings,
                              "elasticsearch": ElasticsearchSettings, "parser": ParserSettings,
                              "detectors": DetectorSettings, "shipper": ShipperSettings,
-                             "worker": WorkerSettings}
+                             "worker": WorkerSettings, "notify": NotifySettings}
 ENV_SECTION = {s: ("ES" if s == "elasticsearch" else s.upper()) for s in SECTIONS}
 NOT_SCALAR = {("parser", "sources")}
+TABLES = {("notify", "receivers")}                         # arrays of tables outside the section class
 
 
 def env_name(section: str, key: str) -> str:
@@ -326,7 +418,8 @@ def load(path: str | None = None, env: Mapping[str, str] | None = None) -> Setti
 
 
 def _kind(typ: type) -> str:
-    return {bool: "a boolean (true/false)", int: "an integer", float: "a number", str: "a string"}[typ]
+    return {bool: "a boolean (true/false)", int: "an integer", float: "a number", str: "a string",
+            tuple: "an array of strings"}[typ]
 
 
 def _did_you_mean(word: str, options, fmt: Callable[[str], str] = str) -> str:
@@ -344,6 +437,7 @@ class _Loader:
         self.where: dict[tuple[str, str], str] = {}        # (section, key) -> location of the value
         self.lines: dict[tuple[str, str], int] = {}        # (section, key) -> line in the file
         self.invalid: set[tuple[str, str]] = set()         # fields with an error of their own
+        self.receivers: tuple[ReceiverSettings, ...] = ()
 
     def err(self, location: str, message: str) -> None:
         self.errors.append(f"{location}: {message}")
@@ -368,7 +462,7 @@ class _Loader:
         for name, cls in SECTIONS.items():
             sections[name] = cls(**self.values[name])
             self.check_fields(name, sections[name])
-        settings = Settings(**sections, origin=path or "defaults")
+        settings = Settings(**sections, receivers=self.receivers, origin=path or "defaults")
         self.cross_checks(settings)
         if self.errors:
             raise SettingsError(self.errors)
@@ -410,7 +504,9 @@ class _Loader:
                 loc = f"{path}: {section}.{key}"
                 line = lines.get((section, key))
                 at = f" (line {line})" if line else ""
-                if key not in known:
+                if (section, key) == ("notify", "receivers"):
+                    self.read_receivers(path, value, lines)
+                elif key not in known:
                     self.err(loc, f"unknown setting{_did_you_mean(key, known, lambda k: f'{section}.{k}')}{at}")
                 elif (section, key) == ("parser", "sources"):
                     self.read_sources(path, value, lines)
@@ -460,6 +556,65 @@ class _Loader:
         self.values["parser"]["sources"] = tuple(out)
         self.where[("parser", "sources")] = f"{path}: parser.sources"
 
+    def read_receivers(self, path: str, value: Any, lines: dict) -> None:
+        if not isinstance(value, list):
+            return self.err(f"{path}: notify.receivers",
+                            "expected an array of tables ([[notify.receivers]] with name, url, ...)")
+        out, names = [], {}
+        known = {f.name: f for f in fields(ReceiverSettings)}
+        for i, item in enumerate(value):
+            base = f"notify.receivers[{i}]"
+            where = lambda key: (f"{path}: {base}.{key}",                      # noqa: E731
+                                 f" (line {lines[(base, key)]})" if (base, key) in lines else "")
+            if not isinstance(item, dict):
+                self.err(f"{path}: {base}", f"expected a table, got {_show(item)}")
+                continue
+            ok, kw = True, {}
+            for key, v in item.items():
+                loc, at = where(key)
+                if key not in known:
+                    ok = False
+                    self.err(loc, f"unknown setting{_did_you_mean(key, known)}{at}")
+                    continue
+                typ = type(known[key].default)
+                good, conv = _from_toml(v, typ)
+                problem = f"expected {_kind(typ)}, got {_show(v)}" if not good else (
+                    _problem(conv, known[key].metadata))
+                if problem:
+                    ok = False
+                    self.err(loc, problem + at)
+                else:
+                    kw[key] = conv
+            for key in ("name", "url"):
+                if key not in item:
+                    ok = False
+                    self.err(f"{path}: {base}", f"missing {key} (each [[notify.receivers]] names one)")
+            problems = []                                       # (key, message) across fields
+            if kw.get("secret") and kw.get("secret_env"):
+                problems.append(("secret_env", "set either secret or secret_env, not both"))
+            elif kw.get("secret_env"):
+                kw["secret"] = self.env.get(kw["secret_env"], "")
+                if not kw["secret"]:
+                    problems.append(("secret_env", f"environment variable {kw['secret_env']} is not "
+                                                   "set or empty"))
+            if kw.get("ca_file") and kw.get("url", "").startswith("http://"):
+                problems.append(("ca_file", "is set but url is http://"))
+            if kw.get("ca_file") and kw.get("verify_tls") is False:
+                problems.append(("ca_file", "is set but verify_tls is false"))
+            name = kw.get("name")
+            if name in names:
+                problems.append(("name", f"{name!r} is also notify.receivers[{names[name]}].name; "
+                                         "receiver names must be distinct"))
+            elif name:
+                names[name] = i
+            for key, message in problems:
+                loc, at = where(key)
+                self.err(loc, message + at)
+                ok = False
+            if ok:
+                out.append(ReceiverSettings(**kw))
+        self.receivers = tuple(out)
+
     # environment -----------------------------------------------------------------------------
 
     def read_env(self) -> None:
@@ -479,8 +634,11 @@ class _Loader:
             if prefix is None:
                 continue                                   # not a settings variable
             section, key = by_prefix[prefix], name[len(prefix):].lower()
-            if (section, key) in NOT_SCALAR:
-                self.err(loc, f"{section}.{key} cannot be set from the environment; use the config file")
+            if (section, key) in NOT_SCALAR or (section, key) in TABLES:
+                hint = (" (a receiver's secret can come from the variable its secret_env names)"
+                        if (section, key) in TABLES else "")
+                self.err(loc, f"{section}.{key} cannot be set from the environment; use the config "
+                              f"file{hint}")
                 continue
             known = _scalar_fields(section)
             if key not in known:
@@ -505,24 +663,7 @@ class _Loader:
         for f in fields(obj):
             if (section, f.name) in NOT_SCALAR:
                 continue
-            v, m = getattr(obj, f.name), f.metadata
-            problem = None
-            if isinstance(v, float) and not math.isfinite(v):
-                problem = f"must be a finite number, got {v}"
-            elif m.get("ge") is not None and v < m["ge"]:
-                problem = f"must be >= {m['ge']}, got {v}"
-            elif m.get("gt") is not None and not v > m["gt"]:
-                problem = f"must be > {m['gt']}, got {v}"
-            elif m.get("le") is not None and v > m["le"]:
-                problem = f"must be <= {m['le']}, got {v}"
-            elif m.get("choices") and v not in m["choices"]:
-                choices = [c for c in m["choices"] if c]
-                close = ([c for c in choices if c.lower() == v.lower()]
-                         or difflib.get_close_matches(v, choices, n=1, cutoff=0.6))
-                problem = (f"must be one of {', '.join(repr(c) for c in m['choices'])}, got {v!r}"
-                           + (f"; did you mean {close[0]!r}?" if close else ""))
-            elif m.get("check"):
-                problem = m["check"](v)
+            problem = _problem(getattr(obj, f.name), f.metadata)
             if problem:
                 self.bad(section, f.name, problem)
 
@@ -576,7 +717,31 @@ class _Loader:
                      f"must not exceed shipper.max_buffer_bytes ({s.shipper.max_buffer_bytes})")
 
 
+def _problem(v: Any, m: Mapping[str, Any]) -> str | None:
+    """What is wrong with value ``v`` given its field's constraints (``_f`` metadata), or None."""
+    if isinstance(v, float) and not math.isfinite(v):
+        return f"must be a finite number, got {v}"
+    if m.get("ge") is not None and v < m["ge"]:
+        return f"must be >= {m['ge']}, got {v}"
+    if m.get("gt") is not None and not v > m["gt"]:
+        return f"must be > {m['gt']}, got {v}"
+    if m.get("le") is not None and v > m["le"]:
+        return f"must be <= {m['le']}, got {v}"
+    if m.get("choices") and v not in m["choices"]:
+        choices = [c for c in m["choices"] if c]
+        close = ([c for c in choices if c.lower() == v.lower()]
+                 or difflib.get_close_matches(v, choices, n=1, cutoff=0.6))
+        return (f"must be one of {', '.join(repr(c) for c in m['choices'])}, got {v!r}"
+                + (f"; did you mean {close[0]!r}?" if close else ""))
+    if m.get("check"):
+        return m["check"](v)
+    return None
+
+
 def _from_toml(value: Any, typ: type) -> tuple[bool, Any]:
+    if typ is tuple:
+        ok = isinstance(value, list) and all(isinstance(x, str) for x in value)
+        return ok, tuple(value) if ok else None
     if typ is float:
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
         return ok, float(value) if ok else None
@@ -591,6 +756,11 @@ _TRUE, _FALSE = ("true", "1", "yes"), ("false", "0", "no")
 def _from_env(text: str, typ: type) -> tuple[bool, Any]:
     if typ is str:
         return True, text
+    if typ is tuple:              # type,host  or  ["type", "host"]  (brackets and quotes optional)
+        t = text.strip()
+        if t[:1] in "[(" and t[-1:] in "])":
+            t = t[1:-1]
+        return True, tuple(x for x in (i.strip().strip("'\"").strip() for i in t.split(",")) if x)
     t = text.strip().lower()
     if typ is bool:
         return (t in _TRUE + _FALSE), t in _TRUE
@@ -651,7 +821,7 @@ def to_toml(settings: Settings, where: Mapping[tuple[str, str], str] | None = No
     for section in SECTIONS:
         out.append(f"\n[{section}]")
         for key, value in data[section].items():
-            if key == "sources":
+            if key in ("sources", "receivers"):
                 continue
             src = where.get((section, key), "")
             changed = getattr(getattr(settings, section), key) != getattr(getattr(plain, section), key)
@@ -660,6 +830,9 @@ def to_toml(settings: Settings, where: Mapping[tuple[str, str], str] | None = No
     for src in data["parser"]["sources"]:
         out.append("\n[[parser.sources]]")
         out.extend(f"{k} = {_toml_value(v)}" for k, v in src.items())
+    for rec in data["notify"]["receivers"]:
+        out.append("\n[[notify.receivers]]")
+        out.extend(f"{k} = {_toml_value(v)}" for k, v in rec.items() if not (k == "secret" and not v))
     return "\n".join(out) + "\n"
 
 

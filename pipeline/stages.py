@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 
 from detectors import Engine
 from detectors.model import Event, event_from_doc, event_to_doc
+from detectors.request_windows import RequestWindows
 
 from . import codec, detection
 from .extract import Source
@@ -262,12 +263,13 @@ class CorrelateStage:
     def __init__(self, settings) -> None:
         self.settings = settings
         self.engine = Engine(detection.for_settings(settings, "request"))
+        self.windows = RequestWindows()
         self.offsets: dict[str, int] = {}
         self.seen: OrderedDict[str, None] = OrderedDict()
         self.seen_max = SEEN_PER_BATCH * settings.worker.batch_size + 1000
         self.idle = _IdleClock()
         self.stats = {"records_in": 0, "duplicates": 0, "events_indexed": 0, "incidents_out": 0,
-                      "skipped_replay": 0, "bad_records": 0}
+                      "skipped_replay": 0, "bad_records": 0, "requests_out": 0}
 
     def process(self, messages: list[RawMessage], now: float, sink=None) -> Output:
         """``sink`` builds the Elasticsearch actions (None: nothing to index)."""
@@ -308,19 +310,28 @@ class CorrelateStage:
                 latest = {d["id"]: d for d in docs}
                 out.incidents.extend(latest.values())
                 self.stats["incidents_out"] += len(latest)
+            self._requests(self.windows.feed(ev), out, sink)
         return out
 
-    def tick(self, now: float) -> Output:
+    def _requests(self, summaries: list[dict], out: Output, sink) -> None:
+        if summaries:
+            self.stats["requests_out"] += len(summaries)
+            if sink is not None:
+                out.es_actions.extend(sink.request_action(s) for s in summaries)
+
+    def tick(self, now: float, sink=None) -> Output:
         out = Output()
         virtual = self.idle.virtual_now(now, self.engine.watermark)
         if virtual is not None:
             docs = self.engine.advance(virtual)
             out.incidents.extend({d["id"]: d for d in docs}.values())
+            self._requests(self.windows.advance(virtual), out, sink)
         return out
 
     def snapshot(self) -> bytes:
         return pickle.dumps({"version": STATE_VERSION, "stage": self.name, "offsets": self.offsets,
-                             "engine": self.engine.snapshot(), "seen": list(self.seen)},
+                             "engine": self.engine.snapshot(), "seen": list(self.seen),
+                             "windows": self.windows.snapshot()},
                             protocol=pickle.HIGHEST_PROTOCOL)
 
     def restore(self, data: bytes, now: float) -> None:
@@ -330,6 +341,8 @@ class CorrelateStage:
         self.offsets = dict(state["offsets"])
         self.engine.restore(state["engine"])
         self.seen = OrderedDict((k, None) for k in state["seen"])
+        if "windows" in state:
+            self.windows.restore(state["windows"])
 
 
 class _IdleClock:

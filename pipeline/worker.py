@@ -239,8 +239,10 @@ def build_app(settings, *, sink=None):
                 await publish(out, "parse")
                 await save(parse_stage)
         async with locks["correlate"]:
-            out = correlate_stage.tick(now)
+            out = correlate_stage.tick(now, sink=sink)
             if out:
+                await index(out.es_actions, "correlate")
+                out.es_actions = []
                 await publish(out, "correlate")
                 await save(correlate_stage)
 

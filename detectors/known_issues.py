@@ -1,0 +1,367 @@
+"""known_issue: records that match a known-issue signature.
+
+The signatures are data (``detectors/signatures/<id>.toml``, loaded and
+validated by ``pipeline.rules``); this module only matches them, so it does no
+file I/O. Each signature names the services/loggers and levels it applies to,
+literal ``keywords`` (the prefilter), ``patterns`` (regexes with named groups)
+and ``exclude`` patterns, the ``fields`` it extracts, the ``dedupe_key`` and
+the probable cause and remediation.
+
+One incident per root cause: one per (signature id, dedupe key values) until
+the signature's quiet period (default 30 min, ``quiet_period``) passes with no
+occurrence; count, last_seen and the evidence grow meanwhile.
+
+Two optional behaviours:
+
+* ``persist_seconds`` + ``recovery``: the condition only counts when it
+  lasts. The incident opens once occurrences of the same key span
+  ``persist_seconds`` without a ``recovery`` line for that key (an AMQP
+  reconnect loop that never reconnects); a recovery line clears the pending
+  occurrences and resolves an open incident at once.
+* ``explains``: a specific signature (``Filter DiskFilter returned 0 hosts``)
+  names the generic ones it explains (``no_valid_host``). A generic match of
+  the same request id then becomes evidence of the specific incident instead
+  of a second incident for the same root cause.
+
+Speed: one combined regex over every signature's keywords rejects most
+records with a single search; records at levels no signature wants are
+rejected before that.
+"""
+from __future__ import annotations
+
+import fnmatch
+import re
+from collections import OrderedDict
+from typing import Any, Iterable
+
+from .base import Detector, IncidentBook
+from .incident import Incident, evidence_of
+from .model import Event
+
+DEFAULT_LEVELS = ("WARNING", "WARN", "ERROR", "CRITICAL", "FATAL", "TRACE")
+DEFAULT_QUIET = 1800.0
+EVENT_FIELDS = {"host": "host", "service": "service", "logger": "logger",
+                "instance": "instance_id", "request_id": "request_id"}
+RESOURCE_FIELDS = ("instance", "volume", "image", "port", "network", "path", "user")
+FIELD_CHARS = 200
+PENDING_EVIDENCE = 5
+MAX_PENDING = 10_000
+MAX_RECENT = 20_000
+RECENT_TTL = 900.0
+_PLACEHOLDER = re.compile(r"\{([a-z_]+)\}")
+
+
+def literal_union(words: Iterable[str]) -> re.Pattern:
+    """One regex that finds any of ``words``, factored as a trie.
+
+    Python's regex engine tries the branches of a flat alternation one by one
+    at every position; sharing prefixes makes the prefilter about a third
+    faster. A word that another word starts with stands for both.
+    """
+    trie: dict = {}
+    for w in words:
+        node = trie
+        for ch in w:
+            node = node.setdefault(ch, {})
+        node[""] = True
+
+    def build(node: dict) -> str:
+        if "" in node:
+            return ""
+        alts = [re.escape(ch) + build(node[ch]) for ch in sorted(node)]
+        return alts[0] if len(alts) == 1 else "(?:" + "|".join(alts) + ")"
+
+    return re.compile(build(trie)) if trie else re.compile("(?!)")
+
+
+def _fill(text: str, ctx: dict) -> str:
+    """``{name}`` replaced by ``ctx[name]`` where known; other braces stay."""
+    return _PLACEHOLDER.sub(lambda m: str(ctx[m.group(1)]) if m.group(1) in ctx else m.group(0), text)
+
+
+class Signature:
+    """One loaded signature, compiled for matching."""
+
+    __slots__ = ("id", "doc", "rule", "title", "severity", "cause", "remediation", "keywords",
+                 "levels", "services", "service_globs", "loggers", "patterns", "exclude",
+                 "recovery", "fields", "dedupe_key", "quiet_period", "persist", "explains")
+
+    def __init__(self, doc: dict) -> None:
+        self.id = doc["id"]
+        self.doc = doc
+        self.rule = f"known_issue.{self.id}"
+        self.title = doc["title"]
+        self.severity = doc["severity"]
+        self.cause = doc["probable_cause"]
+        self.remediation = doc["remediation"]
+        self.keywords = tuple(doc["keywords"])
+        self.levels = frozenset(doc.get("levels") or DEFAULT_LEVELS)
+        services = doc.get("services") or ()
+        self.services = frozenset(s for s in services if not any(c in s for c in "*?["))
+        self.service_globs = tuple(s for s in services if any(c in s for c in "*?["))
+        self.loggers = tuple(doc.get("loggers") or ())
+        self.patterns = tuple(re.compile(p) for p in doc["patterns"])
+        self.exclude = tuple(re.compile(p) for p in doc.get("exclude") or ())
+        self.recovery = tuple(re.compile(p) for p in doc.get("recovery") or ())
+        self.fields = tuple(doc.get("fields") or ())
+        self.dedupe_key = tuple(doc.get("dedupe_key") or ())
+        self.quiet_period = float(doc.get("quiet_period", DEFAULT_QUIET))
+        self.persist = float(doc.get("persist_seconds", 0.0))
+        self.explains = frozenset(doc.get("explains") or ())
+
+    # -- applicability -------------------------------------------------------
+    def applies(self, ev: Event) -> bool:
+        """Service and logger filters (an unknown service or logger passes)."""
+        svc = ev.service
+        if svc is not None and (self.services or self.service_globs):
+            if svc not in self.services and not any(fnmatch.fnmatchcase(svc, g) for g in self.service_globs):
+                return False
+        lg = ev.logger
+        if lg is not None and self.loggers:
+            if not any(lg == p or lg.startswith(p + ".") for p in self.loggers):
+                return False
+        return True
+
+    def match(self, ev: Event, text: str) -> dict | None:
+        """The extracted fields when ``ev`` is an occurrence, else None."""
+        if ev.level not in self.levels or not self.applies(ev):
+            return None
+        for rx in self.exclude:
+            if rx.search(text):
+                return None
+        for rx in self.patterns:
+            m = rx.search(text)
+            if m:
+                return self._fields(m, ev)
+        return None
+
+    def recovered(self, ev: Event, text: str) -> dict | None:
+        if not self.recovery or not self.applies(ev):
+            return None
+        for rx in self.recovery:
+            m = rx.search(text)
+            if m:
+                return self._fields(m, ev)
+        return None
+
+    def _fields(self, m: re.Match, ev: Event) -> dict:
+        groups = m.groupdict()
+        out = {}
+        for name in self.fields:
+            value = groups.get(name)
+            if value is None and name in EVENT_FIELDS:
+                value = getattr(ev, EVENT_FIELDS[name])
+            if value is not None:
+                out[name] = str(value)[:FIELD_CHARS]
+        return out
+
+    def key(self, fields: dict, ev: Event) -> tuple:
+        values = []
+        for name in self.dedupe_key:
+            value = fields.get(name)
+            if value is None and name in EVENT_FIELDS:
+                value = getattr(ev, EVENT_FIELDS[name])
+            values.append(value if value is not None else "?")
+        return (self.id, *values)
+
+
+class KnownIssues(Detector):
+    """Matches every signature; one incident per (signature, dedupe key)."""
+
+    name = "known_issue"
+
+    def __init__(self, signatures: Iterable[dict]) -> None:
+        super().__init__()
+        self.signatures: dict[str, Signature] = {}
+        for doc in signatures:
+            sig = Signature(doc)
+            self.signatures[sig.id] = sig
+        self.books: dict[str, IncidentBook] = {
+            sid: IncidentBook(sig.quiet_period, max_open=1000) for sid, sig in self.signatures.items()}
+        self.levels = frozenset().union(*(s.levels for s in self.signatures.values())) if self.signatures else frozenset()
+        self.prefilter = literal_union({k for s in self.signatures.values() for k in s.keywords})
+        self._recovering = tuple(s for s in self.signatures.values() if s.recovery)
+        # records at levels no signature reads can still end a condition (INFO reconnects)
+        self.recovery_prefilter = (literal_union({k for s in self._recovering for k in s.keywords})
+                                   if self._recovering else None)
+        # (signature id, key) -> {"first_ts", "last_ts", "count", "items"}: persist_seconds not yet reached
+        self.pending: OrderedDict[tuple, dict] = OrderedDict()
+        # request id -> (signature id, key, ts) of a signature that explains others
+        self.recent: OrderedDict[str, tuple] = OrderedDict()
+
+    # -- matching (also used by `osloscope rules test`) ----------------------
+    def candidates(self, ev: Event) -> tuple[str, list[Signature]]:
+        if ev.kind == "unparsed":
+            return "", []
+        text = ev.text()
+        if not self.prefilter.search(text):
+            return text, []
+        return text, [s for s in self.signatures.values() if any(k in text for k in s.keywords)]
+
+    def match(self, ev: Event) -> list[tuple[Signature, dict]]:
+        """Every signature ``ev`` is an occurrence of, with its fields."""
+        if ev.level not in self.levels:
+            return []
+        text, cands = self.candidates(ev)
+        out = []
+        for sig in cands:
+            fields = sig.match(ev, text)
+            if fields is not None:
+                out.append((sig, fields))
+        return out
+
+    # -- the contract --------------------------------------------------------
+    def feed(self, ev: Event) -> list[dict]:
+        if ev.kind == "unparsed":
+            return []
+        if ev.level not in self.levels:
+            return self._recovery_only(ev)
+        text, cands = self.candidates(ev)
+        if not cands:
+            return []
+        out: list[dict] = []
+        for sig in cands:
+            fields = sig.match(ev, text)
+            if fields is not None:
+                self._occurrence(sig, fields, ev, out)
+            elif sig.recovery:
+                rec = sig.recovered(ev, text)
+                if rec is not None:
+                    self._recover(sig, sig.key(rec, ev), out)
+        return out
+
+    def _recovery_only(self, ev: Event) -> list[dict]:
+        if self.recovery_prefilter is None:
+            return []
+        text = ev.text()
+        if not self.recovery_prefilter.search(text):
+            return []
+        out: list[dict] = []
+        for sig in self._recovering:
+            rec = sig.recovered(ev, text)
+            if rec is not None:
+                self._recover(sig, sig.key(rec, ev), out)
+        return out
+
+    def _occurrence(self, sig: Signature, fields: dict, ev: Event, out: list[dict]) -> None:
+        ts = ev.ts if ev.ts is not None else 0.0
+        rids = [r for r in (ev.global_request_id, ev.request_id) if r]
+        if self._explained(sig, ev, rids, ts, out):
+            return
+        key = sig.key(fields, ev)
+        book = self.books[sig.id]
+        if sig.persist > 0 and book.get(key, ts) is None:
+            p = self.pending.get((sig.id, key))
+            if p is None:
+                p = self.pending[(sig.id, key)] = {"first_ts": ts, "last_ts": ts, "count": 0, "items": []}
+                while len(self.pending) > MAX_PENDING:
+                    self.pending.popitem(last=False)
+            p["count"] += 1
+            p["last_ts"] = ts
+            if ts - p["first_ts"] < sig.persist:
+                if len(p["items"]) < PENDING_EVIDENCE:
+                    p["items"].append([ts, evidence_of(ev)])
+                return
+            del self.pending[(sig.id, key)]
+            inc = self._touch(sig, key, fields, ev, p["first_ts"], out)
+            for item_ts, item in p["items"]:
+                inc.add_item(item, item_ts)
+            inc.count += p["count"] - 1 - len(p["items"])
+        else:
+            inc = self._touch(sig, key, fields, ev, ts, out)
+        res = {k: [fields[k]] for k in RESOURCE_FIELDS if k in fields}
+        inc.add(ev, resources=res)
+        stored = inc.details.setdefault("fields", {})
+        stored.update(fields)
+        inc.summary = self._summary(inc, sig)
+        if sig.explains:
+            for rid in rids:
+                self.recent[rid] = (sig.id, key, ts)
+                self.recent.move_to_end(rid)
+            while len(self.recent) > MAX_RECENT:
+                self.recent.popitem(last=False)
+        out.append(inc.to_doc())
+
+    def _touch(self, sig: Signature, key: tuple, fields: dict, ev: Event, start: float,
+               out: list[dict]) -> Incident:
+        ctx = {"host": ev.host or "unknown", "service": ev.service or "unknown",
+               "logger": ev.logger or "unknown", **fields}
+        inc = self.books[sig.id].touch(key, ev.ts if ev.ts is not None else start, lambda: Incident(
+            rule=sig.rule, type="known_issue", key=key, window_start=start, severity=sig.severity,
+            title=_fill(sig.title, ctx), probable_cause=_fill(sig.cause, ctx),
+            remediation=_fill(sig.remediation, ctx)), out)
+        if not inc.details:
+            inc.details = {"signature": sig.id, "fields": {}}
+            seed = sig.doc.get("seed")
+            if seed:
+                inc.details["seed"] = seed
+        return inc
+
+    def _explained(self, sig: Signature, ev: Event, rids: list[str], ts: float, out: list[dict]) -> bool:
+        """Attach ``ev`` to the open incident of a signature that explains ``sig``."""
+        for rid in rids:
+            hit = self.recent.get(rid)
+            if hit is None:
+                continue
+            sid, key, _ = hit
+            owner = self.signatures.get(sid)
+            if owner is None or sig.id not in owner.explains:
+                continue
+            inc = self.books[sid].get(key, ts)
+            if inc is None:
+                continue
+            inc.add(ev, count=False)
+            explained = inc.details.setdefault("explains", [])
+            if sig.id not in explained:
+                explained.append(sig.id)
+            out.append(inc.to_doc())
+            return True
+        return False
+
+    def _recover(self, sig: Signature, key: tuple, out: list[dict]) -> None:
+        self.pending.pop((sig.id, key), None)
+        inc = self.books[sig.id].open.pop(key, None)
+        if inc is not None:
+            inc.status = "resolved"
+            out.append(inc.to_doc())
+
+    @staticmethod
+    def _summary(inc: Incident, sig: Signature) -> str:
+        parts = [inc.title, f"{inc.count} occurrence(s) between {inc.first_seen} and {inc.last_seen}"]
+        if len(inc.hosts) > 1:
+            parts.append(f"hosts: {', '.join(inc.hosts[:6])}")
+        fields = inc.details.get("fields") or {}
+        shown = [f"{k}={v}" for k, v in fields.items() if k not in ("host", "service")][:6]
+        if shown:
+            parts.append(", ".join(shown))
+        return "; ".join(parts)
+
+    def advance(self, now: float) -> list[dict]:
+        out: list[dict] = []
+        for book in self.books.values():
+            out.extend(book.advance(now))
+        for pk in [pk for pk, p in self.pending.items()
+                   if now - p["last_ts"] > max(self.signatures[pk[0]].persist, 60.0)]:
+            del self.pending[pk]
+        for rid in [r for r, (_s, _k, ts) in self.recent.items() if now - ts > RECENT_TTL]:
+            del self.recent[rid]
+        return out
+
+    # -- state ---------------------------------------------------------------
+    def snapshot(self) -> dict:
+        return {
+            "books": {sid: book.snapshot() for sid, book in self.books.items() if book.open},
+            "pending": [[sid, list(key), p] for (sid, key), p in self.pending.items()],
+            "recent": [[rid, sid, list(key), ts] for rid, (sid, key, ts) in self.recent.items()],
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        for book in self.books.values():
+            book.restore([])
+        for sid, states in (state.get("books") or {}).items():
+            if sid in self.books:            # a retired signature's incidents are dropped
+                self.books[sid].restore(states)
+        self.pending = OrderedDict(
+            ((sid, tuple(key)), dict(p)) for sid, key, p in state.get("pending", []) if sid in self.signatures)
+        self.recent = OrderedDict(
+            (rid, (sid, tuple(key), ts)) for rid, sid, key, ts in state.get("recent", []) if sid in self.signatures)

@@ -1,0 +1,91 @@
+"""Request summaries over local files: ``osloscope analyze --requests``.
+
+A separate pass from the incident detectors: the same merged, timestamp-
+ordered events (``pipeline.analyze.merged_events``) go through
+``detectors.request_windows.RequestWindows``; every window closes by its
+inactivity gap or at the end of input, and yields one summary
+(``schemas/request.schema.json``).
+"""
+from __future__ import annotations
+
+import textwrap
+from typing import Callable
+
+from detectors.model import Event
+from detectors.request_windows import RequestWindows
+
+from .analyze import Stats, merged_events
+from .sources import LogFile
+
+
+def summaries(files: list[LogFile], tz: str | None = "UTC", *, since: float | None = None,
+              until: float | None = None, gap: float = 120.0, max_length: float = 3600.0,
+              stats: Stats | None = None, on_progress: Callable[[int], None] | None = None,
+              on_unparsed: Callable[[Event], None] | None = None) -> list[dict]:
+    """Every request summary of ``files``, in order of first record."""
+    stats = stats if stats is not None else Stats()
+    windows = RequestWindows(gap=gap, max_length=max_length)
+    out: list[dict] = []
+    for ev in merged_events(files, tz, stats, on_progress):
+        stats.events += 1
+        if ev.kind == "unparsed":
+            stats.unparsed += 1
+            if on_unparsed is not None:
+                on_unparsed(ev)
+            continue
+        if ev.ts is not None and ((since is not None and ev.ts < since) or
+                                  (until is not None and ev.ts > until)):
+            stats.filtered += 1
+            continue
+        out.extend(windows.feed(ev))
+    out.extend(windows.flush())
+    out.sort(key=lambda d: (d["first_seen"] or "", d["id"]))
+    return out
+
+
+COLUMNS = (("TIME", 19), ("REQUEST ID", 40), ("OUTCOME", 10), ("SERVICES", 44), ("API CALL", 44),
+           ("ROOT CAUSE", 0))
+
+
+def _cell(text: str, width: int) -> str:
+    if width and len(text) > width:
+        text = text[: width - 1] + "~"
+    return text.ljust(width) if width else text
+
+
+def api_text(api: dict | None) -> str:
+    if not api:
+        return ""
+    return " ".join(str(x) for x in (api.get("method"), api.get("path"), api.get("status")) if x is not None)
+
+
+def cause_text(rc: dict | None) -> str:
+    if not rc:
+        return ""
+    what = f"{rc['exception_type']}: {rc['exception_message'] or ''}" if rc.get("exception_type") else rc["message"]
+    what = " ".join(what.split())
+    return f"{rc['component']} -- {what[:120]}"
+
+
+def table(docs: list[dict], *, details: bool = True) -> str:
+    if not docs:
+        return "No requests found.\n"
+    lines = ["  ".join(_cell(name, w) for name, w in COLUMNS)]
+    for d in docs:
+        row = ((d["first_seen"] or "")[:19].replace("T", " "), d["key"], d["outcome"],
+               " > ".join(d["services"]), api_text(d["api"]), cause_text(d["root_cause"]))
+        lines.append("  ".join(_cell(v, w) for v, (_, w) in zip(row, COLUMNS)))
+    bad = [d for d in docs if d["root_cause"]]
+    if details and bad:
+        wrap = textwrap.TextWrapper(width=100, initial_indent="    ", subsequent_indent="           ")
+        lines.append("")
+        for d in bad:
+            rc = d["root_cause"]
+            lines.append(f"{d['key']}  ({d['outcome']}, {d['events']} records, {d['errors']} errors)")
+            lines.append(wrap.fill(f"cause: {rc['reason']}"))
+            if rc.get("raised_in"):
+                lines.append(wrap.fill(f"at:    {rc['raised_in']}"))
+            ids = "; ".join(f"{k}: {', '.join(v[:3])}" for k, v in d["linked"].items() if v)
+            if ids:
+                lines.append(wrap.fill(f"ids:   {ids}"))
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,319 @@
+"""The known-issue signature library: load, validate, list and try it.
+
+``load_signatures()`` reads every ``*.toml`` of the bundled
+``detectors/signatures`` (or the given directories), validates each against
+``schemas/signature.schema.json`` with a small built-in validator (the
+keywords that schema uses; jsonschema is only a test dependency) plus the
+checks a schema cannot express (regexes compile, fields are named groups,
+file name = id, ``explains`` names existing signatures), and raises one
+:class:`RulesError` listing every problem of every file, each with its file
+and field.
+
+``osloscope rules list`` prints the library; ``osloscope rules test PATH...``
+runs only the library over log files and prints each matching record.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.resources
+import json
+import re
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any, Iterable
+
+SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "signature.schema.json"
+EVENT_FIELDS = ("host", "service", "logger", "instance", "request_id")
+PLACEHOLDERS = ("host", "service", "logger")
+_PLACEHOLDER = re.compile(r"\{([a-z_]+)\}")
+
+
+class RulesError(Exception):
+    """Invalid signature files; ``errors`` holds one ``file: field: problem`` per line."""
+
+    def __init__(self, errors: list[str]) -> None:
+        self.errors = list(errors)
+        super().__init__(f"{len(self.errors)} problem(s) in the signature library:\n  "
+                         + "\n  ".join(self.errors))
+
+
+# -- a structural validator for the JSON Schema keywords signature.schema.json uses --
+_TYPES = {"string": str, "array": list, "object": dict, "boolean": bool}
+
+
+def _type_ok(value: Any, name: str) -> bool:
+    if name == "number":
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if name == "integer":
+        return isinstance(value, int) and not isinstance(value, bool)
+    if name == "null":
+        return value is None
+    return isinstance(value, _TYPES[name])
+
+
+def schema_errors(value: Any, schema: dict, path: str = "") -> list[str]:
+    """Problems of ``value`` against ``schema`` as ``field: message`` strings."""
+    where = path or "(top level)"
+    types = schema.get("type")
+    if types is not None:
+        names = types if isinstance(types, list) else [types]
+        if not any(_type_ok(value, t) for t in names):
+            return [f"{where}: expected {' or '.join(names)}, got {type(value).__name__} {value!r:.60}"]
+    errs: list[str] = []
+    if "enum" in schema and value not in schema["enum"]:
+        errs.append(f"{where}: {value!r} is not one of {schema['enum']}")
+    if isinstance(value, str):
+        if len(value) < schema.get("minLength", 0):
+            errs.append(f"{where}: shorter than {schema['minLength']} characters")
+        if "maxLength" in schema and len(value) > schema["maxLength"]:
+            errs.append(f"{where}: longer than {schema['maxLength']} characters")
+        if "pattern" in schema and not re.search(schema["pattern"], value):
+            errs.append(f"{where}: {value!r} does not match {schema['pattern']}")
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if "minimum" in schema and value < schema["minimum"]:
+            errs.append(f"{where}: {value} is less than {schema['minimum']}")
+        if "exclusiveMinimum" in schema and value <= schema["exclusiveMinimum"]:
+            errs.append(f"{where}: {value} must be greater than {schema['exclusiveMinimum']}")
+    if isinstance(value, list):
+        if len(value) < schema.get("minItems", 0):
+            errs.append(f"{where}: needs at least {schema['minItems']} item(s)")
+        if schema.get("uniqueItems"):
+            seen: list = []
+            for item in value:
+                if item in seen:
+                    errs.append(f"{where}: duplicate item {item!r:.60}")
+                seen.append(item)
+        if "items" in schema:
+            for i, item in enumerate(value):
+                errs.extend(schema_errors(item, schema["items"], f"{path}[{i}]"))
+    if isinstance(value, dict):
+        for name in schema.get("required", ()):
+            if name not in value:
+                errs.append(f"{path + '.' if path else ''}{name}: required field missing")
+        props = schema.get("properties", {})
+        for name, item in value.items():
+            sub = f"{path}.{name}" if path else name
+            if name in props:
+                errs.extend(schema_errors(item, props[name], sub))
+            elif schema.get("additionalProperties") is False:
+                errs.append(f"{sub}: unknown field (allowed: {', '.join(sorted(props))})")
+            elif isinstance(schema.get("additionalProperties"), dict):
+                errs.extend(schema_errors(item, schema["additionalProperties"], sub))
+    return errs
+
+
+_schema_cache: dict | None = None
+
+
+def signature_schema() -> dict | None:
+    """The signature JSON Schema, or None when the file is not installed."""
+    global _schema_cache
+    if _schema_cache is None and SCHEMA_PATH.is_file():
+        _schema_cache = json.loads(SCHEMA_PATH.read_text())
+    return _schema_cache
+
+
+# -- semantic checks -------------------------------------------------------------
+def semantic_errors(doc: dict, stem: str) -> list[str]:
+    errs: list[str] = []
+    if doc.get("id") != stem:
+        errs.append(f"id: {doc.get('id')!r} must equal the file name {stem!r}")
+    groups: set[str] = set()
+    for field in ("patterns", "exclude", "recovery"):
+        items = doc.get(field)
+        if not isinstance(items, list):
+            continue
+        for i, rx in enumerate(items):
+            if not isinstance(rx, str):
+                continue
+            try:
+                compiled = re.compile(rx)
+            except re.error as exc:
+                errs.append(f"{field}[{i}]: invalid regex: {exc}")
+                continue
+            if field != "exclude":
+                groups.update(compiled.groupindex)
+    fields = [f for f in doc.get("fields") or [] if isinstance(f, str)]
+    for i, name in enumerate(fields):
+        if name not in groups and name not in EVENT_FIELDS:
+            errs.append(f"fields[{i}]: {name!r} is neither a named group of the patterns nor one of "
+                        f"{', '.join(EVENT_FIELDS)}")
+    for i, name in enumerate(doc.get("dedupe_key") or []):
+        if isinstance(name, str) and name not in fields and name not in EVENT_FIELDS:
+            errs.append(f"dedupe_key[{i}]: {name!r} is not in fields")
+    for field in ("title", "probable_cause", "remediation"):
+        text = doc.get(field)
+        if isinstance(text, str):
+            for name in _PLACEHOLDER.findall(text):
+                if name not in fields and name not in PLACEHOLDERS:
+                    errs.append(f"{field}: placeholder {{{name}}} is not an extracted field")
+    if doc.get("recovery_examples") and not doc.get("recovery"):
+        errs.append("recovery_examples: given without recovery patterns")
+    if doc.get("persist_seconds") and not doc.get("recovery"):
+        errs.append("persist_seconds: needs recovery patterns (what ends the condition)")
+    return errs
+
+
+# -- loading -----------------------------------------------------------------------
+def bundled_dir():
+    return importlib.resources.files("detectors").joinpath("signatures")
+
+
+def _files(dirs: Iterable | None) -> list[tuple[str, str, str]]:
+    """(display name, stem, text) of every signature file, in a stable order."""
+    out = []
+    if dirs is None:
+        for entry in sorted(bundled_dir().iterdir(), key=lambda e: e.name):
+            if entry.name.endswith(".toml"):
+                out.append((f"detectors/signatures/{entry.name}", entry.name[:-5], entry.read_text("utf-8")))
+        return out
+    for d in dirs:
+        path = Path(d)
+        if not path.is_dir():
+            raise RulesError([f"{d}: not a directory"])
+        for f in sorted(path.glob("*.toml")):
+            out.append((str(f), f.stem, f.read_text("utf-8")))
+    return out
+
+
+def load_signatures(dirs: Iterable | None = None) -> list[dict]:
+    """Every signature, validated; raises RulesError listing all problems."""
+    schema = signature_schema()
+    errors: list[str] = []
+    docs: list[dict] = []
+    parsed: list[tuple[str, dict]] = []
+    origin: dict[str, str] = {}
+    for name, stem, text in _files(dirs):
+        try:
+            doc = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            errors.append(f"{name}: (TOML): {exc}")
+            continue
+        parsed.append((name, doc))
+        problems = (schema_errors(doc, schema) if schema else []) + semantic_errors(doc, stem)
+        errors.extend(f"{name}: {p}" for p in problems)
+        ident = doc.get("id")
+        if isinstance(ident, str) and ident in origin:
+            errors.append(f"{name}: id: {ident!r} already defined in {origin[ident]}")
+            continue
+        if isinstance(ident, str):
+            origin[ident] = name
+        if not problems:
+            docs.append(doc)
+    for name, doc in parsed:               # cross-file references, also of files with other problems
+        explains = doc.get("explains")
+        for i, other in enumerate(explains if isinstance(explains, list) else []):
+            if isinstance(other, str) and other not in origin:
+                errors.append(f"{name}: explains[{i}]: no signature {other!r}")
+    if errors:
+        raise RulesError(errors)
+    return sorted(docs, key=lambda d: d["id"])
+
+
+# -- CLI -----------------------------------------------------------------------------
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "rules", help="list the known-issue signatures or try them on log files",
+        description="The known-issue signature library (detectors/signatures/*.toml): list it, or "
+                    "run only the library over log files and print each matching record.")
+    sub = p.add_subparsers(dest="rules_command", metavar="ACTION")
+    sub.required = True
+    lp = sub.add_parser("list", help="print the signatures")
+    lp.add_argument("--format", choices=("table", "json"), default="table",
+                    help="table (default) or json (the loaded signatures, as a JSON array)")
+    lp.add_argument("--signatures", action="append", metavar="DIR",
+                    help="load the signatures from DIR instead of the bundled library (repeatable)")
+    lp.set_defaults(func=_cmd_list)
+    tp = sub.add_parser("test", help="run only the signatures over log files and print each match",
+                        description="Parse the files as `osloscope analyze` does and print every record "
+                                    "a signature matches, then the number of matches per rule. "
+                                    "A match is one record: signatures with persist_seconds (the AMQP "
+                                    "reconnect loop) open an incident in `osloscope analyze` only when "
+                                    "the condition lasts. Exit 1 when something matched, 0 when "
+                                    "nothing did, 2 on errors.")
+    tp.add_argument("paths", nargs="+", metavar="PATH", help="log files, directories or globs")
+    tp.add_argument("--rule", action="append", metavar="ID",
+                    help="only this signature (id or known_issue.<id>; repeatable)")
+    tp.add_argument("--host", help="host name for all files")
+    tp.add_argument("--tz", default="UTC", help="timezone the logs were written in (default UTC)")
+    tp.add_argument("--signatures", action="append", metavar="DIR",
+                    help="load the signatures from DIR instead of the bundled library (repeatable)")
+    tp.set_defaults(func=_cmd_test)
+
+
+def _load_or_exit(dirs) -> list[dict] | None:
+    try:
+        return load_signatures(dirs)
+    except RulesError as exc:
+        print(f"osloscope rules: {exc}", file=sys.stderr)
+        return None
+
+
+def _cmd_list(args) -> int:
+    sigs = _load_or_exit(args.signatures)
+    if sigs is None:
+        return 2
+    if args.format == "json":
+        sys.stdout.write(json.dumps(sigs, indent=2, ensure_ascii=False) + "\n")
+        return 0
+    rows = [("ID", "SEVERITY", "SEED", "APPLIES TO", "TITLE")]
+    for s in sigs:
+        scope = ",".join(s.get("services") or []) or ",".join(s.get("loggers") or []) or "any"
+        rows.append((s["id"], s["severity"], s.get("seed", "-"), scope[:30], s["title"]))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    for r in rows:
+        sys.stdout.write("  ".join(c.ljust(w) for c, w in zip(r[:4], widths)) + "  " + r[4] + "\n")
+    sys.stdout.write(f"{len(sigs)} signature(s)\n")
+    return 0
+
+
+def _cmd_test(args) -> int:
+    from detectors.known_issues import KnownIssues
+
+    from .analyze import Stats, file_events
+    from .sources import PathError, discover
+
+    sigs = _load_or_exit(args.signatures)
+    if sigs is None:
+        return 2
+    if args.rule:
+        wanted = {r.removeprefix("known_issue.") for r in args.rule}
+        unknown = sorted(wanted - {s["id"] for s in sigs})
+        if unknown:
+            print(f"osloscope rules: error: no signature {', '.join(unknown)} "
+                  f"(see `osloscope rules list`)", file=sys.stderr)
+            return 2
+        sigs = [s for s in sigs if s["id"] in wanted]
+    try:
+        files = discover(args.paths, host=args.host)
+    except PathError as exc:
+        print(f"osloscope rules: error: {exc}", file=sys.stderr)
+        return 2
+    from .timefmt import tz_of
+    try:
+        tz_of(args.tz)
+    except Exception:
+        print(f"osloscope rules: error: --tz {args.tz!r} is not a timezone", file=sys.stderr)
+        return 2
+    library = KnownIssues(sigs)
+    counts = {s["id"]: 0 for s in sigs}
+    out = sys.stdout
+    stats = Stats()
+    for lf in files:
+        for ev in file_events(lf, args.tz, stats):
+            for sig, fields in library.match(ev):
+                counts[sig.id] += 1
+                line = (ev.original or ev.message or "").split("\n", 1)[0]
+                extra = " ".join(f"{k}={v}" for k, v in fields.items())
+                out.write(f"{sig.rule}  {lf.path}@{ev.offset}  {line}\n")
+                if extra:
+                    out.write(f"    {extra}\n")
+    matched = {k: v for k, v in counts.items() if v or args.rule}
+    out.write(f"\n{'RULE':<50} MATCHES\n")
+    for sid, n in sorted(matched.items()):
+        out.write(f"{'known_issue.' + sid:<50} {n}\n")
+    total = sum(counts.values())
+    out.write(f"{total} match(es) in {len(files)} file(s), {stats.lines} lines\n")
+    out.flush()
+    return 1 if total else 0

@@ -1,0 +1,196 @@
+"""``osloscope notify`` on the real Kafka: incident documents produced to this test's incidents
+topic reach a real HTTP receiver as one signed Alertmanager-style notification; the resolve
+follows; offsets are committed; a restarted notifier sends nothing twice.
+
+(Named test_notify_kafka.py: tests/test_notify.py already uses the basename, and pytest cannot
+collect two test modules of the same name from these package-less directories.)
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("kafka")
+
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition  # noqa: E402
+from kafka.admin import NewTopic  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+OSLOSCOPE = [sys.executable, "-m", "pipeline.cli"]
+SECRET = "it-shared-secret"
+
+
+class Hook:
+    def __init__(self) -> None:
+        self.requests: list[dict] = []
+        hook = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                hook.requests.append({"headers": dict(self.headers), "body": body})
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *a):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/alerts"
+        threading.Thread(target=self.server.serve_forever, args=(0.1,), daemon=True).start()
+
+    def wait(self, n: int, timeout: float, proc: subprocess.Popen, log: Path) -> None:
+        deadline = time.monotonic() + timeout
+        while len(self.requests) < n:
+            if proc.poll() is not None:
+                pytest.fail(f"osloscope notify exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"{len(self.requests)} of {n} notification(s) after {timeout} s:\n"
+                            f"{log.read_text()[-3000:]}")
+            time.sleep(0.1)
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def doc(n: int, status: str = "open", host: str = "compute-2") -> dict:
+    iid = hashlib.sha1(f"it-{n}".encode()).hexdigest()[:24]
+    seen = "2024-05-01T10:00:0%d.000+00:00" % (5 if status == "resolved" else n)
+    return {"id": iid, "type": "disk_full", "rule": "disk_full.enospc", "severity": "critical",
+            "status": status, "title": f"Disk full on {host}", "summary": f"ENOSPC on {host}",
+            "host": host, "hosts": [host], "service": "nova-compute", "services": ["nova-compute"],
+            "first_seen": "2024-05-01T10:00:00.000+00:00", "last_seen": seen, "count": 1,
+            "resources": {"instance": [], "volume": [], "image": [], "user": [], "source_ip": [],
+                          "path": []},
+            "request_ids": [], "details": {"filesystem": "/var/lib/nova/instances"},
+            "evidence": [{"@timestamp": seen, "host": host, "service": "nova-compute", "level": "ERROR",
+                          "logger": "nova.compute.manager", "request_id": None,
+                          "message": "No space left on device"}],
+            "probable_cause": "The filesystem behind /var/lib/nova/instances is full.",
+            "remediation": "Free space in /var/lib/nova/instances/_base."}
+
+
+def produce(bootstrap: str, topic: str, docs: list[dict]) -> None:
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    try:
+        for d in docs:
+            producer.send(topic, key=d["id"].encode(), value=json.dumps(d).encode())
+        producer.flush(30)
+    finally:
+        producer.close()
+
+
+def committed(bootstrap: str, group: str, topic: str) -> tuple[int, int]:
+    """(committed offset of the group, end offset) of partition 0."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    try:
+        tp = TopicPartition(topic, 0)
+        done = consumer.committed(tp)
+        return (-1 if done is None else done), consumer.end_offsets([tp])[tp]
+    finally:
+        consumer.close(autocommit=False)
+
+
+class Notify:
+    def __init__(self, cfg: Path, env: dict, log: Path) -> None:
+        self.log_path = log
+        self.log = open(log, "ab")
+        self.proc = subprocess.Popen(OSLOSCOPE + ["notify", "--config", str(cfg)], env=env, cwd=ROOT,
+                                     stdout=self.log, stderr=subprocess.STDOUT)
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self.log.close()
+        return self.proc.returncode
+
+
+@pytest.fixture
+def incidents_topic(services_up, names):
+    admin = KafkaAdminClient(bootstrap_servers=services_up["bootstrap"])
+    try:
+        admin.create_topics([NewTopic(names.incidents, 1, 1)])
+    finally:
+        admin.close()
+    yield names.incidents
+    admin = KafkaAdminClient(bootstrap_servers=services_up["bootstrap"])
+    try:
+        admin.delete_topics([names.incidents])
+    finally:
+        admin.close()
+
+
+def test_incidents_topic_to_signed_webhook(services_up, names, settings_env, incidents_topic, tmp_path):
+    bootstrap = services_up["bootstrap"]
+    hook = Hook()
+    cfg = tmp_path / "osloscope.toml"
+    cfg.write_text(f"""
+[notify]
+group_wait = 1.0
+group_interval = 2.0
+
+[[notify.receivers]]
+name = "am"
+url = "{hook.url}"
+style = "alertmanager"
+secret_env = "IT_HOOK_SECRET"
+types = ["disk_full"]
+""")
+    env = {**os.environ, **settings_env, "PYTHONUNBUFFERED": "1", "IT_HOOK_SECRET": SECRET,
+           "OSLOSCOPE_NOTIFY_STATE_DIR": str(tmp_path / "notify-state")}
+    opened = [doc(1), doc(2)]
+    produce(bootstrap, incidents_topic, opened)      # before the notifier starts: read from the start
+    log = tmp_path / "notify.log"
+    notify = Notify(cfg, env, log)
+    try:
+        hook.wait(1, 60, notify.proc, log)
+        first = hook.requests[0]
+        ts, sig = first["headers"]["X-Osloscope-Timestamp"], first["headers"]["X-Osloscope-Signature"]
+        mac = hmac.new(SECRET.encode(), ts.encode() + b"." + first["body"], hashlib.sha256).hexdigest()
+        assert sig == f"sha256={mac}"
+        assert abs(time.time() - int(ts)) < 120
+        body = json.loads(first["body"])
+        assert body["version"] == "4" and body["status"] == "firing" and body["receiver"] == "am"
+        assert body["groupLabels"] == {"type": "disk_full", "host": "compute-2"}
+        assert sorted(a["labels"]["incident_id"] for a in body["alerts"]) == sorted(d["id"] for d in opened)
+
+        produce(bootstrap, incidents_topic, [doc(1, "resolved"), doc(2, "resolved")])
+        hook.wait(2, 60, notify.proc, log)
+        body = json.loads(hook.requests[1]["body"])
+        assert body["status"] == "resolved" and len(body["alerts"]) == 2
+        deadline = time.monotonic() + 30
+        while committed(bootstrap, f"{names.app_id}-notify", incidents_topic) != (4, 4):
+            assert time.monotonic() < deadline, "offsets not committed"
+            time.sleep(0.5)
+    finally:
+        rc = notify.stop()
+    assert rc == 0, log.read_text()[-3000:]
+
+    # a restart neither replays the topic into new notifications nor resends the outbox
+    notify = Notify(cfg, env, log)
+    try:
+        time.sleep(4)
+        assert notify.proc.poll() is None, log.read_text()[-3000:]
+    finally:
+        notify.stop()
+        hook.close()
+    keys = [r["headers"]["Idempotency-Key"] for r in hook.requests]
+    assert len(keys) == 2 and len(set(keys)) == 2
