@@ -107,9 +107,11 @@ def counts(client, settings) -> tuple[int, int]:
 
 def embedded(paths: list[Path]):
     """What `osloscope analyze` finds in the same files: ids and record count."""
+    from detectors import Engine
+    from pipeline import detection
     from pipeline.analyze import analyze
     from pipeline.sources import discover
-    res = analyze(discover([str(p) for p in paths]))
+    res = analyze(discover([str(p) for p in paths]), engine=Engine(detection.build()))
     return {d["id"]: d for d in res.incidents}, res.stats.events - res.stats.unparsed
 
 
@@ -170,7 +172,8 @@ def test_ship_worker_elasticsearch_end_to_end(settings_env, names, logs, tmp_pat
     # self-metrics on the Prometheus endpoint
     assert f'osloscope_records_total{{stage="parse",kind="records_in"}} {stats["lines"]}' in metrics
     assert 'osloscope_records_total{stage="parse",kind="dead_letters"}' in metrics
-    assert f'osloscope_records_total{{stage="correlate",kind="es_indexed"}} {n_records}' in metrics
+    assert f'osloscope_records_total{{stage="parse",kind="events_out"}} {n_records}' in metrics
+    assert 'osloscope_records_total{stage="correlate",kind="es_indexed"}' in metrics
     assert "osloscope_consumer_lag{" in metrics
 
     # every record indexed once, every embedded incident found, no extra ones
@@ -185,7 +188,13 @@ def test_ship_worker_elasticsearch_end_to_end(settings_env, names, logs, tmp_pat
         assert doc["probable_cause"] and doc["remediation"] and doc["evidence"]
         assert doc["first_seen"] == expected[iid]["first_seen"]
     types = {d["type"] for d in got.values()}
-    assert types == {"retry_exhausted", "auth_failure", "disk_full"}
+    assert types == {"retry_exhausted", "auth_failure", "disk_full", "known_issue"}
+
+    # request summaries of the closed request windows
+    client.indices.refresh(index=es.requests_index)
+    reqs = [h["_source"] for h in client.search(index=es.requests_index, size=500)["hits"]["hits"]]
+    assert reqs and all(r["request_ids"] for r in reqs)
+    assert "req-c5016b48-399b-44f8-adea-a86421f1e129" in {i for r in reqs for i in r["request_ids"]}
 
     # events carry their request ids and are searchable by them
     rid = next(r for d in got.values() for r in d["request_ids"])
