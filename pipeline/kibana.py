@@ -210,7 +210,8 @@ def _histogram_params(value_label: str = "Count", metric_id: str = "1") -> dict:
                           "data": {"label": value_label, "id": metric_id}, "interpolate": "linear",
                           "valueAxis": "ValueAxis-1", "drawLinesBetweenPoints": True, "lineWidth": 2,
                           "showCircles": True, "circlesRadius": 1}],
-        "radiusRatio": 0, "addTooltip": True, "detailedTooltip": True, "palette": {"type": "palette", "name": "default"},
+        "radiusRatio": 0, "addTooltip": True, "detailedTooltip": True,
+        "palette": {"type": "palette", "name": "default"},
         "addLegend": True, "legendPosition": "right", "times": [], "addTimeMarker": False, "truncateLegend": True,
         "maxLegendLines": 1, "labels": {"show": False},
         "thresholdLine": {"show": False, "value": 10, "width": 1, "style": "full", "color": "#E7664C"}}
@@ -632,6 +633,9 @@ class BucketLevel:
     type: str                # terms | date_histogram
     field: str
     missing_key: str | None = None
+    size: int | None = None            # terms: buckets kept
+    order_by: str | None = None        # terms: "_count" or the metric agg id
+    interval: dict | None = None       # date_histogram: {"fixed_interval"|"calendar_interval": ...}
 
 
 @dataclass
@@ -655,7 +659,7 @@ class PanelQuery:
 MISSING = "__missing__"
 
 
-def _agg_body(a: dict, time_range, metric_types: dict[str, str]) -> dict:
+def _agg_body(a: dict, time_range, metric_types: dict[str, str], time_zone: str) -> dict:
     p = a["params"]
     if a["type"] == "terms":
         by = p["orderBy"]
@@ -665,7 +669,7 @@ def _agg_body(a: dict, time_range, metric_types: dict[str, str]) -> dict:
             body["missing"] = MISSING
         return {"terms": body}
     if a["type"] == "date_histogram":
-        return {"date_histogram": {"field": p["field"], **auto_interval(time_range),
+        return {"date_histogram": {"field": p["field"], **auto_interval(time_range), "time_zone": time_zone,
                                    "min_doc_count": p.get("min_doc_count", 1)}}
     raise ValueError(f"bucket aggregation {a['type']!r} not handled")
 
@@ -686,12 +690,13 @@ def _bool_query(query: str, time_field: str | None, time_range: tuple[str, str] 
 
 
 def panel_queries(objects: list[dict] | None = None, *, time_range: tuple[str, str] | None = None,
-                  index_map: dict[str, str] | None = None) -> list[PanelQuery]:
+                  index_map: dict[str, str] | None = None, time_zone: str = "UTC") -> list[PanelQuery]:
     """The request behind every visualization and saved search in ``objects``.
 
     ``time_range`` (ISO 8601 from, to) is the dashboard time picker: a range filter on the data
     view's time field, and what an "auto" date histogram interval is computed from.
     ``index_map`` maps a data view id to the index pattern to query instead of its title.
+    ``time_zone`` is Kibana's ``dateFormat:tz`` (date histogram buckets start in it).
 
     Like Kibana: bucket aggregations nest in the order of the visState (X-axis before split
     series), metrics other than count sit in the deepest bucket (and in a terms bucket ordered
@@ -726,7 +731,7 @@ def panel_queries(objects: list[dict] | None = None, *, time_range: tuple[str, s
         pq.metrics = [(a["id"], a["type"], a["params"].get("field")) for a in metric_aggs]
         inner: dict = dict(metrics)
         for a in reversed(bucket_aggs):
-            body = _agg_body(a, time_range, {m["id"]: m["type"] for m in metric_aggs})
+            body = _agg_body(a, time_range, {m["id"]: m["type"] for m in metric_aggs}, time_zone)
             sub = dict(inner)
             order_by = a["params"].get("orderBy") if a["type"] == "terms" else None
             if order_by in metrics:
@@ -735,7 +740,14 @@ def panel_queries(objects: list[dict] | None = None, *, time_range: tuple[str, s
                 body["aggs"] = sub
             inner = {a["id"]: body}
             missing = MISSING if a["params"].get("missingBucket") else None
-            pq.buckets.insert(0, BucketLevel(a["id"], a["type"], a["params"]["field"], missing))
+            level = BucketLevel(a["id"], a["type"], a["params"]["field"], missing)
+            if a["type"] == "terms":
+                level.size = body["terms"]["size"]
+                level.order_by = next(iter(body["terms"]["order"]))
+            else:
+                level.interval = {k: v for k, v in body["date_histogram"].items()
+                                  if k in ("fixed_interval", "calendar_interval")}
+            pq.buckets.insert(0, level)
         pq.body.update({"size": 0, "aggs": inner})
         out.append(pq)
     return out
@@ -761,7 +773,7 @@ def tabify(pq: PanelQuery, response: dict) -> list[dict]:
     def metrics_of(node: dict, doc_count: int) -> dict:
         row: dict = {"count": doc_count}
         for mid, kind, _field in pq.metrics:
-            row[mid] = doc_count if kind == "count" else node[mid]["value"]
+            row[mid] = doc_count if kind == "count" else node.get(mid, {}).get("value")
         return row
 
     def walk(node: dict, level: int, keys: tuple) -> None:
@@ -769,7 +781,7 @@ def tabify(pq: PanelQuery, response: dict) -> list[dict]:
             rows.append({"keys": keys, **metrics_of(node, node.get("doc_count", 0))})
             return
         b = pq.buckets[level]
-        for bucket in node[b.agg_id]["buckets"]:
+        for bucket in node.get(b.agg_id, {}).get("buckets", []):     # no index: no aggregations
             walk(bucket, level + 1, keys + (bucket["key"],))
 
     aggs = response.get("aggregations", {})
@@ -781,34 +793,30 @@ def tabify(pq: PanelQuery, response: dict) -> list[dict]:
 
 
 def get_path(doc: Any, path: str) -> Any:
-    """Value of a dotted field in a _source document; lists of objects give a flat list."""
+    """Value of a dotted field in a _source document (a list where the source has one; a
+    field inside a list of objects gives the list of its values)."""
     parts = path.split(".")
-    values = [doc]
-    for i, part in enumerate(parts):
-        nxt = []
-        for v in values:
-            if isinstance(v, dict):
-                if part in v:
-                    nxt.append(v[part])
-                elif ".".join(parts[i:]) in v:          # a dotted key in the source
-                    nxt.append(v[".".join(parts[i:])])
-                    return _flat(nxt)
-            elif isinstance(v, list):
-                nxt.extend(x.get(part) for x in v if isinstance(x, dict) and part in x)
-        values = _flat(nxt)
-    if not values:
+
+    def walk(value: Any, i: int) -> Any:
+        if i == len(parts):
+            return value
+        if isinstance(value, list):
+            out = []
+            for item in value:
+                got = walk(item, i)
+                if isinstance(got, list):
+                    out.extend(got)
+                elif got is not None:
+                    out.append(got)
+            return out or None
+        if isinstance(value, dict):
+            if parts[i] in value:
+                return walk(value[parts[i]], i + 1)
+            rest = ".".join(parts[i:])               # a dotted key in the source
+            return value.get(rest)
         return None
-    return values[0] if len(values) == 1 and not isinstance(values[0], list) else values
 
-
-def _flat(values: list) -> list:
-    out = []
-    for v in values:
-        if isinstance(v, list):
-            out.extend(v)
-        elif v is not None:
-            out.append(v)
-    return out
+    return walk(doc, 0)
 
 
 # -- import -----------------------------------------------------------------------------------
@@ -913,7 +921,8 @@ def import_saved_objects(url: str, ndjson_path: str | Path = NDJSON, *, space: s
                 what += ": " + ", ".join(f"{r.get('type')} {r.get('id')}" for r in e.get("references", []))
             elif e.get("message"):
                 what += ": " + e["message"]
-            lines.append(f"  {err.get('type')} {err.get('id')} ({err.get('title') or err.get('meta', {}).get('title', '')}): {what}")
+            title = err.get("title") or err.get("meta", {}).get("title", "")
+            lines.append(f"  {err.get('type')} {err.get('id')} ({title}): {what}")
         raise KibanaError(f"Kibana imported {result.get('successCount', 0)} object(s) from {path.name}, "
                           f"{len(result.get('errors', []))} failed:\n" + "\n".join(lines))
     return result
@@ -985,7 +994,7 @@ def _preview(settings_file: str | None, time_range: tuple[str, str] | None) -> i
     client = make_client(es)
     try:
         for pq in panel_queries(build_objects(Indices.from_settings(es)), time_range=time_range):
-            resp = client.search(index=pq.index, allow_no_indices=True, ignore_unavailable=True, **pq.body)
+            resp = client.search(index=pq.index, allow_no_indices=True, ignore_unavailable=True, body=pq.body)
             rows = tabify(pq, resp.body if hasattr(resp, "body") else resp)
             print(f"== {pq.title} [{pq.object_type} {pq.object_id}] {pq.index} {pq.query or '*'}")
             for row in rows[:20]:

@@ -233,10 +233,12 @@ def test_panel_queries_are_what_kibana_sends():
                                                                      "analyze_wildcard": True}}]
     assert disk.body["query"]["bool"]["filter"] == [{"range": {"last_seen": {
         "gte": "2017-06-06T00:00:00Z", "lte": "2017-06-07T00:00:00Z", "format": "strict_date_optional_time"}}}]
-    assert disk.body["aggs"] == {"4": {"terms": {"field": "hosts", "size": 20, "order": {"_count": "desc"}},
-                                       "aggs": {"2": {"sum": {"field": "count"}}, "3": {"max": {"field": "last_seen"}}}}}
+    assert disk.body["aggs"] == {"4": {
+        "terms": {"field": "hosts", "size": 20, "order": {"_count": "desc"}},
+        "aggs": {"2": {"sum": {"field": "count"}}, "3": {"max": {"field": "last_seen"}}}}}
     over_time = qs["osloscope-vis-incidents-over-time-by-type"].body["aggs"]
-    assert over_time["2"]["date_histogram"] == {"field": "last_seen", "fixed_interval": "30m", "min_doc_count": 1}
+    assert over_time["2"]["date_histogram"] == {"field": "last_seen", "fixed_interval": "30m", "time_zone": "UTC",
+                                                "min_doc_count": 1}
     assert over_time["2"]["aggs"]["3"]["terms"]["field"] == "type"
     retry = qs["osloscope-vis-retry-exhaustion-by-resource"].body["aggs"]["3"]
     assert retry["aggs"]["4"]["terms"]["missing"] == kibana.MISSING
@@ -254,7 +256,8 @@ def test_panel_queries_are_what_kibana_sends():
 def test_auto_interval():
     assert kibana.auto_interval(("2017-06-06T00:00:00Z", "2017-06-06T00:15:00Z")) == {"fixed_interval": "30s"}
     assert kibana.auto_interval(("2017-06-06T00:00:00Z", "2017-06-08T00:00:00Z")) == {"calendar_interval": "1h"}
-    assert kibana.auto_interval(("2017-06-01T00:00:00Z", "2017-07-01T00:00:00Z")) == {"fixed_interval": "12h"}
+    assert kibana.auto_interval(("2017-06-01T00:00:00Z", "2017-06-08T00:00:00Z")) == {"fixed_interval": "12h"}
+    assert kibana.auto_interval(("2017-06-01T00:00:00Z", "2017-07-01T00:00:00Z")) == {"calendar_interval": "1d"}
     assert kibana.auto_interval(("2015-01-01T00:00:00Z", "2018-01-01T00:00:00Z")) == {"calendar_interval": "1M"}
 
 
@@ -270,6 +273,7 @@ def test_tabify_rows():
         {"keys": ("retry_exhausted.volume_not_created", "vol-1", "inst-1"), "count": 1, "1": 1, "2": 3.0},
         {"keys": ("retry_exhausted.volume_not_created", kibana.MISSING, kibana.MISSING), "count": 1, "1": 1,
          "2": 1.0}]
+    assert kibana.tabify(pq, {"hits": {"total": {"value": 0}, "hits": []}}) == []    # index missing
     search = next(q for q in kibana.panel_queries() if q.object_id == "osloscope-search-open-incidents")
     rows = kibana.tabify(search, {"hits": {"hits": [{"_id": "a", "_source": {
         "severity": "critical", "type": "disk_full", "title": "t", "hosts": ["compute-2"], "count": 2,
@@ -289,6 +293,8 @@ def test_builders_follow_the_configured_index_names():
     assert kibana.ndjson_for(kibana.Indices()) == NDJSON           # defaults: the committed file
     other = kibana.ndjson_for(kibana.Indices("it-1-events-*", "it-1-incidents", "it-1-requests"))
     assert other != NDJSON and kibana.load_ndjson(other) == objs
+    other.unlink()
+    other.parent.rmdir()
 
 
 # -- import into a (fake, but real HTTP) Kibana ----------------------------------------------------
@@ -304,7 +310,7 @@ class FakeKibana:
             def do_POST(self):  # noqa: N802
                 length = int(self.headers.get("Content-Length", 0))
                 body = self.rfile.read(length)
-                outer.requests.append({"path": self.path, "headers": dict(self.headers.items()), "body": body})
+                outer.requests.append({"path": self.path, "headers": self.headers, "body": body})
                 status, answer = outer.answers.pop(0) if outer.answers else (200, outer.success(body))
                 data = answer.encode() if isinstance(answer, str) else json.dumps(answer).encode()
                 self.send_response(status)
@@ -361,7 +367,7 @@ def test_import_posts_the_file_as_multipart_with_kbn_xsrf(objects):
     (req,) = kb.requests
     assert req["path"] == "/api/saved_objects/_import?overwrite=true"
     assert req["headers"]["kbn-xsrf"]
-    assert "Authorization" not in req["headers"]
+    assert req["headers"].get("Authorization") is None
     filename, content = upload(req)
     assert filename == "osloscope.ndjson" and content == NDJSON.read_bytes()
     assert kibana.summarize(result) == (f"{len(objects)} saved object(s) (2 dashboard, 3 index-pattern, "
