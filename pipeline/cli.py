@@ -22,6 +22,10 @@ Streaming (Kafka + Elasticsearch; `osloscope services up` runs both locally):
   osloscope ship /var/log/nova /var/log/cinder            tail logs into Kafka
   osloscope incidents --status open                       list incidents from Elasticsearch
   osloscope watch /var/log/nova --host compute-1          live detection on local files
+  osloscope notify                                        webhooks (JSON, Alertmanager, Slack)
+  osloscope silence add --matcher host=compute-2 --duration 2h --comment maintenance
+  osloscope trace req-... [--logs PATH...]                one request across services
+  osloscope rules list | rules test PATH...               the known-issue signature library
 
 Exit codes: 0 no incidents, 1 incidents found, 2 usage or input errors.
 """
