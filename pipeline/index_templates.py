@@ -28,7 +28,7 @@ TEXT = {
     "message": 2048, "event.original": None, "event.reason": 1024, "error.message": 2048,
     "error.stack_trace": None, "title": 1024, "summary": None, "probable_cause": None,
     "remediation": None, "evidence.message": None, "exceptions.message": 2048,
-    "root_cause.message": 2048, "root_cause.reason": 2048,
+    "root_cause.message": 2048,
 }
 DYNAMIC_STRINGS = {"match_mapping_type": "string", "mapping": {"type": "keyword", "ignore_above": 4096}}
 
