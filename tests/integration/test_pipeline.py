@@ -209,6 +209,14 @@ def test_ship_worker_elasticsearch_end_to_end(settings_env, names, logs, tmp_pat
         assert any(g.decode("utf-8", "backslashreplace") in r for r in raws), (g, raws)
     assert all(d["reason"] for d in dead)
 
+    # `osloscope trace` follows the request through the indexed events
+    out = subprocess.run(OSLOSCOPE + ["trace", "req-c5016b48-399b-44f8-adea-a86421f1e129"],
+                         env={**os.environ, **settings_env}, cwd=ROOT, capture_output=True, timeout=60)
+    assert out.returncode == 0, out.stderr.decode()
+    text = out.stdout.decode()
+    assert "!! 2017-06-06 09:30:28.514" in text and "VolumeNotCreated" in text
+    assert "root cause: cinder-volume" in text
+
     # and `osloscope incidents` lists them
     out = subprocess.run(OSLOSCOPE + ["incidents", "--format", "jsonl"], env={**os.environ, **settings_env},
                          cwd=ROOT, capture_output=True, timeout=60)
