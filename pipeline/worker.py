@@ -115,6 +115,8 @@ def build_app(settings, *, sink=None):
         # a SIGKILLed member holds its partitions until its session times out
         stream_wait_empty=False,
         broker_commit_interval=1.0,
+        consumer_max_fetch_size=8 * 1024 * 1024,      # events are ~1-2 KiB: fetch whole batches
+        stream_buffer_maxsize=4 * w.batch_size,
         broker_session_timeout=w.session_timeout,
         broker_heartbeat_interval=max(1.0, w.session_timeout / 5),
         datadir=str(Path(w.state_dir) / w.app_id / "faust"),
