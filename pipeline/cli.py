@@ -135,6 +135,7 @@ def cmd_analyze(args) -> int:
     from . import codec, detection, render
     from .analyze import analyze
     from .progress import Progress
+    from .rootcause import EngineWithRequests
 
     _check_tz(args.tz)
     since, until = _time_arg("--since", args.since), _time_arg("--until", args.until)
@@ -146,10 +147,12 @@ def cmd_analyze(args) -> int:
         return _analyze_requests(args, files, since, until)
     bar = Progress(sum(f.size for f in files), "analyzing", enabled=args.progress)
     dead = _DeadLetters(args.dead_letter)
-    engine = Engine(detection.build(auth_threshold=args.auth_threshold, auth_window=args.auth_window))
+    engine = EngineWithRequests(Engine(detection.build(auth_threshold=args.auth_threshold,
+                                                       auth_window=args.auth_window)))
     try:
         result = analyze(files, tz=args.tz, since=since, until=until, engine=engine,
                          on_progress=bar.advance, on_unparsed=dead.write)
+        result.incidents = engine.finish(result.incidents)
     finally:
         bar.close()
         dead.close()

@@ -40,6 +40,9 @@ def table(incidents: list[dict], *, details: bool = True) -> str:
                 lines.append(wrap.fill(f"ids:   {res}"))
             if inc["request_ids"]:
                 lines.append(wrap.fill(f"reqs:  {', '.join(inc['request_ids'][:4])}"))
+            rc = (inc.get("details") or {}).get("root_cause")
+            if rc and rc.get("reason"):
+                lines.append(wrap.fill(f"chain: {rc['reason']}"))
             lines.append(wrap.fill(f"cause: {inc['probable_cause']}"))
             lines.append(wrap.fill(f"fix:   {inc['remediation']}"))
             ev = inc["evidence"][-1] if inc["evidence"] else None

@@ -35,6 +35,7 @@ from . import codec, detection
 from .extract import Source
 from .naming import service_from_path
 from .parser import Parser
+from .rootcause import RootCauses
 
 log = logging.getLogger("osloscope.worker")
 
@@ -264,6 +265,7 @@ class CorrelateStage:
         self.settings = settings
         self.engine = Engine(detection.for_settings(settings, "request"))
         self.windows = RequestWindows()
+        self.causes = RootCauses()
         self.offsets: dict[str, int] = {}
         self.seen: OrderedDict[str, None] = OrderedDict()
         self.seen_max = SEEN_PER_BATCH * settings.worker.batch_size + 1000
@@ -307,7 +309,7 @@ class CorrelateStage:
                 self.idle.saw(now, ts)
             docs = self.engine.feed(ev)
             if docs:
-                latest = {d["id"]: d for d in docs}
+                latest = {d["id"]: d for d in self.causes.track(docs)}
                 out.incidents.extend(latest.values())
                 self.stats["incidents_out"] += len(latest)
             self._requests(self.windows.feed(ev), out, sink)
@@ -315,6 +317,7 @@ class CorrelateStage:
 
     def _requests(self, summaries: list[dict], out: Output, sink) -> None:
         if summaries:
+            out.incidents.extend(self.causes.learn(summaries))   # incidents now knowing their cause
             self.stats["requests_out"] += len(summaries)
             if sink is not None:
                 out.es_actions.extend(sink.request_action(s) for s in summaries)
@@ -323,15 +326,17 @@ class CorrelateStage:
         out = Output()
         virtual = self.idle.virtual_now(now, self.engine.watermark)
         if virtual is not None:
+            self._requests(self.windows.advance(virtual), out, sink)   # causes first, then resolve
             docs = self.engine.advance(virtual)
-            out.incidents.extend({d["id"]: d for d in docs}.values())
-            self._requests(self.windows.advance(virtual), out, sink)
+            out.incidents.extend({d["id"]: d for d in self.causes.track(docs)}.values())
         return out
 
     def snapshot(self) -> bytes:
         return pickle.dumps({"version": STATE_VERSION, "stage": self.name, "offsets": self.offsets,
                              "engine": self.engine.snapshot(), "seen": list(self.seen),
-                             "windows": self.windows.snapshot()},
+                             "windows": self.windows.snapshot(),
+                             "causes": (list(self.causes.by_request.items()),
+                                        list(self.causes.incidents.items()))},
                             protocol=pickle.HIGHEST_PROTOCOL)
 
     def restore(self, data: bytes, now: float) -> None:
@@ -343,6 +348,9 @@ class CorrelateStage:
         self.seen = OrderedDict((k, None) for k in state["seen"])
         if "windows" in state:
             self.windows.restore(state["windows"])
+        if "causes" in state:
+            self.causes.by_request = OrderedDict(state["causes"][0])
+            self.causes.incidents = OrderedDict(state["causes"][1])
 
 
 class _IdleClock:

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from support import SAMPLES, analyze_paths
+from support import FIXTURES, SAMPLES, analyze_paths
 
 from detectors import Engine
 from pipeline import detection
@@ -178,3 +178,17 @@ def test_rotated_file_records_get_new_ids(settings):
     out.extend(p.tick(2e9))
     ids = [json.loads(v)["_id"] for _k, v in out.events]
     assert len(ids) == 2 and ids[0] != ids[1]
+
+
+def test_correlate_stage_gives_incidents_their_root_cause(settings):
+    out, incidents = run(settings, raw_messages([FIXTURES / "seeds" / "S20"]))
+    c = CorrelateStage(settings)
+    ev = [RawMessage("events", 0, i, k, v) for i, (k, v) in enumerate(out.events)]
+    docs = c.process(ev, 0.0).incidents + c.tick(1e12).incidents
+    # the window closes when time moves on; flush what is left the way a quiet stream would
+    docs += c.causes.learn(c.windows.flush())
+    final = {}
+    for d in docs:
+        final[d["id"]] = d
+    inc = next(d for d in final.values() if d["rule"] == "retry_exhausted.volume_not_created")
+    assert inc["details"]["root_cause"]["component"] == "cinder-volume"
