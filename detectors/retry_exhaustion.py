@@ -300,7 +300,12 @@ class RetryExhaustion(Detector):
         text = ev.text()
         host, service = ev.host or "unknown", ev.service or "unknown"
         fired = False
-        if _PREFILTER.search(text):
+        # every rule, attempt and reschedule pattern contains one of these
+        # substrings: without one, only the state-driven checks can fire
+        hit = ("retr" in text or "Exceeded max" in text or "did not finish" in text or "done trying" in text
+               or "network setup" in text or "SQL connection" in text or "glance server" in text
+               or "re-scheduled" in text or "last host" in text)
+        if hit and _PREFILTER.search(text):
             for rule in RULES:
                 m = rule.pattern.search(text)
                 if not m:
@@ -321,9 +326,9 @@ class RetryExhaustion(Detector):
                 fired = True
                 break
         if not fired:
-            fired = self._sequences(ev, text, host, service, out)
+            fired = self._sequences(ev, text, host, service, out, hit)
         if not fired:
-            m = RESCHEDULED.search(text) or LAST_HOST.search(text)
+            m = (RESCHEDULED.search(text) or LAST_HOST.search(text)) if hit else None
             if m and m.re is RESCHEDULED:
                 self._remember_attempt(("instance", m.group(1)), ev)
             elif m and ev.instance_id:
@@ -334,20 +339,22 @@ class RetryExhaustion(Detector):
             _bounded_put(self.related, rid, (ev.ts or 0.0, evidence_of(ev)), 5)
         return out
 
-    def _sequences(self, ev: Event, text: str, host: str, service: str, out: list[dict]) -> bool:
-        m = SQL_ATTEMPT.search(text)
-        if m:
-            if int(m.group(1)) >= 0:     # -1, -2, ...: max_retries=-1, retries forever
-                self._remember_attempt(("db", host, service), ev)
-            return True
-        m = GLANCE_RETRY.search(text)
-        if m:
-            self._remember_attempt(("glance", host, service, m.group(1)), ev)
-            return True
-        m = KSA_RETRY.search(text)
-        if m:
-            self._remember_attempt(("ksa", host, service), ev)
-            return True
+    def _sequences(self, ev: Event, text: str, host: str, service: str, out: list[dict],
+                   hit: bool = True) -> bool:
+        if hit:
+            m = SQL_ATTEMPT.search(text)
+            if m:
+                if int(m.group(1)) >= 0:     # -1, -2, ...: max_retries=-1, retries forever
+                    self._remember_attempt(("db", host, service), ev)
+                return True
+            m = GLANCE_RETRY.search(text)
+            if m:
+                self._remember_attempt(("glance", host, service, m.group(1)), ev)
+                return True
+            m = KSA_RETRY.search(text)
+            if m:
+                self._remember_attempt(("ksa", host, service), ev)
+                return True
         if ev.level in ("ERROR", "CRITICAL", "FATAL"):
             key = ("db", host, service)
             if key in self.attempts and DB_CONN_ERROR.search(text):

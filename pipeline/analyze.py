@@ -20,7 +20,7 @@ from detectors import Engine, default_detectors
 from detectors.model import Event
 
 from .parser import Parser
-from .sources import LogFile, read_lines
+from .sources import LogFile, read_chunks
 
 REORDER_SLACK = 300.0       # seconds a record may arrive late within one file
 REORDER_MAX = 200_000       # records held at most per file
@@ -48,11 +48,12 @@ def file_events(lf: LogFile, tz: str | None, stats: Stats,
                 on_progress: Callable[[int], None] | None = None) -> Iterator[Event]:
     """Every event of one file, in file order (records complete per pid)."""
     parser = Parser(tz, syslog_year=_year_of(lf))
-    feed, src = parser.feed, lf.source
+    feed, src = parser.feed_chunk, lf.source
     n = 0
-    for offset, raw in read_lines(lf, on_progress=on_progress):
-        n += 1
-        evs = feed(raw, src, offset)
+    # a chunk of lines at a time: the same events as Parser.feed per line
+    for offset, chunk in read_chunks(lf, on_progress=on_progress):
+        n += chunk.count(b"\n") + (chunk[-1:] != b"\n")
+        evs = feed(chunk, src, offset)
         if evs:
             yield from evs
     yield from parser.flush()

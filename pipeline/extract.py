@@ -68,33 +68,52 @@ def service_from_logger(logger: str | None, prog: str | None = None) -> str | No
 
 def parse_context(ctx: str, ev: Event) -> None:
     """``[...]`` contents of every era into request/global ids and identity."""
+    d: dict = {}
+    _context_fields(ctx, d)
+    for name, value in d.items():
+        setattr(ev, name, value)
+
+
+_REQ_CHARS = frozenset("0123456789abcdefABCDEF-")
+_new_event = object.__new__
+
+
+def _context_fields(ctx: str, d: dict) -> None:
+    """The ids and identity found in a context block, into a field dict
+    (only what is present is set)."""
     tokens = ctx.split()
     if not tokens or tokens[0] == "-" and len(tokens) == 1:
         return
     i = 0
     if len(tokens) > 1 and is_request_id(tokens[1]):
         if is_request_id(tokens[0]):
-            ev.global_request_id = tokens[0]
-        ev.request_id = tokens[1]
+            d["global_request_id"] = tokens[0]
+        d["request_id"] = tokens[1]
         i = 2
     elif is_request_id(tokens[0]):
-        ev.request_id = tokens[0]
+        d["request_id"] = tokens[0]
         i = 1
-    ident = tokens[i:i + 2]
-    u = ident[0] if ident and ident[0] not in ("-", "None") else None
-    p = ident[1] if len(ident) > 1 and ident[1] not in ("-", "None") else None
+    n = len(tokens) - i
+    if n <= 0:
+        return
+    u = tokens[i]
+    if u == "-" or u == "None":
+        u = None
+    p = tokens[i + 1] if n > 1 else None
+    if p == "-" or p == "None":
+        p = None
     if u is None and p is None:
         return
     if (u and _hexish(u)) or (p and _hexish(p)):
-        ev.user_id, ev.project_id = u, p
+        names = ("user_id", "project_id")
     elif u and p:                     # devstack: %(project_name)s %(user_name)s
-        ev.project_name, ev.user_name = u, p
+        names = ("project_name", "user_name")
     else:
-        ev.user_name, ev.project_name = u, p
-
-
-_REQ_CHARS = frozenset("0123456789abcdefABCDEF-")
-
+        names = ("user_name", "project_name")
+    if u is not None:
+        d[names[0]] = u
+    if p is not None:
+        d[names[1]] = p
 
 
 def is_request_id(token: str) -> bool:
@@ -102,7 +121,7 @@ def is_request_id(token: str) -> bool:
 
 
 def _hexish(s: str) -> bool:
-    return len(s) >= 32 and all(c in "0123456789abcdefABCDEF-" for c in s)
+    return len(s) >= 32 and _REQ_CHARS.issuperset(s)
 
 
 def strip_instance(body: str) -> str:
@@ -198,6 +217,17 @@ def _url_path(url: str) -> str:
     return url.split("?", 1)[0]
 
 
+
+def _traceback(body: list[str], d: dict) -> tuple[list[str], str | None, str | None]:
+    """Set ``d["stack_trace"]`` from traceback lines; (lines, error type, message)."""
+    text = "\n".join(body)
+    if INSTANCE_PREFIX in text:
+        body = [strip_instance(b) for b in body]
+        text = "\n".join(body)
+    d["stack_trace"] = text.rstrip() or None
+    error_type, error_message = exception_of(body)
+    return body, error_type, error_message
+
 def resources_of(text: str, own: tuple) -> dict | None:
     res: dict[str, list] | None = None
     if _UUIDISH.search(text):
@@ -227,6 +257,7 @@ class Extractor:
     def __init__(self, tp: TimeParser, syslog_year: int) -> None:
         self.tp = tp
         self.syslog_year = syslog_year
+        self._services: dict[tuple, str | None] = {}     # (logger, prog) -> service
 
     def _time(self, rec: Record) -> tuple[float, str]:
         if rec.ts_text is not None:
@@ -237,64 +268,90 @@ class Extractor:
         stamp, iso = rec.syslog_ts
         return self.tp.parse_iso(stamp) if iso else self.tp.parse_syslog(stamp, self.syslog_year)
 
+    def _service(self, logger: str | None, prog: str | None) -> str | None:
+        key = (logger, prog)
+        try:
+            return self._services[key]
+        except KeyError:
+            pass
+        if len(self._services) >= 4096:
+            self._services.clear()
+        svc = self._services[key] = service_from_logger(logger, prog)
+        return svc
+
     def unparsed(self, rec: Record, src: Source, reason: str, ts: float | None, stamp: str | None) -> Event:
         return Event(kind="unparsed", reason=reason, message=rec.original, original=rec.original,
                      host=rec.host or src.host, service=src.service, file_path=src.path,
                      offset=rec.offset, ts=ts, timestamp=stamp)
 
     def build(self, rec: Record, src: Source, last: tuple[float | None, str | None]) -> Event:
-        if rec.kind == "unparsed":
-            return self.unparsed(rec, src, rec.reason or "unparseable", *last)
-        if rec.kind == "access":
+        if rec.kind != "log":
+            if rec.kind == "unparsed":
+                return self.unparsed(rec, src, rec.reason or "unparseable", *last)
             return self._apache(rec, src, last)
         try:
-            ts, stamp = self._time(rec)
+            t = rec.ts_text
+            if t is not None and t[10] != "T" and t[19:20] != ",":
+                ts, stamp = self.tp.parse(t)
+            else:
+                ts, stamp = self._time(rec)
         except InvalidTimestamp as exc:
             return self.unparsed(rec, src, str(exc), *last)
-        ev = Event(ts=ts, timestamp=stamp, level=rec.level, logger=rec.logger,
-                   pid=int(rec.pid) if rec.pid and rec.pid.isdigit() else None,
-                   host=rec.host or src.host, file_path=src.path, offset=rec.offset)
-        ev.service = src.service or service_from_logger(rec.logger, rec.prog)
-        ev.original = rec.lines[0] if len(rec.lines) == 1 else rec.original
+        level = rec.level
+        pid = rec.pid
+        lines = rec.lines
+        # the event's fields, straight into its __dict__ (Event(**kw) checks
+        # every name; these are known): unset fields read as None
+        d = {"ts": ts, "timestamp": stamp, "level": level, "logger": rec.logger,
+             "pid": int(pid) if pid and pid.isdigit() else None, "host": rec.host or src.host,
+             "file_path": src.path, "offset": rec.offset,
+             "service": src.service or self._service(rec.logger, rec.prog),
+             "original": lines[0] if len(lines) == 1 else "\n".join(lines)}
+        ev = _new_event(Event)
+        ev.__dict__ = d
         rest = rec.rest
         if "\x1b[" in rest:
             rest = ANSI.sub("", rest)
-        n = context_end(rest)
-        if n:
-            parse_context(rest[1:rest.find("]")], ev)
-            rest = rest[n:]
-        if rest.startswith(INSTANCE_PREFIX) and rest[47:48] == "]" and UUID_RE.fullmatch(rest, 11, 47):
-            ev.instance_id = rest[11:47].lower()
-            rest = rest[49:] if rest[48:49] == " " else rest[48:]
+        if rest[:1] == "[":
+            n = context_end(rest)
+            if n:
+                _context_fields(rest[1:rest.find("]")], d)
+                rest = rest[n:]
+            if rest.startswith(INSTANCE_PREFIX) and rest[47:48] == "]" and UUID_RE.fullmatch(rest, 11, 47):
+                d["instance_id"] = rest[11:47].lower()
+                rest = rest[49:] if rest[48:49] == " " else rest[48:]
+        error_type = error_message = None
         if rec.orphan:
-            body = [strip_instance(b) for b in rec.tb]
-            ev.stack_trace = "\n".join(body).rstrip() or None
-            ev.error_type, ev.error_message = exception_of(body)
-            msg = f"{ev.error_type}: {ev.error_message}" if ev.error_type else (body[0] if body else "")
+            body, error_type, error_message = _traceback(rec.tb, d)
+            msg = f"{error_type}: {error_message}" if error_type else (body[0] if body else "")
         else:
             msg = rest
             if rec.cont:
                 msg = msg + "\n" + "\n".join(rec.cont)
-            if rec.level == "DEBUG":
+            if level == "DEBUG":
                 msg = _strip_debug_suffix(ev, msg)
             if rec.tb:
-                body = [strip_instance(b) for b in rec.tb]
-                ev.stack_trace = "\n".join(body).rstrip() or None
-                ev.error_type, ev.error_message = exception_of(body)
-            if ev.error_type is None and rec.level != "DEBUG" and rec.level != "INFO" and ": " in msg:
+                _body, error_type, error_message = _traceback(rec.tb, d)
+            if error_type is None and level != "DEBUG" and level != "INFO" and ": " in msg:
                 m = ERR_SUFFIX.search(msg.split("\n", 1)[0])
                 if m:
-                    ev.error_type, ev.error_message = m.group(1), m.group(2)
-        ev.message = msg
+                    error_type, error_message = m.group(1), m.group(2)
+        if error_type is not None:
+            d["error_type"] = error_type
+        if error_message is not None:
+            d["error_message"] = error_message
+        d["message"] = msg
         access_fields(ev, msg, rec.logger)
         # ids are named near the start of a message: scan a bounded prefix, so
         # a 20 kB DEBUG response body costs no more than a short line
-        text = msg[:RESOURCE_SCAN] if ev.error_message is None else f"{msg[:RESOURCE_SCAN]}\n{ev.error_message[:RESOURCE_SCAN]}"
-        ev.resources = resources_of(text, (ev.request_id, ev.global_request_id))
+        text = msg[:RESOURCE_SCAN] if error_message is None else f"{msg[:RESOURCE_SCAN]}\n{error_message[:RESOURCE_SCAN]}"
+        res = resources_of(text, (d.get("request_id"), d.get("global_request_id")))
+        if res is not None:
+            d["resources"] = res
         if "Errno" in text:
             m = ERRNO.search(text)
             if m:
-                ev.errno = m.group(1)
+                d["errno"] = m.group(1)
         return ev
 
     def _apache(self, rec: Record, src: Source, last) -> Event:

@@ -11,6 +11,9 @@ carrying the raw text and the reason.
 """
 from __future__ import annotations
 
+from itertools import accumulate, count, repeat
+from operator import add
+
 from detectors.model import Event
 
 from . import envelope
@@ -39,6 +42,20 @@ def decode(raw: bytes | str) -> str:
     if raw.endswith("\r"):
         raw = raw[:-1]
     return raw
+
+
+def _split_lines(data: bytes) -> list[bytes]:
+    """Lines as a file reader yields them: split after each newline."""
+    parts = data.split(b"\n")
+    lines = [p + b"\n" for p in parts[:-1]]
+    if parts[-1]:
+        lines.append(parts[-1])
+    return lines
+
+
+def _line_starts(data: bytes) -> list[int]:
+    """Byte offset of each line of ``data`` from its start."""
+    return list(map(add, accumulate(map(len, data.split(b"\n")), initial=0), count()))
 
 
 class Parser:
@@ -78,6 +95,76 @@ class Parser:
         recs: list = []
         st.folder.feed(line, offset, recs)
         return self._events(st, recs) if recs else EMPTY
+
+    def feed_chunk(self, data: bytes, source: Source, offset: int | None = None) -> list[Event] | tuple:
+        """The events completed by a chunk of lines: exactly what ``feed`` of
+        each of its lines in turn (split after every ``\\n``, offsets counted
+        on from ``offset``) would return, concatenated, but decoded and folded
+        a chunk at a time. A chunk ends at a line end; at the end of input the
+        last line may lack its newline.
+        """
+        if not data:
+            return EMPTY
+        ascii_ = data.isascii()
+        text = data.decode("ascii") if ascii_ else data.decode("utf-8", "backslashreplace")
+        if text[:1] == "{" or "\n{" in text:
+            return self._feed_each(_split_lines(data), source, offset)     # JSON lines: one by one
+        starts = None
+        if "\r" in text:
+            # feed() drops one \r before each newline and at the very end
+            text = text.replace("\r\n", "\n")
+            if text[-1] == "\r":
+                text = text[:-1] + "\n"
+            if offset is not None:
+                starts = _line_starts(data)
+        elif not ascii_ and offset is not None:
+            starts = _line_starts(data)
+        st = self.streams.get((source.host, source.path)) or self._stream(source)
+        recs: list = []
+        st.folder.feed_text(text, offset, starts, recs)
+        return self._events(st, recs) if recs else EMPTY
+
+    def feed_lines(self, lines: list, source: Source, first_offset: int | None = None) -> list[Event] | tuple:
+        """``feed`` of each line in turn (the offset advancing by each line's
+        length), concatenated. Byte lines as a file reader yields them (with
+        their newline) are joined and folded a chunk at a time."""
+        n = len(lines)
+        if not n:
+            return EMPTY
+        if not all(map(isinstance, lines, repeat(bytes))):
+            return self._feed_each(lines, source, first_offset)
+        ends = list(map(bytes.endswith, lines, repeat(b"\n")))
+        out: list[Event] = []
+        off = first_offset
+        i = 0
+        while i < n:
+            try:
+                j = ends.index(False, i) + 1    # a line without newline ends a chunk
+            except ValueError:
+                j = n
+            run = lines[i:j] if i or j < n else lines
+            data = b"".join(run)
+            if run[-1] and data.count(b"\n") == j - i - (not ends[j - 1]):
+                evs = self.feed_chunk(data, source, off)
+            else:                               # an empty line, or newlines inside one
+                evs = self._feed_each(run, source, off)
+            if evs:
+                out.extend(evs)
+            if off is not None:
+                off += len(data)
+            i = j
+        return out
+
+    def _feed_each(self, lines: list, source: Source, offset: int | None) -> list[Event]:
+        out: list[Event] = []
+        feed = self.feed
+        for raw in lines:
+            evs = feed(raw, source, offset)
+            if evs:
+                out.extend(evs)
+            if offset is not None:
+                offset += len(raw)
+        return out
 
     def _json(self, line: str, source: Source, offset: int | None) -> list[Event] | tuple:
         obj = envelope.load(line)

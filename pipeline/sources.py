@@ -122,3 +122,54 @@ def read_lines(lf: LogFile, max_line: int = MAX_LINE,
                 reported = pos
     if on_progress is not None:
         on_progress(max(lf.size - reported, 0))
+
+
+READ_SIZE = 1 << 16
+
+
+def read_chunks(lf: LogFile, max_line: int = MAX_LINE, read_size: int = READ_SIZE,
+                on_progress: Callable[[int], None] | None = None) -> Iterator[tuple[int, bytes]]:
+    """(byte offset, chunk) pairs: the lines ``read_lines`` yields, several
+    at a time. Each chunk is whole lines (the last chunk's last line may lack
+    its newline); a piece of an over-long line (``max_line`` bytes, no
+    newline) always comes alone, so splitting every chunk after each newline
+    gives exactly ``read_lines``' lines.
+
+    ``on_progress(n)`` is called after each read with the bytes consumed from
+    disk since the last call (compressed bytes for ``.gz``)."""
+    opener = gzip.open if lf.compressed else open
+    read_size = max(1, min(read_size, max_line))
+    offset = 0
+    reported = 0
+    buf = b""
+    with opener(lf.path, "rb") as fh:
+        disk = getattr(fh, "fileobj", None) or fh
+        read = fh.read
+        eof = False
+        while not eof:
+            data = read(read_size)
+            if data:
+                buf = buf + data if buf else data
+            else:
+                eof = True
+            while buf:
+                if len(buf) > max_line:
+                    cut = buf.rfind(b"\n", 0, max_line) + 1
+                    if cut == 0:            # no newline in max_line bytes: a piece
+                        cut = max_line
+                elif eof:
+                    cut = len(buf)
+                else:
+                    cut = buf.rfind(b"\n") + 1
+                    if cut == 0:
+                        break               # a line still incomplete: read on
+                chunk = buf[:cut] if cut < len(buf) else buf
+                buf = buf[cut:]
+                yield offset, chunk
+                offset += len(chunk)
+            if on_progress is not None and data:
+                pos = disk.tell()
+                on_progress(pos - reported)
+                reported = pos
+    if on_progress is not None:
+        on_progress(max(lf.size - reported, 0))

@@ -13,8 +13,15 @@ MONTHS = {m: i for i, m in enumerate(
     ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), 1)}
 
 
+_POW10 = tuple(10 ** n for n in range(10))
+
+
 class InvalidTimestamp(ValueError):
     """A timestamp that has the right shape but names no real instant."""
+
+
+class _Braces(Exception):
+    """A second text with ``{`` or ``}`` (see ``TimeParser._parse_template``)."""
 
 
 def tz_of(name: str | None) -> tzinfo:
@@ -41,18 +48,21 @@ class TimeParser:
 
     def __init__(self, tz: str | tzinfo | None = None) -> None:
         self.tz = tz if isinstance(tz, tzinfo) else tz_of(tz)
-        self._cache: dict[str, tuple[int, str]] = {}
+        # second text -> (epoch, ISO date+time, ISO zone offset)
+        self._cache: dict[str, tuple[int, str, str]] = {}
 
-    def _second(self, text: str) -> tuple[int, str]:
+    def _second(self, text: str) -> tuple[int, str, str]:
         hit = self._cache.get(text)
         if hit is not None:
             return hit
+        if "{" in text or "}" in text:
+            raise _Braces
         try:
             dt = datetime(int(text[0:4]), int(text[5:7]), int(text[8:10]), int(text[11:13]),
                           int(text[14:16]), int(text[17:19]), tzinfo=self.tz)
         except ValueError as exc:
             raise InvalidTimestamp(f"invalid timestamp {text!r}: {exc}") from None
-        hit = (int(dt.timestamp()), f"{text[:10]}T{text[11:19]}{{}}{_offset_text(dt.utcoffset())}")
+        hit = (int(dt.timestamp()), f"{text[:10]}T{text[11:19]}", _offset_text(dt.utcoffset()))
         if len(self._cache) > 50_000:
             self._cache.clear()
         self._cache[text] = hit
@@ -60,7 +70,29 @@ class TimeParser:
 
     def parse(self, text: str) -> tuple[float, str]:
         """``(epoch seconds, ISO 8601 with zone)`` for oslo.log's asctime+msecs."""
-        epoch, iso = self._second(text[:19])
+        sec = text[:19]
+        try:
+            epoch, iso, zone = self._cache.get(sec) or self._second(sec)
+        except _Braces:
+            return self._parse_template(text)
+        frac = text[20:]
+        if frac and frac.isdigit():
+            n = len(frac)
+            return epoch + int(frac) / (_POW10[n] if n < 10 else 10 ** n), f"{iso}.{frac}{zone}"
+        return float(epoch), iso + zone
+
+    def _parse_template(self, text: str) -> tuple[float, str]:
+        """``parse`` as first written (a str.format template), kept for
+        second texts with braces, which only odd JSON ``asctime`` values have
+        and which the template treats in its own way."""
+        text19 = text[:19]
+        try:
+            dt = datetime(int(text19[0:4]), int(text19[5:7]), int(text19[8:10]), int(text19[11:13]),
+                          int(text19[14:16]), int(text19[17:19]), tzinfo=self.tz)
+        except ValueError as exc:
+            raise InvalidTimestamp(f"invalid timestamp {text19!r}: {exc}") from None
+        epoch = int(dt.timestamp())
+        iso = f"{text19[:10]}T{text19[11:19]}{{}}{_offset_text(dt.utcoffset())}"
         frac = text[20:]
         if frac and frac.isdigit():
             return epoch + int(frac) / 10 ** len(frac), iso.format("." + frac)

@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from support import CORPUS, FIXTURES, SAMPLES, parse_file, parse_text, require_shared
+from support import CORPUS, FIXTURES, SAMPLES, SEEDS, parse_file, parse_text, require_shared
 from detectors.model import event_to_doc
 from pipeline.lineformat import EMBEDDED_HEADER
 
@@ -331,3 +331,93 @@ def test_a_megabyte_line_parses():
     big = "2017-06-06 09:30:28.513 1 ERROR x [-] " + "A" * (1 << 20) + " No space left on device\n"
     (ev,) = parse_text(big)
     assert ev.level == "ERROR" and len(ev.message) > 1 << 20
+
+
+# -- the batch API: Parser.feed_chunk / feed_lines == Parser.feed per line ------
+def _batch_files():
+    files = sorted(CORPUS.glob("*.log")) + sorted(CORPUS.glob("*.jsonl")) + sorted(SEEDS.glob("*"))
+    files += sorted((FIXTURES / "seeds").glob("**/*.log")) + sorted(SAMPLES.glob("**/*.log"))
+    return [p for p in files if p.is_file()]
+
+
+def _docs(events):
+    return [(event_to_doc(e), e.ts) for e in events]
+
+
+def _split(data: bytes) -> list[bytes]:
+    parts = data.split(b"\n")
+    return [p + b"\n" for p in parts[:-1]] + ([parts[-1]] if parts[-1] else [])
+
+
+def _per_line(lines, src, tz="UTC"):
+    from pipeline.parser import Parser
+
+    p = Parser(tz)
+    out, off = [], 0
+    for raw in lines:
+        out.extend(p.feed(raw, src, off))
+        off += len(raw)
+    return out + p.flush()
+
+
+def _chunked(lines, src, size, tz="UTC", via_lines=False):
+    from pipeline.parser import Parser
+
+    p = Parser(tz)
+    out, off = [], 0
+    for i in range(0, len(lines), size):
+        part = lines[i:i + size]
+        out.extend(p.feed_lines(part, src, off) if via_lines else p.feed_chunk(b"".join(part), src, off))
+        off += sum(map(len, part))
+    return out + p.flush()
+
+
+def test_batch_api_gives_the_events_of_feed_per_line():
+    """feed_chunk and feed_lines, at any chunk size, on every real file (also
+    CRLF, non-UTF-8 bytes, two files glued without a final newline)."""
+    from pipeline.extract import Source
+
+    require_shared()
+    files = _batch_files()
+    assert len(files) >= 20
+    blobs = [p.read_bytes() for p in files]
+    blobs += [b.replace(b"\n", b"\r\n") for b in blobs[:6]]
+    blobs += [b.replace(b" ", b" \xff", 3) for b in blobs[:6]]
+    blobs += [blobs[2].rstrip(b"\n") + blobs[5]]
+    for k, data in enumerate(blobs):
+        src = Source("h1", None if k % 2 else "nova-compute", f"/var/log/f{k}.log")
+        lines = _split(data)
+        expected = _docs(_per_line(lines, src))
+        for size in (1, 3, 17, 1 << 20):
+            assert _docs(_chunked(lines, src, size)) == expected, (k, size)
+        assert _docs(_chunked(lines, src, 7, via_lines=True)) == expected, k
+
+
+def test_batch_api_on_records_the_block_fold_must_hand_back():
+    """Glued records, mixed ERROR/TRACE tracebacks, orphans, interleaved pids,
+    a record past MAX_RECORD_LINES, header lines without a message."""
+    from pipeline.extract import Source
+    from pipeline.fold import MAX_RECORD_LINES
+
+    t, u = "2017-06-06 09:20:01.118", "7b1c2a40-5d1e-4f7a-9c55-1e2d3f4a5b6c"
+    text = "\n".join([
+        f"{t} 11 ERROR nova.x [req-{u} - - - - -] boom",
+        f"{t} 11 ERROR nova.x Traceback (most recent call last):",
+        f"{t} 11 TRACE nova.x [instance: {u}]   File \"x.py\", line 1, in f",
+        "  continuation of the traceback",
+        f"{t} 22 TRACE nova.y Traceback (most recent call last):",
+        f"{t} 11 ERROR nova.x ValueError: x {t} 33 INFO nova.z [-] glued on",
+        f"{t} 22 TRACE nova.y ValueError: y",
+        f"{t} 11 INFO nova.x",
+        f"{t} 11 ERROR nova.x",
+        "Jan  1 00:00:00 host prog[1]: a syslog line",
+        f"{t} 44 WARNING nova.w [-] multi-line",
+        "second line",
+        "12 starts with a digit",
+        f"{t} 55 INFO nova.big [-] big",
+    ] + [f"{t} 55 ERROR nova.big line {i}" for i in range(MAX_RECORD_LINES + 3)]) + "\n"
+    src = Source("h1", None, "/var/log/x.log")
+    lines = _split(text.encode())
+    expected = _docs(_per_line(lines, src))
+    for size in (1, 2, 5, 1 << 20):
+        assert _docs(_chunked(lines, src, size)) == expected, size

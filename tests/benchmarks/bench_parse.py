@@ -5,10 +5,13 @@
 Builds an in-memory corpus of N records (default 250,000) by repeating the
 real fixture files (../shared/corpus, tests/fixtures/seeds, deploy/samples),
 re-timestamped so time moves forward monotonically, and times in one
-process, best of 3: ``HEADER.match`` over pre-decoded lines, the same plus
-per-line decoding, ``Parser.feed`` + ``flush`` (parse only) and parse +
-``Engine.feed`` on every event (the ``osloscope analyze`` path minus file
-I/O). Then prints a cProfile of the full path.
+process, best of 3: ``HEADER.match`` over pre-decoded lines (the baseline),
+the same plus per-line decoding, and the parser without and with the
+detectors (``Engine.feed`` on every event: the ``osloscope analyze`` path
+minus file I/O), each two ways: ``Parser.feed`` per line (the streaming
+path) and ``Parser.feed_lines`` over runs of CHUNK_LINES raw lines (the
+batch path ``analyze`` uses; joining and decoding are timed). The full path
+is batch parse + detect. Then prints a cProfile of the full path.
 """
 from __future__ import annotations
 
@@ -36,6 +39,7 @@ from pipeline.parser import Parser  # noqa: E402
 SHARED = Path(os.environ.get("OSLOSCOPE_SHARED", ROOT.parent / "shared"))
 SOURCE = Source("bench-host", None, "/var/log/bench/mixed.log")
 MAX_GAP = 5.0           # seconds: long quiet spans in a fixture are compressed to this
+CHUNK_LINES = 256       # lines per Parser.feed_lines call (~40 kB; analyze reads 64 KiB at a time)
 
 # The timestamp shapes of the fixtures: oslo asctime (also inside RFC 5424
 # syslog), Apache and eventlet access time, BSD syslog.
@@ -131,12 +135,12 @@ def regex_decode(lines, strs):
         match(raw.decode("utf-8", "backslashreplace"))
 
 
-def parse_only(lines, strs):
+def parse_only_per_line(lines, strs):
     for _ in run_parser(lines):
         pass
 
 
-def parse_detect(lines, strs):
+def parse_detect_per_line(lines, strs):
     engine_feed = Engine(default_detectors()).feed
     p = Parser(tz="UTC")
     feed = p.feed
@@ -146,6 +150,25 @@ def parse_detect(lines, strs):
             for ev in evs:
                 engine_feed(ev)
     for ev in p.flush():
+        engine_feed(ev)
+
+
+def run_batch(lines):
+    p = Parser(tz="UTC")
+    feed_lines = p.feed_lines
+    for i in range(0, len(lines), CHUNK_LINES):
+        yield from feed_lines(lines[i:i + CHUNK_LINES], SOURCE, None)
+    yield from p.flush()
+
+
+def parse_only(lines, strs):
+    for _ in run_batch(lines):
+        pass
+
+
+def parse_detect(lines, strs):
+    engine_feed = Engine(default_detectors()).feed
+    for ev in run_batch(lines):
         engine_feed(ev)
 
 
@@ -187,7 +210,11 @@ def main() -> None:
           f"{platform.system()} {platform.machine()}")
     print(f"corpus: {mix}; built in {time.perf_counter() - t0:.1f} s")
 
+    batch = sum(1 for _ in run_batch(lines))
+    assert batch == records, f"feed_lines gave {batch} records, feed per line {records}"
+
     paths = [("regex (pre-decoded str)", regex_str), ("regex + decode", regex_decode),
+             ("parse only, per line", parse_only_per_line), ("parse+detect, per line", parse_detect_per_line),
              ("parse only", parse_only), ("parse + detect (full)", parse_detect)]
     times = {name: best_of(fn, lines, strs) for name, fn in paths}
     base, base_dec = times["regex (pre-decoded str)"], times["regex + decode"]
