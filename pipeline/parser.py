@@ -20,6 +20,7 @@ from . import envelope
 from .extract import Extractor, Source
 from .fold import Folder
 from .naming import service_from_path
+from .redact import HINT, redact_event, redact_text
 from .timefmt import InvalidTimestamp, TimeParser
 
 EMPTY: tuple = ()
@@ -59,7 +60,8 @@ def _line_starts(data: bytes) -> list[int]:
 
 
 class Parser:
-    def __init__(self, tz: str | None = "UTC", syslog_year: int = 1970) -> None:
+    def __init__(self, tz: str | None = "UTC", syslog_year: int = 1970, *, redact: bool = True) -> None:
+        self.redact = redact             # mask passwords/tokens (pipeline/redact.py) in every event
         self.tp = TimeParser(tz)
         self.syslog_year = syslog_year
         self.extractor = Extractor(self.tp, syslog_year)
@@ -75,10 +77,13 @@ class Parser:
     def _events(self, st: _Stream, recs: list) -> list[Event]:
         events = []
         build = self.extractor.build
+        hint = HINT.search
         for rec in recs:
             ev = build(rec, st.source, st.last)
             if ev.kind != "unparsed":
                 st.last = (ev.ts, ev.timestamp)
+            if self.redact and hint(ev.original or ev.message or ""):
+                redact_event(ev)
             events.append(ev)
         return events
 
@@ -202,12 +207,17 @@ class Parser:
 
     def _oslo(self, obj: dict, source: Source, offset: int | None, line: str) -> Event:
         try:
-            return envelope.oslo_event(obj, self.tp, source.host, source.service, source.path, offset)
+            ev = envelope.oslo_event(obj, self.tp, source.host, source.service, source.path, offset)
+            if self.redact:
+                redact_event(ev)
+            return ev
         except (InvalidTimestamp, TypeError, ValueError) as exc:
             return self._unparsed(line, source, offset, f"bad oslo.log JSON record: {exc}")
 
     def _unparsed(self, line: str, source: Source, offset: int | None, reason: str) -> Event:
         last = self._stream(source).last
+        if self.redact:
+            line = redact_text(line)
         return Event(kind="unparsed", reason=reason, message=line, original=line,
                      host=source.host, service=source.service, file_path=source.path,
                      offset=offset, ts=last[0], timestamp=last[1])
