@@ -20,7 +20,7 @@ from . import envelope
 from .extract import Extractor, Source
 from .fold import Folder
 from .naming import service_from_path
-from .redact import HINT, redact_event, redact_text
+from .redact import needs_redaction, redact_event, redact_text
 from .timefmt import InvalidTimestamp, TimeParser
 
 EMPTY: tuple = ()
@@ -77,13 +77,20 @@ class Parser:
     def _events(self, st: _Stream, recs: list) -> list[Event]:
         events = []
         build = self.extractor.build
-        hint = HINT.search
+        hint = needs_redaction
         for rec in recs:
             ev = build(rec, st.source, st.last)
             if ev.kind != "unparsed":
                 st.last = (ev.ts, ev.timestamp)
-            if self.redact and hint(ev.original or ev.message or ""):
-                redact_event(ev)
+            if self.redact:
+                # probe the message and the exception line: scanning whole tracebacks for
+                # secrets would cost more than parsing them (frames rarely hold any)
+                probe = ev.message or ""
+                trace = ev.stack_trace
+                if trace:
+                    probe += trace[trace.rfind("\n") + 1:]
+                if hint(probe):
+                    redact_event(ev)
             events.append(ev)
         return events
 

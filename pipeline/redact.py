@@ -16,50 +16,75 @@ from __future__ import annotations
 import re
 
 MASK = "***"
-_KEYS = (r"(?:admin_|os[-_]|auth_|db_|service_|rabbit_|transport_)?"
-         r"(?:password|passwd|pass|pwd|secret|secret_key|api_key|apikey|credential|credentials)")
-# any hint of a secret: a password-ish key, a token header, credentials inside a URL
-HINT = re.compile(r"(?i)pass|secret|token|api_?key|credential|://[^\s/@:]+:[^\s/@]*@")
+_KEY = r"(?:pass(?:word|wd)?|pwd|secret(?:_key)?|api_?key|credentials?)"
+_TOKEN_KEY = r"(?:x-auth-token|x-subject-token|x-service-token|auth_token|admin_token|token)"
+_WORDS = ("pass", "pwd", "secret", "api_key", "apikey", "credential", "token", "://")
 
-URL = re.compile(r"\b[a-zA-Z][\w+.-]*://[^\s'\"]+")
-URL_CREDENTIALS = re.compile(r"(?P<pre>(?:://|,)[^\s/@:,'\"]+:)(?P<secret>[^\s/@'\",]+)(?=@)")
-KEY_VALUE = re.compile(
-    r"(?P<pre>(?i:['\"]?" + _KEYS + r"['\"]?)\s*(?:=|:|=>)\s*['\"]?)"
-    r"(?P<secret>(?!\*\*\*)[^\s'\",;{}\[\]&)]+)")
-TOKEN_VALUE = re.compile(
-    r"(?P<pre>(?i:['\"]?(?:x-auth-token|x-subject-token|x-service-token|auth_token|token|admin_token)"
-    r"['\"]?)\s*(?:=|:)\s*['\"]?)(?P<secret>(?:gAAAA|MII)?[A-Za-z0-9_\-+/=]{16,})")
-CLI_PASSWORD = re.compile(r"(?P<pre>--(?:os-)?password[= ])(?P<secret>(?!\*\*\*)\S+)", re.I)
-
-PATTERNS = (KEY_VALUE, TOKEN_VALUE, CLI_PASSWORD)
+# All matching runs on the lower-cased text (no (?i): Python's re then scans fast);
+# the secrets' spans are cut out of the original text.
+SECRETS = re.compile(
+    "(?:" + _KEY + r")['\"]?\s*(?:=>|[=:])\s*['\"]?(?P<s1>(?!\*\*\*)[^\s'\",;{}\[\]&)]+)"
+    "|(?:" + _TOKEN_KEY + r")['\"]?\s*[=:]\s*['\"]?(?P<s2>[a-z0-9_\-+/=]{16,})"
+    r"|--(?:os-)?password[= ](?P<s3>(?!\*\*\*)\S+)")
+URL = re.compile(r"\b[a-z][\w+.-]*://[^\s'\"]+")
+URL_CREDENTIALS = re.compile(r"(?:://|,)[^\s/@:,'\"]+:(?P<secret>[^\s/@'\",]+)(?=@)")
 
 
-def _mask(m: re.Match) -> str:
-    return m.group("pre") + MASK
+def _hinted(lowered: str) -> bool:
+    return any(w in lowered for w in _WORDS)
 
 
 def redact_text(text: str | None) -> str | None:
     """``text`` with every secret value replaced by ``***``."""
-    if not text or not HINT.search(text):
+    if not text:
         return text
-    if "://" in text:      # user:password@host, also in multi-host URLs (a:b@h1,c:d@h2)
-        text = URL.sub(lambda m: URL_CREDENTIALS.sub(_mask, m.group(0)), text)
-    for pattern in PATTERNS:
-        text = pattern.sub(_mask, text)
-    return text
+    lowered = text.lower()
+    if not _hinted(lowered):
+        return text
+    if len(lowered) != len(text):          # a few Unicode letters change length when lowered
+        lowered = "".join(c if len(c.lower()) != 1 else c.lower() for c in text)
+    spans: list[tuple[int, int]] = []
+    for m in SECRETS.finditer(lowered):
+        group = "s1" if m.start("s1") >= 0 else "s2" if m.start("s2") >= 0 else "s3"
+        spans.append(m.span(group))
+    if "://" in lowered:
+        for url in URL.finditer(lowered):
+            base = url.start()
+            spans.extend((base + m.start("secret"), base + m.end("secret"))
+                         for m in URL_CREDENTIALS.finditer(url.group(0)))
+    if not spans:
+        return text
+    out, pos = [], 0
+    for start, end in sorted(spans):
+        if start < pos:                     # overlapping matches: already masked
+            continue
+        out.append(text[pos:start])
+        out.append(MASK)
+        pos = end
+    out.append(text[pos:])
+    return "".join(out)
 
 
 FIELDS = ("message", "original", "stack_trace", "error_message", "reason")
 
 
+_PRECISE = re.compile(r"(?:" + _KEY + "|" + _TOKEN_KEY + r")['\"]?\s*(?:=>|[=:])|://[^\s/@:]+:[^\s/@]*@"
+                      r"|--(?:os-)?password")
+
+
+def needs_redaction(text: str | None) -> bool:
+    """Could ``text`` hold a secret? A substring test first, then the key-and-separator shape."""
+    if not text:
+        return False
+    lowered = text.lower()
+    return _hinted(lowered) and _PRECISE.search(lowered) is not None
+
+
 def redact_event(ev) -> None:
-    """Mask secrets in an event's text fields, in place (cheap when none)."""
-    original = ev.original
-    if original is not None and not HINT.search(original):
-        return
+    """Mask secrets in an event's text fields, in place."""
     for name in FIELDS:
         value = getattr(ev, name)
-        if value:
+        if value and needs_redaction(value):
             new = redact_text(value)
-            if new is not value:
+            if new != value:
                 setattr(ev, name, new)
