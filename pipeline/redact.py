@@ -18,7 +18,8 @@ import re
 MASK = "***"
 _KEY = r"(?:pass(?:word|wd)?|pwd|secret(?:_key)?|api_?key|credentials?)"
 _TOKEN_KEY = r"(?:x-auth-token|x-subject-token|x-service-token|auth_token|admin_token|token)"
-_WORDS = ("pass", "pwd", "secret", "api_key", "apikey", "credential", "token", "://")
+_STARTS = ("pass", "pwd", "secret", "api", "credential", "x-auth-token", "x-subject-token",
+           "x-service-token", "auth_token", "admin_token", "token", "--")
 
 # All matching runs on the lower-cased text (no (?i): Python's re then scans fast);
 # the secrets' spans are cut out of the original text.
@@ -26,12 +27,15 @@ SECRETS = re.compile(
     "(?:" + _KEY + r")['\"]?\s*(?:=>|[=:])\s*['\"]?(?P<s1>(?!\*\*\*)[^\s'\",;{}\[\]&)]+)"
     "|(?:" + _TOKEN_KEY + r")['\"]?\s*[=:]\s*['\"]?(?P<s2>[a-z0-9_\-+/=]{16,})"
     r"|--(?:os-)?password[= ](?P<s3>(?!\*\*\*)\S+)")
-URL = re.compile(r"\b[a-z][\w+.-]*://[^\s'\"]+")
+URL_END = re.compile(r"[\s'\"]")
 URL_CREDENTIALS = re.compile(r"(?:://|,)[^\s/@:,'\"]+:(?P<secret>[^\s/@'\",]+)(?=@)")
 
 
 def _hinted(lowered: str) -> bool:
-    return any(w in lowered for w in _WORDS)
+    # an explicit chain of substring tests: cheaper than any() over a tuple (runs for every record)
+    return ("pass" in lowered or "token" in lowered or "secret" in lowered or "://" in lowered
+            or "pwd" in lowered or "api_key" in lowered or "apikey" in lowered
+            or "credential" in lowered)
 
 
 def redact_text(text: str | None) -> str | None:
@@ -44,14 +48,25 @@ def redact_text(text: str | None) -> str | None:
     if len(lowered) != len(text):          # a few Unicode letters change length when lowered
         lowered = "".join(c if len(c.lower()) != 1 else c.lower() for c in text)
     spans: list[tuple[int, int]] = []
-    for m in SECRETS.finditer(lowered):
-        group = "s1" if m.start("s1") >= 0 else "s2" if m.start("s2") >= 0 else "s3"
-        spans.append(m.span(group))
-    if "://" in lowered:
-        for url in URL.finditer(lowered):
-            base = url.start()
-            spans.extend((base + m.start("secret"), base + m.end("secret"))
-                         for m in URL_CREDENTIALS.finditer(url.group(0)))
+    # the keys are literals: find them with str.find and match the pattern only there
+    # (a regex scan from every position costs ~40 us per KiB of traceback)
+    match = SECRETS.match
+    for word in _STARTS:
+        i = lowered.find(word)
+        while i != -1:
+            m = match(lowered, i)
+            if m is not None:
+                group = "s1" if m.start("s1") >= 0 else "s2" if m.start("s2") >= 0 else "s3"
+                spans.append(m.span(group))
+                i = lowered.find(word, m.end())
+            else:
+                i = lowered.find(word, i + 1)
+    i = lowered.find("://")
+    while i != -1:                         # each URL: from "://" to the next blank or quote
+        end_match = URL_END.search(lowered, i + 3)
+        end = end_match.start() if end_match else len(lowered)
+        spans.extend(m.span("secret") for m in URL_CREDENTIALS.finditer(lowered, i, end))
+        i = lowered.find("://", end)
     if not spans:
         return text
     out, pos = [], 0
