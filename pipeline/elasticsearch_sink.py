@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Callable, Iterable
+from typing import Callable
 
 log = logging.getLogger("osloscope.elasticsearch")
 
@@ -50,7 +50,6 @@ class SinkStats:
     retried: int = 0
     rejected: int = 0
     errors: int = 0
-    by_kind: dict = field(default_factory=dict)
 
 
 def day_index(prefix: str, timestamp: str | None, ts: float | None = None) -> str:
@@ -158,10 +157,6 @@ class ElasticsearchSink:
             pending = retry
         return rejected
 
-    def refresh(self) -> None:
-        self.client.indices.refresh(index=f"{self.settings.events_index_prefix}*,"
-                                          f"{self.settings.incidents_index}", ignore_unavailable=True)
-
     def close(self) -> None:
         try:
             self.client.close()
@@ -182,16 +177,6 @@ def install_templates(es, client=None, log_fn: Callable[[str], None] | None = No
             log_fn(f"index template {name} -> {', '.join(body['index_patterns'])}")
     return names
 
-
-def iter_chunks(items: Iterable, size: int):
-    chunk: list = []
-    for item in items:
-        chunk.append(item)
-        if len(chunk) >= size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
 
 
 class BufferedIndexer:

@@ -37,13 +37,14 @@ def query(es_settings, *, status: str | None = None, type_: str | None = None,
 
 
 def register(subparsers) -> None:
+    from .settings import add_config_option
+
     p = subparsers.add_parser(
         "incidents", help="list incidents stored in Elasticsearch",
         description="List the incidents the worker indexed into Elasticsearch, most recently "
                     "seen first, as a table with cause and fix or as JSON lines.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", metavar="FILE", help="settings file (default: $OSLOSCOPE_CONFIG or "
-                                                    "./osloscope.toml; built-in defaults otherwise)")
+    add_config_option(p)
     p.add_argument("--status", choices=("open", "resolved"), help="only incidents in this state")
     p.add_argument("--type", dest="type_", help="only this type (retry_exhausted, auth_failure, "
                                                  "disk_full, ...)")
@@ -57,12 +58,10 @@ def register(subparsers) -> None:
 
 def _cmd(args) -> int:
     from . import codec, render
-    from .settings import SettingsError, load
+    from .settings import load_for_command
 
-    try:
-        settings = load(args.config)
-    except SettingsError as exc:
-        print(f"osloscope incidents: invalid settings:\n{exc}", file=sys.stderr)
+    settings = load_for_command(args.config, "incidents")
+    if settings is None:
         return 2
     if not settings.elasticsearch.enabled:
         print("osloscope incidents: Elasticsearch is disabled (elasticsearch.url is empty)",

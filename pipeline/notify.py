@@ -739,12 +739,10 @@ def register(subparsers) -> None:
 
 
 def _cmd(args) -> int:
-    from .settings import SettingsError, load
+    from .settings import load_for_command
 
-    try:
-        settings = load(args.config)
-    except SettingsError as exc:
-        print(f"osloscope notify: invalid settings:\n{exc}", file=sys.stderr)
+    settings = load_for_command(args.config, "notify")
+    if settings is None:
         return 2
     if not settings.receivers:
         print("osloscope notify: no receivers; add [[notify.receivers]] tables to the settings file "

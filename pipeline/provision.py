@@ -98,14 +98,15 @@ def setup_kibana(settings, url: str, *, space: str | None = None, api_key: str |
 
 
 def register(subparsers) -> None:
+    from .settings import add_config_option
+
     p = subparsers.add_parser(
         "setup", help="create the Kafka topics and Elasticsearch index templates (idempotent)",
         description="Create the Kafka topics (raw, dead-letter, events by request, incidents) and "
                     "install the Elasticsearch index templates generated from schemas/. Safe to run "
                     "again: existing topics are kept, templates are replaced by the current version.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", metavar="FILE", help="settings file (default: $OSLOSCOPE_CONFIG or "
-                                                    "./osloscope.toml; built-in defaults otherwise)")
+    add_config_option(p)
     p.add_argument("--skip-kafka", action="store_true", help="do not touch Kafka")
     p.add_argument("--skip-elasticsearch", action="store_true", help="do not touch Elasticsearch")
     k = p.add_argument_group("Kibana (data views, saved searches, visualizations, dashboards)")
@@ -125,12 +126,10 @@ def register(subparsers) -> None:
 
 
 def _cmd(args) -> int:
-    from .settings import SettingsError, load
+    from .settings import load_for_command
 
-    try:
-        settings = load(args.config)
-    except SettingsError as exc:
-        print(f"osloscope setup: invalid settings:\n{exc}", file=sys.stderr)
+    settings = load_for_command(args.config, "setup")
+    if settings is None:
         return 2
     try:
         setup(settings, kafka=not args.skip_kafka, elasticsearch=not args.skip_elasticsearch)

@@ -1,7 +1,7 @@
 """Request summaries over local files: ``osloscope analyze --requests``.
 
-A separate pass from the incident detectors: the same merged, timestamp-
-ordered events (``pipeline.analyze.merged_events``) go through
+The analysis of ``pipeline.analyze`` with request windows only (no
+detectors): the same merged, timestamp-ordered events go through
 ``detectors.request_windows.RequestWindows``; every window closes by its
 inactivity gap or at the end of input, and yields one summary
 (``schemas/request.schema.json``).
@@ -11,10 +11,12 @@ from __future__ import annotations
 import textwrap
 from typing import Callable
 
+from detectors import Engine
 from detectors.model import Event
 from detectors.request_windows import RequestWindows
 
-from .analyze import Stats, merged_events
+from .analyze import Stats, analyze
+from .rootcause import EngineWithRequests
 from .sources import LogFile
 
 
@@ -23,24 +25,13 @@ def summaries(files: list[LogFile], tz: str | None = "UTC", *, since: float | No
               stats: Stats | None = None, on_progress: Callable[[int], None] | None = None,
               on_unparsed: Callable[[Event], None] | None = None) -> list[dict]:
     """Every request summary of ``files``, in order of first record."""
-    stats = stats if stats is not None else Stats()
-    windows = RequestWindows(gap=gap, max_length=max_length)
-    out: list[dict] = []
-    for ev in merged_events(files, tz, stats, on_progress):
-        stats.events += 1
-        if ev.kind == "unparsed":
-            stats.unparsed += 1
-            if on_unparsed is not None:
-                on_unparsed(ev)
-            continue
-        if ev.ts is not None and ((since is not None and ev.ts < since) or
-                                  (until is not None and ev.ts > until)):
-            stats.filtered += 1
-            continue
-        out.extend(windows.feed(ev))
-    out.extend(windows.flush())
-    out.sort(key=lambda d: (d["first_seen"] or "", d["id"]))
-    return out
+    windows = EngineWithRequests(Engine([]), RequestWindows(gap=gap, max_length=max_length))
+    result = analyze(files, tz=tz, since=since, until=until, engine=windows,
+                     on_progress=on_progress, on_unparsed=on_unparsed)
+    windows.finish([])
+    if stats is not None:
+        vars(stats).update(vars(result.stats))
+    return sorted(windows.summaries, key=lambda d: (d["first_seen"] or "", d["id"]))
 
 
 COLUMNS = (("TIME", 19), ("REQUEST ID", 40), ("OUTCOME", 10), ("SERVICES", 44), ("API CALL", 44),

@@ -14,7 +14,6 @@ runs only the library over log files and prints each matching record.
 """
 from __future__ import annotations
 
-import argparse
 import importlib.resources
 import json
 import re

@@ -867,6 +867,16 @@ def cmd_config_show(args) -> int:
     return 0
 
 
+def load_for_command(path: str | None, command: str) -> "Settings | None":
+    """``load(path)`` for a CLI command: on invalid settings, print every problem
+    as ``osloscope COMMAND: invalid settings:`` and return None (exit 2)."""
+    try:
+        return load(path)
+    except SettingsError as exc:
+        print(f"osloscope {command}: invalid settings:\n{exc}", file=sys.stderr)
+        return None
+
+
 def add_config_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", metavar="FILE",
                    help=f"settings file (TOML); default: $OSLOSCOPE_CONFIG, else ./{DEFAULT_FILE} if "

@@ -400,13 +400,10 @@ def register(subparsers) -> None:
 def cmd_ship(args) -> int:
     import logging
 
-    from .settings import SettingsError, load
+    from .settings import load_for_command
 
-    try:
-        settings = load(args.config)
-    except SettingsError as exc:
-        for line in exc.errors:
-            print(f"osloscope: error: {line}", file=sys.stderr)
+    settings = load_for_command(args.config, "ship")
+    if settings is None:
         return 2
     try:
         check_paths(args.paths)

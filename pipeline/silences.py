@@ -309,13 +309,9 @@ def register(subparsers) -> None:
 
 
 def _store(args) -> SilenceStore | None:
-    from .settings import SettingsError, load
-    try:
-        settings = load(args.config)
-    except SettingsError as exc:
-        print(f"osloscope silence: invalid settings:\n{exc}", file=sys.stderr)
-        return None
-    return store_for(settings.notify.state_dir)
+    from .settings import load_for_command
+    settings = load_for_command(args.config, "silence")
+    return None if settings is None else store_for(settings.notify.state_dir)
 
 
 def _cmd_add(args) -> int:

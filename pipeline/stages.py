@@ -148,18 +148,62 @@ class _TrackingParser(Parser):
         return super()._stream(source)
 
 
-class ParseStage:
+class _Stage:
+    """What both stages share: skipping input at or below the saved offsets,
+    and their snapshot format (a version-checked pickle)."""
+
+    name = "stage"
+
+    def __init__(self) -> None:
+        self.offsets: dict[str, int] = {}          # "topic/partition" -> last processed offset
+        self.stats: dict[str, int] = {"records_in": 0, "skipped_replay": 0}
+
+    def _fresh(self, msg: RawMessage) -> str | None:
+        """The message's "topic/partition" if it is new input, None if already processed."""
+        tp = f"{msg.topic}/{msg.partition}"
+        if msg.offset <= self.offsets.get(tp, -1):
+            self.stats["skipped_replay"] += 1
+            return None
+        self.offsets[tp] = msg.offset
+        self.stats["records_in"] += 1
+        return tp
+
+    def _incidents(self, docs: list[dict], out: Output) -> None:
+        if docs:
+            latest = _latest(docs)
+            out.incidents.extend(latest)
+            self.stats["incidents_out"] += len(latest)
+
+    def _pack(self, **state) -> bytes:
+        return pickle.dumps({"version": STATE_VERSION, "stage": self.name, "offsets": self.offsets,
+                             "engine": self.engine.snapshot(), **state},
+                            protocol=pickle.HIGHEST_PROTOCOL)
+
+    def _unpack(self, data: bytes) -> dict:
+        state = pickle.loads(data)
+        if state.get("version") != STATE_VERSION or state.get("stage") != self.name:
+            raise ValueError(f"state of another version/stage: {state.get('version')}/{state.get('stage')}")
+        self.offsets = dict(state["offsets"])
+        self.engine.restore(state["engine"])
+        return state
+
+
+def _latest(docs: list[dict]) -> list[dict]:
+    """One version per incident: the last."""
+    return list({d["id"]: d for d in docs}.values())
+
+
+class ParseStage(_Stage):
     name = "parse"
 
     def __init__(self, settings) -> None:
+        super().__init__()
         self.settings = settings
         self.parsers: dict[str, _TrackingParser] = {}
         self.engine = Engine(detection.for_settings(settings, "host"))
-        self.offsets: dict[str, int] = {}          # "topic/partition" -> last processed offset
         self.generation: dict[tuple, str] = {}     # (host, path) -> file identity (inode header)
         self.idle = _IdleClock()
-        self.stats = {"records_in": 0, "events_out": 0, "dead_letters": 0, "incidents_out": 0,
-                      "skipped_replay": 0}
+        self.stats.update(events_out=0, dead_letters=0, incidents_out=0)
 
     def _parser(self, source: Source) -> _TrackingParser:
         tz = self.settings.parser.timezone_for(source.host, source.path)
@@ -172,12 +216,9 @@ class ParseStage:
     def process(self, messages: list[RawMessage], now: float) -> Output:
         out = Output()
         for msg in messages:
-            tp = f"{msg.topic}/{msg.partition}"
-            if msg.offset <= self.offsets.get(tp, -1):
-                self.stats["skipped_replay"] += 1
+            tp = self._fresh(msg)
+            if tp is None:
                 continue
-            self.offsets[tp] = msg.offset
-            self.stats["records_in"] += 1
             source, offset = source_of(msg)
             gen = msg.headers.get("inode")
             if gen is not None:
@@ -197,8 +238,9 @@ class ParseStage:
             self._emit(events, out, now)
         return out
 
-    def tick(self, now: float) -> Output:
-        """Wall-clock time passed: complete idle records, advance idle detectors."""
+    def tick(self, now: float, sink=None) -> Output:
+        """Wall-clock time passed: complete idle records, advance idle detectors.
+        (``sink`` is unused: the signature is the one of ``CorrelateStage.tick``.)"""
         out = Output()
         limit = self.settings.worker.idle_flush
         for parser in self.parsers.values():
@@ -228,26 +270,13 @@ class ParseStage:
                 self.idle.saw(now, ev.ts)
             self._incidents(self.engine.feed(ev), out)
 
-    def _incidents(self, docs: list[dict], out: Output) -> None:
-        if docs:
-            latest = {d["id"]: d for d in docs}          # one version per incident per batch
-            out.incidents.extend(latest.values())
-            self.stats["incidents_out"] += len(latest)
-
     # -- state -----------------------------------------------------------------
     def snapshot(self) -> bytes:
         parsers = {tz: (p.streams, p.syslog_year) for tz, p in self.parsers.items()}
-        return pickle.dumps({"version": STATE_VERSION, "stage": self.name, "offsets": self.offsets,
-                             "engine": self.engine.snapshot(), "parsers": parsers,
-                             "generation": self.generation},
-                            protocol=pickle.HIGHEST_PROTOCOL)
+        return self._pack(parsers=parsers, generation=self.generation)
 
     def restore(self, data: bytes, now: float) -> None:
-        state = pickle.loads(data)
-        if state.get("version") != STATE_VERSION or state.get("stage") != self.name:
-            raise ValueError(f"state of another version/stage: {state.get('version')}/{state.get('stage')}")
-        self.offsets = dict(state["offsets"])
-        self.engine.restore(state["engine"])
+        state = self._unpack(data)
         self.generation = dict(state.get("generation", {}))
         self.parsers = {}
         for tz, (streams, year) in state["parsers"].items():
@@ -258,20 +287,20 @@ class ParseStage:
             self.parsers[tz] = p
 
 
-class CorrelateStage:
+class CorrelateStage(_Stage):
     name = "correlate"
 
     def __init__(self, settings) -> None:
         self.settings = settings
+        super().__init__()
         self.engine = Engine(detection.for_settings(settings, "request"))
         self.windows = RequestWindows()
         self.causes = RootCauses()
-        self.offsets: dict[str, int] = {}
         self.seen: OrderedDict[str, None] = OrderedDict()
         self.seen_max = SEEN_PER_BATCH * settings.worker.batch_size + 1000
         self.idle = _IdleClock()
-        self.stats = {"records_in": 0, "duplicates": 0, "events_indexed": 0, "incidents_out": 0,
-                      "skipped_replay": 0, "bad_records": 0, "requests_out": 0}
+        self.stats.update(duplicates=0, events_indexed=0, incidents_out=0, bad_records=0,
+                          requests_out=0)
 
     def process(self, messages: list[RawMessage], now: float, sink=None) -> Output:
         """``sink`` builds the Elasticsearch actions (None: nothing to index)."""
@@ -280,12 +309,9 @@ class CorrelateStage:
         out = Output()
         policy = self.settings.elasticsearch.index_events
         for msg in messages:
-            tp = f"{msg.topic}/{msg.partition}"
-            if msg.offset <= self.offsets.get(tp, -1):
-                self.stats["skipped_replay"] += 1
+            tp = self._fresh(msg)
+            if tp is None:
                 continue
-            self.offsets[tp] = msg.offset
-            self.stats["records_in"] += 1
             try:
                 doc = codec.loads(msg.value)
                 eid = doc.pop("_id")
@@ -309,9 +335,7 @@ class CorrelateStage:
                 self.idle.saw(now, ts)
             docs = self.engine.feed(ev)
             if docs:
-                latest = {d["id"]: d for d in self.causes.track(docs)}
-                out.incidents.extend(latest.values())
-                self.stats["incidents_out"] += len(latest)
+                self._incidents(self.causes.track(docs), out)
             self._requests(self.windows.feed(ev), out, sink)
         return out
 
@@ -328,23 +352,16 @@ class CorrelateStage:
         if virtual is not None:
             self._requests(self.windows.advance(virtual), out, sink)   # causes first, then resolve
             docs = self.engine.advance(virtual)
-            out.incidents.extend({d["id"]: d for d in self.causes.track(docs)}.values())
+            out.incidents.extend(_latest(self.causes.track(docs)))
         return out
 
     def snapshot(self) -> bytes:
-        return pickle.dumps({"version": STATE_VERSION, "stage": self.name, "offsets": self.offsets,
-                             "engine": self.engine.snapshot(), "seen": list(self.seen),
-                             "windows": self.windows.snapshot(),
-                             "causes": (list(self.causes.by_request.items()),
-                                        list(self.causes.incidents.items()))},
-                            protocol=pickle.HIGHEST_PROTOCOL)
+        return self._pack(seen=list(self.seen), windows=self.windows.snapshot(),
+                          causes=(list(self.causes.by_request.items()),
+                                  list(self.causes.incidents.items())))
 
     def restore(self, data: bytes, now: float) -> None:
-        state = pickle.loads(data)
-        if state.get("version") != STATE_VERSION or state.get("stage") != self.name:
-            raise ValueError(f"state of another version/stage: {state.get('version')}/{state.get('stage')}")
-        self.offsets = dict(state["offsets"])
-        self.engine.restore(state["engine"])
+        state = self._unpack(data)
         self.seen = OrderedDict((k, None) for k in state["seen"])
         if "windows" in state:
             self.windows.restore(state["windows"])

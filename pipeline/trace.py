@@ -281,12 +281,10 @@ def _cmd(args) -> int:
 
 
 def _from_settings(args, seed: Ids):
-    from .settings import SettingsError, load
+    from .settings import load_for_command
 
-    try:
-        settings = load(args.config)
-    except SettingsError as exc:
-        _err(f"invalid settings:\n{exc}")
+    settings = load_for_command(args.config, "trace")
+    if settings is None:
         return None, None
     es = settings.elasticsearch
     if not es.enabled:

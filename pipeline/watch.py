@@ -367,14 +367,11 @@ def register(subparsers) -> None:
 
 
 def cmd_watch(args) -> int:
-    from .settings import SettingsError, load
+    from .settings import load_for_command
     from .timefmt import tz_of
 
-    try:
-        settings = load(args.config)
-    except SettingsError as exc:
-        for line in exc.errors:
-            print(f"osloscope: error: {line}", file=sys.stderr)
+    settings = load_for_command(args.config, "watch")
+    if settings is None:
         return 2
     if args.tz:
         try:

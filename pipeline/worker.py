@@ -124,7 +124,6 @@ def build_app(settings, *, sink=None):
     raw_topic = app.topic(t.raw, value_type=bytes, key_type=bytes)
     events_topic = app.topic(t.events, value_type=bytes, key_type=bytes)
     incidents_topic = app.topic(t.incidents, value_type=bytes, key_type=bytes)
-    dead_topic = app.topic(t.deadletter, value_type=bytes, key_type=bytes)
 
     metrics = Metrics()
     store = StateStore(w.state_dir, w.app_id)
@@ -179,74 +178,65 @@ def build_app(settings, *, sink=None):
         await loop_run().run_in_executor(None, store.save, stage.name, data)
         metrics.time(stage.name, "save", time.perf_counter() - t0)
 
-    @app.agent(raw_topic, name="osloscope.parse")
-    async def parse(stream):
+    async def deliver(out: Output, stage) -> None:
+        """Index and publish a stage's outputs, then save its state: all before any ack."""
+        await index(out.es_actions, stage.name)
+        out.es_actions = []
+        await publish(out, stage.name)
+        await save(stage)
+
+    async def batches(stream, name: str):
+        """Batches of raw messages; a batch is acked when the caller asks for the next one,
+        i.e. only after its outputs were delivered (never if processing raised)."""
         async for events in stream.noack_take(w.batch_size, within=w.batch_timeout):
-            async with locks["parse"]:
-                msgs = [_raw_message(e) for e in events]
-                metrics.add("parse", "records_in", len(msgs))
-                metrics.observe_offsets(msgs)
-                t0 = time.perf_counter()
-                out = parse_stage.process(msgs, time.monotonic())
-                metrics.time("parse", "process", time.perf_counter() - t0)
-                await publish(out, "parse")
-                await save(parse_stage)
+            msgs = [_raw_message(e) for e in events]
+            metrics.add(name, "records_in", len(msgs))
+            metrics.observe_offsets(msgs)
+            yield msgs
             for e in events:
                 await stream.ack(e)
+
+    async def run_stage(stream, stage, **kw) -> None:
+        async for msgs in batches(stream, stage.name):
+            async with locks[stage.name]:
+                t0 = time.perf_counter()
+                out = stage.process(msgs, time.monotonic(), **kw)
+                metrics.time(stage.name, "process", time.perf_counter() - t0)
+                await deliver(out, stage)
+
+    @app.agent(raw_topic, name="osloscope.parse")
+    async def parse(stream):
+        await run_stage(stream, parse_stage)
 
     @app.agent(events_topic, name="osloscope.correlate")
     async def correlate(stream):
-        async for events in stream.noack_take(w.batch_size, within=w.batch_timeout):
-            async with locks["correlate"]:
-                msgs = [_raw_message(e) for e in events]
-                metrics.add("correlate", "records_in", len(msgs))
-                metrics.observe_offsets(msgs)
-                t0 = time.perf_counter()
-                out = correlate_stage.process(msgs, time.monotonic(), sink=sink)
-                metrics.time("correlate", "process", time.perf_counter() - t0)
-                await index(out.es_actions, "correlate")
-                out.es_actions = []
-                await publish(out, "correlate")
-                await save(correlate_stage)
-            for e in events:
-                await stream.ack(e)
+        await run_stage(stream, correlate_stage, sink=sink)
 
     @app.agent(incidents_topic, name="osloscope.index-incidents")
     async def index_incidents(stream):
-        async for events in stream.noack_take(w.batch_size, within=w.batch_timeout):
-            msgs = [_raw_message(e) for e in events]
-            metrics.add("index", "records_in", len(msgs))
-            metrics.observe_offsets(msgs)
-            if sink is not None:
-                latest: dict[str, dict] = {}     # versions arrive in order: the last one wins
-                for m in msgs:
-                    try:
-                        doc = codec.loads(m.value)
-                        latest.pop(doc["id"], None)
-                        latest[doc["id"]] = sink.incident_action(doc)
-                    except Exception as exc:
-                        await publish(Output(deadletters=[{"reason": f"bad incident record: {exc}",
-                                                           "raw": m.value[:65536].decode(
-                                                               "utf-8", "backslashreplace")}]), "index")
-                await index(list(latest.values()), "index")
-            for e in events:
-                await stream.ack(e)
+        async for msgs in batches(stream, "index"):
+            if sink is None:
+                continue
+            latest: dict[str, dict] = {}     # versions arrive in order: the last one wins
+            for m in msgs:
+                try:
+                    doc = codec.loads(m.value)
+                    latest.pop(doc["id"], None)
+                    latest[doc["id"]] = sink.incident_action(doc)
+                except Exception as exc:
+                    await publish(Output(deadletters=[{"reason": f"bad incident record: {exc}",
+                                                       "raw": m.value[:65536].decode(
+                                                           "utf-8", "backslashreplace")}]), "index")
+            await index(list(latest.values()), "index")
 
     @app.timer(1.0, name="osloscope.tick")
     async def tick():
         now = time.monotonic()
-        async with locks["parse"]:
-            out = parse_stage.tick(now)
-            if out:
-                await publish(out, "parse")
-                await save(parse_stage)
-        async with locks["correlate"]:
-            out = correlate_stage.tick(now, sink=sink)
-            if out:
-                await index(out.es_actions, "correlate")
-                out.es_actions = []
-                await publish(out, "correlate")
-                await save(correlate_stage)
+        for stage in (parse_stage, correlate_stage):
+            async with locks[stage.name]:
+                out = stage.tick(now, sink=sink)
+                if out:
+                    await deliver(out, stage)
 
     @app.timer(w.log_interval, name="osloscope.stats")
     async def stats():
@@ -280,6 +270,8 @@ def run(settings, *, loglevel: str = "info") -> int:
 
 
 def register(subparsers) -> None:
+    from .settings import add_config_option
+
     import argparse
 
     p = subparsers.add_parser(
@@ -291,18 +283,15 @@ def register(subparsers) -> None:
                     "acknowledged the outputs; detector state is saved under worker.state_dir and "
                     "survives a restart. Stop with Ctrl-C or SIGTERM.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", metavar="FILE", help="settings file (default: $OSLOSCOPE_CONFIG or "
-                                                    "./osloscope.toml; built-in defaults otherwise)")
+    add_config_option(p)
     p.add_argument("--loglevel", default="info", choices=("debug", "info", "warning", "error"))
     p.set_defaults(func=_cmd)
 
 
 def _cmd(args) -> int:
-    from .settings import SettingsError, load
+    from .settings import load_for_command
 
-    try:
-        settings = load(args.config)
-    except SettingsError as exc:
-        print(f"osloscope worker: invalid settings:\n{exc}", file=sys.stderr)
+    settings = load_for_command(args.config, "worker")
+    if settings is None:
         return 2
     return run(settings, loglevel=args.loglevel)
