@@ -6,6 +6,15 @@ recurrence opens a new incident. Seed case S04 (qemu-img convert into
 instances/_base running out of space), cinder image conversion, glance
 filesystem store.
 
+A record that names no path ("Instance failed to spawn: IOError: [Errno 28]
+No space left on device" after glance's "Error writing to /var/lib/nova/
+instances/_base/...") is the same failure seen one frame up: it joins the
+open incident of its host (one sharing its request, instance or volume
+first, else the most recently updated), and opens one for an ``unknown``
+filesystem only when its host has none open. glance-api names no path for
+a full filesystem store (StorageFull): it gets glance's default store
+directory, marked as an assumption.
+
 Capacity *planning* messages (cinder's CapacityFilter "Insufficient free
 space for volume creation", nova's DiskFilter) are not ENOSPC and do not fire.
 """
@@ -76,6 +85,16 @@ REMEDIATION = {
         "ceph/swift store; then retry the upload."
     ),
 }
+GLANCE_STORE = "/var/lib/glance/images"     # [glance_store] filesystem_store_datadir default
+GLANCE_STORE_NOTE = (
+    "The log names no path; {fs} is glance's default [glance_store] filesystem_store_datadir: "
+    "check the configured one (glance-api.conf, or the per-store datadir of enabled_backends). "
+)
+REMEDIATION_UNKNOWN = (
+    "On {host}: the log names no path; `df -h` to find the full filesystem, then `du -xsh "
+    "<mountpoint>/* | sort -h`; free space or grow it, then retry the failed operations listed "
+    "in the evidence."
+)
 REMEDIATION_DEFAULT = (
     "On {host}: `df -h {fs}` and `du -xsh {fs}/* | sort -h`; free space (rotate or "
     "compress logs, remove stale files) or grow the filesystem, then retry the failed "
@@ -114,31 +133,86 @@ class DiskFull(Detector):
                 or "StorageFull" in text or "storage media" in text) or not TRIGGER.search(text):
             return []
         path = path_of(text)
-        fs = filesystem_of(path)
         host = ev.host or "unknown"
         out: list[dict] = []
-        key = (host, fs)
         ts = ev.ts or 0.0
+        resources: dict[str, list] = {"path": [path] if path else []}
+        resources["volume"] = _VOLUME.findall(text)[:5]
+        resources["image"] = _IMAGE.findall(text)[:5]
+        assumed = False          # filesystem is glance's default store, not read from the log
+        if path:
+            fs = filesystem_of(path)
+        else:
+            glance = ev.service == "glance-api"
+            joined = self._open_on_host(ev, host, ts, resources["volume"], glance)
+            if joined is not None:
+                fs = joined.key[1]
+            elif glance:
+                fs, assumed = GLANCE_STORE, True
+            else:
+                fs = "unknown"
+        key = (host, fs)
 
         def new() -> Incident:
-            remediation = REMEDIATION.get(fs, REMEDIATION_DEFAULT).format(host=host, fs=fs)
             return Incident(
                 rule="disk_full.enospc", type="disk_full", key=key, window_start=ts,
                 severity="critical", title=f"Disk full on {host} ({fs})",
                 probable_cause=PROBABLE_CAUSE.format(host=host, fs=fs),
-                remediation=remediation,
+                remediation=remediation_of(host, fs, assumed),
             )
 
         inc = self.book.touch(key, ts, new, out)
-        resources: dict[str, list] = {"path": [path] if path else []}
-        resources["volume"] = _VOLUME.findall(text)[:5]
-        resources["image"] = _IMAGE.findall(text)[:5]
-        inc.add(ev, resources=resources)
         inc.details["filesystem"] = fs
+        if path and inc.details.get("filesystem_assumed"):
+            # a record of the same filesystem names its path: no longer a guess
+            del inc.details["filesystem_assumed"]
+            inc.remediation = remediation_of(host, fs, False)
+        elif assumed and inc.count == 0:
+            inc.details["filesystem_assumed"] = GLANCE_STORE_NOTE.format(fs=fs).strip()
+        inc.add(ev, resources=resources)
         hit = inc.resources["instance"] + inc.resources["volume"]
         inc.summary = (
-            f"{inc.count} ENOSPC error(s) on {host} in {fs} from {inc.first_seen} to "
-            f"{inc.last_seen}" + (f"; affected: {', '.join(hit[:5])}" if hit else "")
+            f"{inc.count} ENOSPC error(s) on {host} in {fs}"
+            + (" (glance's default store directory; the log names no path)"
+               if inc.details.get("filesystem_assumed") else "")
+            + f" from {inc.first_seen} to {inc.last_seen}"
+            + (f"; affected: {', '.join(hit[:5])}" if hit else "")
         )
         out.append(inc.to_doc())
         return out
+
+    def _open_on_host(self, ev: Event, host: str, ts: float, volumes: list[str],
+                      glance: bool) -> Incident | None:
+        """The open incident of ``host`` a record without a path belongs to:
+        one sharing its request, instance or volume; else (glance-api: one
+        glance-api is part of) the most recently updated; None if none is open
+        within the quiet period."""
+        requests = {r for r in (ev.request_id, ev.global_request_id) if r}
+        if ev.resources and "request" in ev.resources:
+            requests.update(ev.resources["request"])
+        things = set(volumes)
+        if ev.instance_id:
+            things.add(ev.instance_id)
+        if ev.resources:
+            things.update(ev.resources.get("instance", ()))
+            things.update(ev.resources.get("volume", ()))
+        best = best_rank = None
+        for inc in self.book.open.values():
+            if inc.key[0] != host or ts - inc.last_ts > self.quiet_period:
+                continue
+            shares = bool(requests.intersection(inc.request_ids)) or bool(
+                things.intersection(inc.resources["instance"])
+                or things.intersection(inc.resources["volume"]))
+            if glance and not shares and "glance-api" not in inc.services:
+                continue
+            rank = (shares, inc.last_ts)
+            if best_rank is None or rank >= best_rank:   # ties: the later touched
+                best, best_rank = inc, rank
+        return best
+
+
+def remediation_of(host: str, fs: str, assumed: bool) -> str:
+    if fs == "unknown":
+        return REMEDIATION_UNKNOWN.format(host=host)
+    text = REMEDIATION.get(fs, REMEDIATION_DEFAULT).format(host=host, fs=fs)
+    return GLANCE_STORE_NOTE.format(fs=fs) + text if assumed else text

@@ -11,12 +11,15 @@ a retry followed by success (``Took N seconds to build instance``,
   scheduling attempts|retries`` -- the ``was re-scheduled`` attempts on the
   other hosts become evidence;
 * cinder ``Exceeded max scheduling attempts N for resource|volume X``;
-* oslo.db ``DB exceeded retry limit``, or DBConnectionError after finite
-  ``SQL connection failed. N attempts left`` warnings (``-1 attempts left``
-  means max_retries=-1: retry forever, so it never exhausts);
+* oslo.db ``DB exceeded retry limit``, or DBConnectionError within minutes
+  of the last finite ``SQL connection failed. N attempts left`` warning
+  (N = max_retries - attempt, so oslo.db gives up after ``1 attempts left``;
+  a larger N means it was still retrying; ``-1 attempts left`` means
+  max_retries=-1: retry forever, so it never exhausts);
 * nova/cinder glance client ``Error contacting glance server ... done trying``;
 * keystoneauth ``Retrying in Xs. N retries left`` followed by a connection
-  error on the same host and service;
+  error of the same API call (host, service and request id); an INFO/DEBUG
+  record of that request after the retry means the call went on: no incident;
 * a few more explicit give-ups (network setup, placement client, swift,
   libvirt device detach).
 
@@ -118,10 +121,17 @@ RULES: tuple[Rule, ...] = (
          ("volume",), "error", "Volume {volume} not created within nova's retry budget",
          VOLUME_CAUSE, VOLUME_FIX),
     Rule("max_scheduling_retries",
-         re.compile(r"Exceeded maximum number of retries\.(?: Exhausted all hosts available for "
-                    r"retrying build failures for instance (?P<instance>" + UUID + r"))?"
-                    r"|Exceeded max scheduling (?:attempts|retries) (?P<attempts>\d+) for instance "
-                    r"(?P<instance2>" + UUID + ")"),
+         # nova's three wordings: "... retries. Exhausted all hosts available for retrying
+         # build failures for instance X", the Queens-era conductor "... retries. Exceeded
+         # max scheduling attempts N for instance X. Last exception: ..." and live migration
+         # "... retries. Exceeded max scheduling retries N for instance X during live
+         # migration"; the bare "Exceeded maximum number of retries." comes last so it never
+         # hides an instance that is in the text.
+         re.compile(r"Exceeded maximum number of retries\.\s*Exhausted all hosts available for "
+                    r"retrying build failures for instance (?P<instance>" + UUID + r")"
+                    r"|(?:Exceeded maximum number of retries\.\s*)?Exceeded max scheduling "
+                    r"(?:attempts|retries) (?P<attempts>\d+) for instance (?P<instance2>" + UUID + r")"
+                    r"|Exceeded maximum number of retries\."),
          ("instance",), "error", "Instance {instance} failed on every scheduled host",
          SCHED_CAUSE, SCHED_FIX),
     Rule("cinder_max_scheduling",
@@ -186,8 +196,27 @@ KSA_FAIL = re.compile(r"Unable to establish connection to|ConnectFailure|Connect
                       r"|Service Unavailable|Gateway Timeout|ServiceUnavailable|EndpointNotFound")
 
 ATTEMPT_TTL = 3600.0
+# oslo.db raises DBConnectionError retry_interval (default 10 s) after its last
+# "1 attempts left" warning; keystoneauth's retries of one call span seconds.
+DB_GIVE_UP_WINDOW = 300.0
+KSA_WINDOW = 300.0
+# Loggers whose INFO/DEBUG records are part of the retrying call itself (the
+# request/response log of every attempt), not a sign that the call went on.
+KSA_OWN_LOGGERS = ("keystoneauth", "urllib3", "requests")
 RELATED_TTL = 600.0
 MAX_KEYS = 20_000
+
+
+class _Missing(dict):
+    """Format values: a field the text did not give renders as "?"."""
+
+    def __missing__(self, key: str) -> str:
+        return "?"
+
+
+def _sql_attempts_left(item: dict) -> int | None:
+    m = SQL_ATTEMPT.search(item.get("message") or "")
+    return int(m.group(1)) if m else None
 
 
 def _bounded_put(store: OrderedDict, key, item, maxlen: int) -> None:
@@ -210,6 +239,8 @@ class RetryExhaustion(Detector):
         self.attempts: OrderedDict[tuple, deque] = OrderedDict()   # key -> (ts, evidence, host)
         self.related: OrderedDict[str, deque] = OrderedDict()      # request id -> (ts, evidence)
         self.refs: OrderedDict[str, tuple] = OrderedDict()          # request/instance -> incident key
+        # keystoneauth retries pending per API call: (host, service, correlation id or None)
+        self.ksa: OrderedDict[tuple, deque] = OrderedDict()         # -> (ts, evidence, host)
 
     # -- helpers -------------------------------------------------------------
     def _remember_attempt(self, key: tuple, ev: Event) -> None:
@@ -220,21 +251,27 @@ class RetryExhaustion(Detector):
         ctx = {"host": ev.host or "unknown", "service": ev.service or "unknown", **groups}
         key = (rule.name,) + tuple(ctx.get(k) or "?" for k in rule.key)
         ts = ev.ts or 0.0
-        fmt = {k: (v if v is not None else "?") for k, v in ctx.items()}
+        fmt = _Missing((k, v if v is not None else "?") for k, v in ctx.items())
         inc = self.book.touch(key, ts, lambda: Incident(
             rule=f"retry_exhausted.{rule.name}", type="retry_exhausted", key=key,
-            window_start=ts, severity=rule.severity, title=rule.title.format(**fmt),
-            probable_cause=rule.cause.format(**fmt), remediation=rule.remediation.format(**fmt),
+            window_start=ts, severity=rule.severity, title=rule.title.format_map(fmt),
+            probable_cause=rule.cause.format_map(fmt), remediation=rule.remediation.format_map(fmt),
         ), out)
         fresh = inc.count == 0
         if fresh:
             rid = ev.correlation_id
             own = evidence_of(ev)
+            # one record is one piece of evidence (same @timestamp and message),
+            # even when it is both a same-request record and an attempt
+            seen = {(own["@timestamp"], own["message"])}
             for _ts, item in (self.related.get(rid) or ()) if rid else ():
-                if item["@timestamp"] != own["@timestamp"] or item["message"] != own["message"]:
+                if (item["@timestamp"], item["message"]) not in seen:
+                    seen.add((item["@timestamp"], item["message"]))
                     inc.add_evidence(item)
             for _ts, item, host in attempts:
-                inc.add_evidence(item)
+                if (item["@timestamp"], item["message"]) not in seen:
+                    seen.add((item["@timestamp"], item["message"]))
+                    inc.add_evidence(item)
                 if host and host not in inc.hosts:
                     inc.hosts.append(host)
         res = {"volume": [v for v in (groups.get("volume"),) if v],
@@ -296,6 +333,11 @@ class RetryExhaustion(Detector):
                 m = RESCHEDULED.search(msg)
                 if m:
                     self._remember_attempt(("instance", m.group(1)), ev)
+            if self.ksa:
+                rid = ev.correlation_id
+                if rid and not (ev.logger or "").startswith(KSA_OWN_LOGGERS):
+                    # the same API call went on after its retries: no exhaustion
+                    self.ksa.pop((ev.host or "unknown", ev.service or "unknown", rid), None)
             return out
         text = ev.text()
         host, service = ev.host or "unknown", ev.service or "unknown"
@@ -353,19 +395,26 @@ class RetryExhaustion(Detector):
                 return True
             m = KSA_RETRY.search(text)
             if m:
-                self._remember_attempt(("ksa", host, service), ev)
+                _bounded_put(self.ksa, (host, service, ev.correlation_id),
+                             (ev.ts or 0.0, evidence_of(ev), ev.host), 10)
                 return True
         if ev.level in ("ERROR", "CRITICAL", "FATAL"):
+            ts = ev.ts or 0.0
             key = ("db", host, service)
             if key in self.attempts and DB_CONN_ERROR.search(text):
-                attempts = tuple(self.attempts.pop(key))
-                if (ev.ts or 0.0) - attempts[-1][0] <= ATTEMPT_TTL:
+                # oslo.db gives up right after the warning that says "1 attempts left"
+                # (max_retries - attempt); an earlier count means it was still retrying
+                last = self.attempts[key][-1]
+                if ts - last[0] > DB_GIVE_UP_WINDOW:
+                    del self.attempts[key]
+                elif (_sql_attempts_left(last[1]) or 0) <= 1:
+                    attempts = tuple(self.attempts.pop(key))
                     self._open(RULES[3], {}, ev, out, attempts)
                     return True
-            key = ("ksa", host, service)
-            if key in self.attempts and KSA_FAIL.search(text):
-                attempts = tuple(self.attempts.pop(key))
-                if (ev.ts or 0.0) - attempts[-1][0] <= 300.0:
+            key = (host, service, ev.correlation_id)
+            if key in self.ksa and KSA_FAIL.search(text):
+                attempts = tuple(self.ksa.pop(key))
+                if ts - attempts[-1][0] <= KSA_WINDOW:
                     target = KSA_TARGET.search(attempts[-1][1]["message"]) or KSA_TARGET.search(text)
                     url = next((g for g in target.groups() if g), "?") if target else "?"
                     self._open(KSA_RULE, {"url": url}, ev, out, attempts)
@@ -373,7 +422,8 @@ class RetryExhaustion(Detector):
         return False
 
     def advance(self, now: float) -> list[dict]:
-        for store, ttl in ((self.attempts, ATTEMPT_TTL), (self.related, RELATED_TTL)):
+        for store, ttl in ((self.attempts, ATTEMPT_TTL), (self.related, RELATED_TTL),
+                           (self.ksa, KSA_WINDOW)):
             stale = [k for k, q in store.items() if not q or now - q[-1][0] > ttl]
             for k in stale:
                 del store[k]
@@ -390,6 +440,7 @@ class RetryExhaustion(Detector):
             "attempts": [[list(k), [list(x) for x in q]] for k, q in self.attempts.items()],
             "related": [[k, [list(x) for x in q]] for k, q in self.related.items()],
             "refs": [[r, list(k)] for r, k in self.refs.items()],
+            "ksa": [[list(k), [list(x) for x in q]] for k, q in self.ksa.items()],
         }
 
     def restore(self, state: dict) -> None:
@@ -399,3 +450,5 @@ class RetryExhaustion(Detector):
         self.related = OrderedDict((k, deque((tuple(x) for x in q), maxlen=5))
                                    for k, q in state.get("related", []))
         self.refs = OrderedDict((r, tuple(k)) for r, k in state.get("refs", []))
+        self.ksa = OrderedDict((tuple(k), deque((tuple(x) for x in q), maxlen=10))
+                               for k, q in state.get("ksa", []))

@@ -6,6 +6,11 @@ windows span files and hosts. Within one file records can come out of
 order (several worker pids interleave, a record completes only when its
 pid's next record starts), so each file's events pass a small reorder
 buffer first.
+
+A file that breaks off while being read (a truncated or corrupt ``.gz``)
+keeps the records of every line before the damage; ``on_warning`` (default:
+one line on stderr) names the file and the problem, and the other files are
+analysed as usual.
 """
 from __future__ import annotations
 
@@ -20,7 +25,7 @@ from detectors import Engine, default_detectors
 from detectors.model import Event
 
 from .parser import Parser
-from .sources import LogFile, read_chunks
+from .sources import LogFile, ReadError, read_chunks, warn
 
 REORDER_SLACK = 300.0       # seconds a record may arrive late within one file
 REORDER_MAX = 200_000       # records held at most per file
@@ -34,6 +39,7 @@ class Stats:
     events: int = 0
     unparsed: int = 0
     filtered: int = 0
+    damaged: int = 0            # files that broke off while being read
     by_kind: dict = field(default_factory=dict)
 
 
@@ -45,19 +51,32 @@ def _year_of(lf: LogFile) -> int:
 
 
 def file_events(lf: LogFile, tz: str | None, stats: Stats,
-                on_progress: Callable[[int], None] | None = None) -> Iterator[Event]:
-    """Every event of one file, in file order (records complete per pid)."""
+                on_progress: Callable[[int], None] | None = None,
+                on_warning: Callable[[str], None] | None = None) -> Iterator[Event]:
+    """Every event of one file, in file order (records complete per pid).
+
+    A file damaged part way (truncated ``.gz``...) gives the events of the
+    lines before the damage, and one ``on_warning`` message (default: on
+    stderr) naming the file and the problem."""
     parser = Parser(tz, syslog_year=_year_of(lf))
     feed, src = parser.feed_chunk, lf.source
     n = 0
-    # a chunk of lines at a time: the same events as Parser.feed per line
-    for offset, chunk in read_chunks(lf, on_progress=on_progress):
-        n += chunk.count(b"\n") + (chunk[-1:] != b"\n")
-        evs = feed(chunk, src, offset)
-        if evs:
-            yield from evs
+    damage = None
+    try:
+        # a chunk of lines at a time: the same events as Parser.feed per line
+        for offset, chunk in read_chunks(lf, on_progress=on_progress):
+            n += chunk.count(b"\n") + (chunk[-1:] != b"\n")
+            evs = feed(chunk, src, offset)
+            if evs:
+                yield from evs
+    except ReadError as exc:
+        damage = exc
     yield from parser.flush()
     stats.lines += n
+    if damage is not None:
+        stats.damaged += 1
+        kept = f"analysed the {n:,} line(s) before it" if n else "no line could be read"
+        (on_warning or warn)(f"{damage}; {kept}")
 
 
 def reorder(events: Iterable[Event], slack: float = REORDER_SLACK,
@@ -78,8 +97,9 @@ def reorder(events: Iterable[Event], slack: float = REORDER_SLACK,
 
 
 def merged_events(files: list[LogFile], tz: str | None, stats: Stats,
-                  on_progress: Callable[[int], None] | None = None) -> Iterator[Event]:
-    streams = [reorder(file_events(lf, tz, stats, on_progress)) for lf in files]
+                  on_progress: Callable[[int], None] | None = None,
+                  on_warning: Callable[[str], None] | None = None) -> Iterator[Event]:
+    streams = [reorder(file_events(lf, tz, stats, on_progress, on_warning)) for lf in files]
     stats.files = len(files)
     stats.bytes = sum(lf.size for lf in files)
     key = lambda ev: ev.ts if ev.ts is not None else float("-inf")  # noqa: E731
@@ -95,12 +115,13 @@ class Result:
 def analyze(files: list[LogFile], *, tz: str | None = "UTC", since: float | None = None,
             until: float | None = None, engine: Engine | None = None,
             on_progress: Callable[[int], None] | None = None,
-            on_unparsed: Callable[[Event], None] | None = None) -> Result:
+            on_unparsed: Callable[[Event], None] | None = None,
+            on_warning: Callable[[str], None] | None = None) -> Result:
     """Run the detectors over ``files``; the latest version of each incident."""
     engine = engine or Engine(default_detectors())
     stats = Stats()
     latest: dict[str, dict] = {}
-    for ev in merged_events(files, tz, stats, on_progress):
+    for ev in merged_events(files, tz, stats, on_progress, on_warning):
         stats.events += 1
         stats.by_kind[ev.kind] = stats.by_kind.get(ev.kind, 0) + 1
         if ev.kind == "unparsed":

@@ -14,6 +14,7 @@ EPILOG = """\
 Embedded mode (no Kafka, no Elasticsearch):
   osloscope analyze /var/log/nova --host compute-1      one machine's logs
   osloscope analyze sosreports/                           <root>/<host>/.../<service>.log
+  osloscope analyze 'sosreports/*/var/log/nova/*.log'     a glob: hosts below sosreports/
   osloscope parse nova-compute.log --format jsonl         oslo.log in, ECS JSON out
 
 Streaming (Kafka + Elasticsearch; `osloscope services up` runs both locally):
@@ -27,7 +28,9 @@ Streaming (Kafka + Elasticsearch; `osloscope services up` runs both locally):
   osloscope trace req-... [--logs PATH...]                one request across services
   osloscope rules list | rules test PATH...               the known-issue signature library
 
-Exit codes: 0 no incidents, 1 incidents found, 2 usage or input errors.
+Exit codes: 0 no incidents, 1 incidents found, 2 usage or input errors. A damaged
+file (truncated .gz) or an unreadable subdirectory is a warning on stderr: the
+lines before the damage and the other files are analysed as usual.
 """
 
 
@@ -38,9 +41,12 @@ STREAMING_COMMANDS = ("settings", "provision", "ship", "worker", "watch", "incid
 def _add_input_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("paths", nargs="+", metavar="PATH",
                    help="log files (plain, .gz, rotated .1), directories laid out as "
-                        "<root>/<host>/.../<service>.log, or globs")
+                        "<root>/<host>/.../<service>.log, or quoted globs; a glob's directory "
+                        "before its first wildcard is the <root> ('sos/*/nova/*.log': the host "
+                        "is the directory below sos)")
     p.add_argument("--host", help="host name for all files (e.g. for one machine's /var/log); "
-                                  "default: the first directory below each directory PATH")
+                                  "default: the first directory below each directory PATH or "
+                                  "below the literal directory of a glob PATH")
     p.add_argument("--tz", default="UTC",
                    help="timezone the logs were written in (oslo.log writes local time without a "
                         "zone): an IANA name like Europe/Berlin or an offset like +08:00 (default UTC)")
@@ -99,12 +105,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _discover(args):
-    from .sources import PathError, discover
+    from .sources import PathError, discover, warn
     try:
-        return discover(args.paths, host=args.host)
+        return discover(args.paths, host=args.host, on_warning=warn)
     except PathError as exc:
         print(f"osloscope: error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def _warner(bar):
+    """Warnings on stderr that do not land in the middle of the progress bar."""
+    from .sources import warn
+
+    def on_warning(message: str) -> None:
+        if bar.enabled:
+            bar.stream.write("\r\x1b[K")
+        warn(message)
+    return on_warning
 
 
 def _check_tz(name: str) -> None:
@@ -151,7 +168,7 @@ def cmd_analyze(args) -> int:
                                                        auth_window=args.auth_window)))
     try:
         result = analyze(files, tz=args.tz, since=since, until=until, engine=engine,
-                         on_progress=bar.advance, on_unparsed=dead.write)
+                         on_progress=bar.advance, on_unparsed=dead.write, on_warning=_warner(bar))
         result.incidents = engine.finish(result.incidents)
     finally:
         bar.close()
@@ -221,13 +238,14 @@ class _DeadLetters:
 def cmd_parse(args) -> int:
     from . import codec
     from .analyze import Stats, file_events
+    from .sources import warn
 
     _check_tz(args.tz)
     files = _discover(args)
     out = sys.stdout.buffer
     stats = Stats()
     for lf in files:
-        for ev in file_events(lf, args.tz, stats):
+        for ev in file_events(lf, args.tz, stats, on_warning=warn):
             out.write(codec.event_json(ev) + b"\n")
     out.flush()
     return 0

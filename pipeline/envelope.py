@@ -97,13 +97,24 @@ def _logstash_header(obj: dict, msg: str) -> str | None:
     return f"{ts} {pid} {level} {module} "
 
 
+# the host of a local file whose host nobody named (no --host, outside a
+# <root>/<host>/... layout): sources.discover and the tailer's default; a
+# record's own ``hostname`` replaces it
+PLACEHOLDER_HOST = "unknown"
+
+
 def _str(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
 def oslo_event(obj: dict, tp: TimeParser, host: str | None, service: str | None,
                path: str | None, offset: int | None) -> Event:
-    """An event from an oslo.log JSONFormatter / FluentFormatter record."""
+    """An event from an oslo.log JSONFormatter / FluentFormatter record.
+
+    ``host`` (given by the user, the directory layout or an envelope) wins
+    over the record's ``hostname``, except the placeholder ``unknown``."""
+    if not host or host == PLACEHOLDER_HOST:
+        host = _str(obj.get("hostname")) or host
     created = obj.get("created", obj.get("time"))
     if isinstance(created, (int, float)):
         ts, stamp = tp.from_epoch(float(created))
@@ -117,7 +128,7 @@ def oslo_event(obj: dict, tp: TimeParser, host: str | None, service: str | None,
     logger = _str(obj.get("name"))
     ev = Event(ts=ts, timestamp=stamp, level=str(obj.get("levelname") or obj.get("level") or ""),
                logger=logger, message=str(obj.get("message", "")),
-               host=host or _str(obj.get("hostname")), file_path=path, offset=offset,
+               host=host, file_path=path, offset=offset,
                pid=obj.get("process") if type(obj.get("process")) is int else None,
                origin_function=_str(obj.get("funcname") or obj.get("funcName")),
                origin_file=_str(obj.get("pathname")),

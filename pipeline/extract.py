@@ -34,6 +34,14 @@ EXC_LINE = re.compile(r"((?:[A-Za-z_]\w*\.)*[A-Za-z_]\w*)(?:: (.*))?$", re.S)
 ERR_SUFFIX = re.compile(
     r"(?:^|: )((?:[a-z_]\w*\.)+[A-Z]\w*|[A-Z]\w*(?:Error|Exception|Failure|Timeout|Refused|Forced"
     r"|NotFound|NotCreated|NotAuthorized|Invalid|Unavailable|Denied)\w*): (.+)$")
+# Python 2 era (Pike-Stein) bare exception classes whose names carry none of
+# ERR_SUFFIX's words: NoValidHost, InvalidBDM, StorageFull,
+# GlanceConnectionFailed, MaxRetriesExceeded. Tried only when ERR_SUFFIX finds
+# nothing, so every line ERR_SUFFIX parses keeps its fields. A CamelCase word
+# is required (``Failed: text``, ``Invalid: text``, ``Note: text`` stay prose).
+ERR_SUFFIX_BARE = re.compile(
+    r"(?:^|: )([A-Z]\w*(?:Failed|Exceeded|Full)|No[A-Z][a-z]\w*|Invalid[A-Z]\w*): (.+)$")
+_BARE_HINTS = ("Failed: ", "Exceeded: ", "Full: ", "No", "Invalid")
 ERRNO = re.compile(r"\[Errno (\d+)\]")
 INSTANCE_PREFIX = "[instance: "
 RESOURCE_SCAN = 4096
@@ -333,7 +341,10 @@ class Extractor:
             if rec.tb:
                 _body, error_type, error_message = _traceback(rec.tb, d)
             if error_type is None and level != "DEBUG" and level != "INFO" and ": " in msg:
-                m = ERR_SUFFIX.search(msg.split("\n", 1)[0])
+                first = msg.split("\n", 1)[0]
+                m = ERR_SUFFIX.search(first)
+                if m is None and any(h in first for h in _BARE_HINTS):
+                    m = ERR_SUFFIX_BARE.search(first)
                 if m:
                     error_type, error_message = m.group(1), m.group(2)
         if error_type is not None:

@@ -19,17 +19,28 @@ Several worker pids interleaved in one file fold independently.
 from __future__ import annotations
 
 import re
+from datetime import datetime, timedelta
 
-from .lineformat import APACHE, EMBEDDED_HEADER, HEADER, LEVELS, SHORT, SYSLOG, SYSLOG_ISO, context_end
+from .lineformat import (APACHE, APACHE_IPV6_START, EMBEDDED_HEADER, HEADER, LEVELS, SHORT, SYSLOG, SYSLOG_ISO,
+                         context_end)
 
 MAX_RECORD_LINES = 5000
+# A record completes when the next record of its pid starts. A process that
+# goes quiet (it died, or was restarted under another pid) would hold its last
+# record until the end of the input, long after the detectors needed it: once
+# the stream's time is EXPIRE_SECONDS past an open record, that record is
+# complete. Its own traceback lines carry its timestamp and are written with
+# it, within milliseconds, so a few seconds of slack lose none of them.
+EXPIRE_SECONDS = 5
+_SLACK = timedelta(seconds=EXPIRE_SECONDS)
+_HEX_START = frozenset("abcdefABCDEF:")
 MAX_SPLIT_CHARS = 1 << 16
 
 # -- folding many lines at once (Folder.feed_text) ------------------------------
 # A line that is certainly a continuation line: no header can start it (no
 # digit: HEADER, SYSLOG_ISO and APACHE lines start with one), no BSD syslog
 # stamp, no JSON object.
-_CONT = r"(?![\d{]|[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d)[^\n]*\n"
+_CONT = r"(?![\d{]|[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d|" + APACHE_IPV6_START + r")[^\n]*\n"
 # what context_end() accepts at the start of a header's rest
 _CTX = r"\[(?:-\]|(?:None |- )?req-[^\n]*\])"
 # A run of lines the line-by-line fold puts into one record: a header line
@@ -109,11 +120,36 @@ def _is_prefix_level(level: str) -> bool:
 class Folder:
     """Folds one stream's lines into records (see module doc)."""
 
-    __slots__ = ("open", "last")
+    __slots__ = ("open", "last", "sec")
 
     def __init__(self) -> None:
         self.open: dict[str, Record] = {}
         self.last: Record | None = None
+        self.sec: str | None = None      # the second (asctime[:19]) of the latest header line
+
+    def __setstate__(self, state) -> None:
+        self.sec = None                  # snapshots written before it existed
+        for name, value in (state[1] if isinstance(state, tuple) else state).items():
+            setattr(self, name, value)
+
+    def _expire(self, ts: str, out: list) -> None:
+        """A header line of a new second: complete the open records of other
+        pids that are more than EXPIRE_SECONDS older (see EXPIRE_SECONDS)."""
+        self.sec = ts[:19]
+        if len(self.open) < 2:
+            return
+        try:
+            cut = datetime(int(ts[:4]), int(ts[5:7]), int(ts[8:10]), int(ts[11:13]), int(ts[14:16]),
+                           int(ts[17:19])) - _SLACK
+        except ValueError:       # an impossible date: the record goes unparsed, time does not move
+            return
+        # asctime texts of one format compare as their times do
+        threshold = f"{cut:%Y-%m-%d}{ts[10]}{cut:%H:%M:%S}"
+        last = self.last
+        stale = [key for key, rec in self.open.items()
+                 if rec is not last and (t := rec.ts_text) is not None and t < threshold and t[10] == ts[10]]
+        for key in stale:
+            out.append(self.open.pop(key))
 
     def feed(self, line: str, offset: int | None, out: list) -> None:
         rest = self._feed(line, offset, out)
@@ -134,6 +170,9 @@ class Folder:
             if '] "' in line and (m := APACHE.match(line)):
                 out.append(Record(None, None, "INFO", None, line, line, offset, kind="access", access=m))
                 return
+        elif c in _HEX_START and '] "' in line and (m := APACHE.match(line)):    # IPv6 client
+            out.append(Record(None, None, "INFO", None, line, line, offset, kind="access", access=m))
+            return
         rec = self.last
         if rec is None:
             out.append(Record(None, None, None, None, line, line, offset, kind="unparsed",
@@ -182,6 +221,8 @@ class Folder:
             ts, pid, level, logger, rest, cont, tb = m.groups()
             end = m.end()
             limit = n
+            if ts[:19] != self.sec:
+                self._expire(ts, out)
             if not (tb or cont or level == "ERROR" or level == "TRACE"):
                 # the common case: a one-line record that is no traceback line
                 rec = opened.pop(pid, None)
@@ -272,6 +313,8 @@ class Folder:
                 syslog_ts=None):
         """Fold one header line; returns ``(line, offset)`` of a glued-on
         record still to be fed, else None."""
+        if ts is not None and ts[:19] != self.sec:
+            self._expire(ts, out)
         key = pid if host is None else f"{host}\x00{pid}"
         rec = self.open.get(key)
         if _is_prefix_level(level) and not context_end(rest):

@@ -195,6 +195,10 @@ class Parser:
         src = Source(inner.host or source.host, service, inner.path or source.path)
         off = inner.offset if inner.offset is not None else offset
         msg = inner.message
+        if msg[-1:] == "\n":                 # Fluent Bit / Docker ``log`` keeps the line's newline
+            msg = msg[:-2] if msg[-2:] == "\r\n" else msg[:-1]
+        if inner.header is None and msg[:1] == " " and msg[1:2].isdigit():
+            msg = msg[1:]                      # rsyslog %msg%: the space after the tag; not an indent
         if msg[:1] == "{":
             obj2 = envelope.load(msg)
             if obj2 is not None and envelope.is_oslo_record(obj2):

@@ -33,6 +33,11 @@ def parse_text(text: str | bytes, host: str = "h1", service: str = "nova-compute
     return events
 
 
+def oslo_line(t, pid: int, level: str, logger: str, ctx: str, msg: str) -> str:
+    """One oslo.log line (``asctime.msecs pid LEVEL logger [context] message``) at datetime ``t``."""
+    return f"{t:%Y-%m-%d %H:%M:%S}.{t.microsecond // 1000:03d} {pid} {level} {logger} {ctx} {msg}\n"
+
+
 def parse_file(path: Path, **kw):
     return parse_text(path.read_bytes(), path=str(path), **kw)
 

@@ -12,7 +12,7 @@ import json
 
 import pytest
 
-from support import CORPUS, FIXTURES, SAMPLES, analyze_paths, parse_text, require_shared
+from support import CORPUS, FIXTURES, SAMPLES, analyze_paths, parse_text, require_shared, oslo_line as line
 from detectors import Engine
 from detectors.absence import RequestStalled, ServiceSilent, accepted_operation
 from pipeline import detection
@@ -24,9 +24,6 @@ REQ_B = "req-0bd8e4b4-6989-4c34-a623-20d2bff98816"
 REQ_C = "req-9d2e34e0-ff36-45c4-94c9-218f9c5e5bf6"
 INSTANCE = "7b1c2a40-5d1e-4f7a-9c55-1e2d3f4a5b6c"
 
-
-def line(t: dt.datetime, pid: int, level: str, logger: str, ctx: str, msg: str) -> str:
-    return f"{t:%Y-%m-%d %H:%M:%S}.{t.microsecond // 1000:03d} {pid} {level} {logger} {ctx} {msg}\n"
 
 
 def at(seconds: float) -> dt.datetime:

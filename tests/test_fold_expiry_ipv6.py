@@ -1,0 +1,147 @@
+"""Folding: records of a process that went quiet complete once the stream's
+time moves on; Apache access lines with an IPv6 client are access lines."""
+from __future__ import annotations
+
+from hypothesis import given, settings, strategies as st
+
+from support import analyze_paths, parse_text
+
+from detectors.model import event_to_doc
+from pipeline.extract import Source
+from pipeline.fold import EXPIRE_SECONDS
+from pipeline.parser import Parser
+
+SRC = Source("ctl-1", "nova-conductor", "/var/log/nova/nova-conductor.log")
+UUID = "8d6c1f8e-1b2b-4c33-9a55-0123456789ab"
+
+DB_EXHAUSTED = [
+    "2019-01-01 16:00:00.000 600 WARNING oslo_db.sqlalchemy.engines [-] SQL connection failed. 2 attempts left.",
+    "2019-01-01 16:00:10.000 600 WARNING oslo_db.sqlalchemy.engines [-] SQL connection failed. 1 attempts left.",
+    "2019-01-01 16:00:20.000 600 CRITICAL nova [-] Unhandled error: oslo_db.exception.DBConnectionError: "
+    "(pymysql.err.OperationalError) (2003, \"Can't connect to MySQL server on '10.0.0.1'\")",
+]
+
+
+def _restarted_service(minutes: int) -> list[str]:
+    """The same service restarted under pid 700, logging once a minute."""
+    return [f"2019-01-01 {16 + (m + 1) // 60:02d}:{(m + 1) % 60:02d}:00.000 700 INFO nova.conductor.manager "
+            f"[-] periodic task ok {m}" for m in range(minutes)]
+
+
+def test_last_record_of_a_quiet_pid_completes_when_the_stream_moves_on():
+    p = Parser(tz="UTC")
+    completed: list[str] = []
+    for line in DB_EXHAUSTED + _restarted_service(3):
+        completed += [ev.message for ev in p.feed(line + "\n", SRC, None)]
+    # pid 600 never logs again, yet its CRITICAL record is out before the end of input
+    assert any("DBConnectionError" in (m or "") for m in completed)
+    rest = [ev.message for ev in p.flush()]
+    assert not any("DBConnectionError" in (m or "") for m in rest)
+
+
+def test_db_exhaustion_of_a_dead_process_is_detected_before_end_of_file(tmp_path):
+    log = tmp_path / "ctl-1" / "nova-conductor.log"
+    log.parent.mkdir()
+    # two hours of the restarted process after the crash: longer than analyze's
+    # reordering buffer and the detector's attempt memory
+    log.write_text("\n".join(DB_EXHAUSTED + _restarted_service(120)) + "\n")
+    rules = [inc["rule"] for inc in analyze_paths(tmp_path)]
+    assert "retry_exhausted.db_retry_limit" in rules
+
+
+def test_interleaved_traceback_lines_within_the_slack_still_fold():
+    lines = [
+        f"2019-01-01 16:00:00.100 600 ERROR nova.compute.manager [req-{UUID} - - - - -] Build failed",
+        "2019-01-01 16:00:00.100 600 ERROR nova.compute.manager Traceback (most recent call last):",
+        f"2019-01-01 16:00:0{EXPIRE_SECONDS}.000 700 INFO nova.compute.manager [-] other worker",
+        "2019-01-01 16:00:00.100 600 ERROR nova.compute.manager   File \"x.py\", line 1, in f",
+        "2019-01-01 16:00:00.100 600 ERROR nova.compute.manager OSError: [Errno 28] No space left on device",
+        f"2019-01-01 16:00:0{EXPIRE_SECONDS + 2}.000 700 INFO nova.compute.manager [-] later",
+    ]
+    events = parse_text("\n".join(lines) + "\n")
+    build = [ev for ev in events if ev.pid == 600]
+    assert len(build) == 1
+    assert build[0].error_type == "OSError" and "No space left" in build[0].stack_trace
+
+
+V6_LINES = [
+    f"2016-10-29 10:51:09.400 3407 INFO nova.api.openstack.wsgi [req-{UUID} - - - - -] "
+    "http://ctl:8774/v2.1/servers returned with HTTP 500",
+    '::1 - - [29/Oct/2015:10:51:10 +0100] "GET /v3/users HTTP/1.1" 401 500 "-" "curl/7" 2345',
+    'fd00::1 - - [29/Oct/2015:10:51:11 +0100] "GET /v3/users HTTP/1.1" 401 500 "-" "curl/7" 2345',
+    'FE80::2 - alice [29/Oct/2015:10:51:12 +0100] "POST /v3/auth/tokens HTTP/1.1" 403 91 "-" "curl/7" 12',
+    '2001:db8::5 - - [29/Oct/2015:10:51:13 +0100] "GET /v3/users HTTP/1.1" 401 500 "-" "curl/7" 2345',
+    "an unrelated continuation line - - [ not an access line",
+]
+
+
+def _docs(events):
+    return [(event_to_doc(ev), ev.ts) for ev in events]
+
+
+def test_apache_lines_with_ipv6_clients_are_access_events_in_both_parse_paths():
+    data = ("\n".join(V6_LINES) + "\n").encode()
+    per_line = Parser(tz="UTC")
+    events = [ev for ln in data.splitlines(keepends=True) for ev in per_line.feed(ln, SRC, None)]
+    events += per_line.flush()
+    chunked = Parser(tz="UTC")
+    batch = list(chunked.feed_chunk(data, SRC, None)) + chunked.flush()
+    assert _docs(events) == _docs(batch)
+    access = [ev for ev in events if ev.kind == "access"]
+    assert [ev.source_ip for ev in access] == ["::1", "fd00::1", "FE80::2", "2001:db8::5"]
+    assert [ev.status_code for ev in access] == [401, 401, 403, 401]
+    log = [ev for ev in events if ev.kind == "log"]
+    # the access lines no longer fold into the record before them
+    assert len(log) == 1 and log[0].status_code == 500 and log[0].url_path == "/v2.1/servers"
+    assert log[0].message.endswith("not an access line")
+
+
+def test_ipv6_401_burst_is_an_auth_failure(tmp_path):
+    line = '{ip} - - [29/Oct/2015:10:51:{s:02d} +0100] "GET /v3/users HTTP/1.1" 401 500 "-" "curl/7" 2345'
+    log = tmp_path / "ctl" / "keystone" / "keystone_access.log"
+    log.parent.mkdir(parents=True)
+    log.write_text("\n".join(line.format(ip="fd00::9", s=s) for s in range(12)) + "\n")
+    incs = analyze_paths(tmp_path)
+    assert [(i["type"], i["resources"]["source_ip"]) for i in incs] == [("auth_failure", ["fd00::9"])]
+
+
+# -- the batch fold equals the line-by-line fold with several pids over time ----
+@st.composite
+def multi_pid_logs(draw) -> bytes:
+    t = 0.0
+    lines = []
+    for _ in range(draw(st.integers(1, 30))):
+        t += draw(st.sampled_from([0.0, 0.001, 0.5, 1.0, 3.0, EXPIRE_SECONDS, EXPIRE_SECONDS + 1.0, 30.0]))
+        pid = draw(st.sampled_from([600, 700, 800]))
+        stamp = f"2019-01-01 16:{int(t) // 60 % 60:02d}:{int(t) % 60:02d}.{int(t * 1000) % 1000:03d}"
+        kind = draw(st.sampled_from(["info", "error_tb", "cont", "tb_late", "v6", "v4"]))
+        if kind == "info":
+            lines.append(f"{stamp} {pid} INFO nova.compute.manager [req-{UUID} - - - - -] step")
+        elif kind == "error_tb":
+            lines.append(f"{stamp} {pid} ERROR nova.compute.manager [req-{UUID} - - - - -] failed")
+            for _ in range(draw(st.integers(0, 3))):
+                lines.append(f"{stamp} {pid} ERROR nova.compute.manager   File \"x.py\", line 1")
+        elif kind == "cont":
+            lines.append("    a continuation line")
+        elif kind == "tb_late":     # a traceback line of an older record of this pid, if any
+            lines.append(f"2019-01-01 16:00:00.000 {pid} TRACE nova.compute.manager ValueError: late")
+        elif kind == "v6":
+            lines.append(f'fd00::{pid} - - [01/Jan/2019:16:00:00 +0000] "GET / HTTP/1.1" 401 5 "-" "c" 7')
+        else:
+            lines.append(f'10.0.0.1 - - [01/Jan/2019:16:00:00 +0000] "GET / HTTP/1.1" 200 5 "-" "c" 7')
+    return ("\n".join(lines) + "\n").encode()
+
+
+@settings(max_examples=300, deadline=None)
+@given(multi_pid_logs(), st.integers(1, 7))
+def test_feed_chunk_equals_feed_per_line_across_pids_and_time(data, size):
+    lines = data.splitlines(keepends=True)
+    one = Parser(tz="UTC")
+    expected = [ev for ln in lines for ev in one.feed(ln, SRC, None)] + one.flush()
+    many = Parser(tz="UTC")
+    got = []
+    for i in range(0, len(lines), size):
+        got += many.feed_chunk(b"".join(lines[i:i + size]), SRC, None)
+    got += many.flush()
+    assert _docs(got) == _docs(expected)
+    assert sum(len(ev.original.split("\n")) for ev in got) == len(lines)     # no line lost
