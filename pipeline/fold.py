@@ -120,34 +120,41 @@ def _is_prefix_level(level: str) -> bool:
 class Folder:
     """Folds one stream's lines into records (see module doc)."""
 
-    __slots__ = ("open", "last", "sec")
+    __slots__ = ("open", "last", "sweep_at")
 
     def __init__(self) -> None:
         self.open: dict[str, Record] = {}
         self.last: Record | None = None
-        self.sec: str | None = None      # the second (asctime[:19]) of the latest header line
+        self.sweep_at = ""               # asctime at which to look for quiet records next
 
     def __setstate__(self, state) -> None:
-        self.sec = None                  # snapshots written before it existed
+        self.sweep_at = ""               # snapshots written before it existed
         for name, value in (state[1] if isinstance(state, tuple) else state).items():
             setattr(self, name, value)
 
     def _expire(self, ts: str, out: list) -> None:
-        """A header line of a new second: complete the open records of other
-        pids that are more than EXPIRE_SECONDS older (see EXPIRE_SECONDS)."""
-        self.sec = ts[:19]
+        """Complete the open records of other pids more than EXPIRE_SECONDS
+        older than header time ``ts`` (see EXPIRE_SECONDS). Called when the
+        stream's time reaches ``sweep_at``; sweeps at most once every
+        EXPIRE_SECONDS (a traceback line of the same time never triggers a second
+        sweep: the batch fold, which checks a record's first line only, folds
+        the same), so a quiet record completes 5 to 10 s after its time."""
+        try:
+            now = datetime(int(ts[:4]), int(ts[5:7]), int(ts[8:10]), int(ts[11:13]), int(ts[14:16]),
+                           int(ts[17:19]))
+        except ValueError:       # an impossible date: the record goes unparsed, time does not move
+            self.sweep_at = ts[:19] + "\x7f"
+            return
+        sep = ts[10]
+        nxt, cut = now + _SLACK, now - _SLACK
+        self.sweep_at = f"{nxt:%Y-%m-%d}{sep}{nxt:%H:%M:%S}"
         if len(self.open) < 2:
             return
-        try:
-            cut = datetime(int(ts[:4]), int(ts[5:7]), int(ts[8:10]), int(ts[11:13]), int(ts[14:16]),
-                           int(ts[17:19])) - _SLACK
-        except ValueError:       # an impossible date: the record goes unparsed, time does not move
-            return
         # asctime texts of one format compare as their times do
-        threshold = f"{cut:%Y-%m-%d}{ts[10]}{cut:%H:%M:%S}"
+        threshold = f"{cut:%Y-%m-%d}{sep}{cut:%H:%M:%S}"
         last = self.last
         stale = [key for key, rec in self.open.items()
-                 if rec is not last and (t := rec.ts_text) is not None and t < threshold and t[10] == ts[10]]
+                 if rec is not last and (t := rec.ts_text) is not None and t < threshold and t[10] == sep]
         for key in stale:
             out.append(self.open.pop(key))
 
@@ -221,7 +228,7 @@ class Folder:
             ts, pid, level, logger, rest, cont, tb = m.groups()
             end = m.end()
             limit = n
-            if ts[:19] != self.sec:
+            if ts >= self.sweep_at:
                 self._expire(ts, out)
             if not (tb or cont or level == "ERROR" or level == "TRACE"):
                 # the common case: a one-line record that is no traceback line
@@ -313,7 +320,7 @@ class Folder:
                 syslog_ts=None):
         """Fold one header line; returns ``(line, offset)`` of a glued-on
         record still to be fed, else None."""
-        if ts is not None and ts[:19] != self.sec:
+        if ts is not None and ts >= self.sweep_at:
             self._expire(ts, out)
         key = pid if host is None else f"{host}\x00{pid}"
         rec = self.open.get(key)
