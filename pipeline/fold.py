@@ -32,7 +32,12 @@ MAX_RECORD_LINES = 5000
 # complete. Its own traceback lines carry its timestamp and are written with
 # it, within milliseconds, so a few seconds of slack lose none of them.
 EXPIRE_SECONDS = 5
+# Looking for such records costs a few microseconds per open pid, so it is
+# done once every SWEEP_SECONDS of the stream's time: a quiet record
+# completes 5 to 35 s after its time (analyze reorders 300 s).
+SWEEP_SECONDS = 30
 _SLACK = timedelta(seconds=EXPIRE_SECONDS)
+_SWEEP = timedelta(seconds=SWEEP_SECONDS)
 _HEX_START = frozenset("abcdefABCDEF:")
 MAX_SPLIT_CHARS = 1 << 16
 
@@ -135,10 +140,9 @@ class Folder:
     def _expire(self, ts: str, out: list) -> None:
         """Complete the open records of other pids more than EXPIRE_SECONDS
         older than header time ``ts`` (see EXPIRE_SECONDS). Called when the
-        stream's time reaches ``sweep_at``; sweeps at most once every
-        EXPIRE_SECONDS (a traceback line of the same time never triggers a second
-        sweep: the batch fold, which checks a record's first line only, folds
-        the same), so a quiet record completes 5 to 10 s after its time."""
+        stream's time reaches ``sweep_at``, which then moves SWEEP_SECONDS on
+        (so a traceback line of the same time never sweeps again: the batch
+        fold, which checks a record's first line only, folds the same)."""
         try:
             now = datetime(int(ts[:4]), int(ts[5:7]), int(ts[8:10]), int(ts[11:13]), int(ts[14:16]),
                            int(ts[17:19]))
@@ -146,7 +150,7 @@ class Folder:
             self.sweep_at = ts[:19] + "\x7f"
             return
         sep = ts[10]
-        nxt, cut = now + _SLACK, now - _SLACK
+        nxt, cut = now + _SWEEP, now - _SLACK
         self.sweep_at = f"{nxt:%Y-%m-%d}{sep}{nxt:%H:%M:%S}"
         if len(self.open) < 2:
             return
