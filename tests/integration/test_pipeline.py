@@ -96,12 +96,21 @@ def wait_for(pred, timeout: float, what: str, worker: Worker | None = None, ever
 
 
 def counts(client, settings) -> tuple[int, int]:
+    """Indexed events and incidents; (-1, -1) while an index the pipeline just
+    created has no started shard yet (Elasticsearch answers 503 then)."""
+    from elasticsearch import ApiError
+
     es = settings.elasticsearch
-    client.indices.refresh(index=f"{es.events_index_prefix}*,{es.incidents_index}",
-                           ignore_unavailable=True, allow_no_indices=True)
-    ev = client.count(index=f"{es.events_index_prefix}*", allow_no_indices=True)["count"]
-    inc = client.count(index=es.incidents_index)["count"] if client.indices.exists(
-        index=es.incidents_index) else 0
+    try:
+        client.indices.refresh(index=f"{es.events_index_prefix}*,{es.incidents_index}",
+                               ignore_unavailable=True, allow_no_indices=True)
+        ev = client.count(index=f"{es.events_index_prefix}*", allow_no_indices=True)["count"]
+        inc = client.count(index=es.incidents_index)["count"] if client.indices.exists(
+            index=es.incidents_index) else 0
+    except ApiError as exc:
+        if exc.meta.status != 503:
+            raise
+        return -1, -1
     return ev, inc
 
 
