@@ -37,7 +37,6 @@ once everything is acknowledged.
 from __future__ import annotations
 
 import argparse
-import signal
 import socket
 import sys
 import threading
@@ -45,6 +44,7 @@ import time
 from collections import deque
 from typing import Callable, Iterable
 
+from .graceful import stop_on_signals
 from .sources import PathError
 from .tail import CheckpointError, Checkpoints, Line, Tailer, TailFile, check_paths
 
@@ -413,43 +413,20 @@ def cmd_ship(args) -> int:
     from kafka.errors import KafkaError
 
     logging.getLogger("kafka").setLevel(logging.CRITICAL)   # we say it once, in our words
-    stop = threading.Event()
-
-    def on_signal(signum, frame):
-        if stop.is_set():
-            raise KeyboardInterrupt
-        _stderr(f"{signal.Signals(signum).name}: stopping (flushing and writing checkpoints)")
-        stop.set()
-
-    old = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        result = ship(args.paths, settings, from_start=args.from_start, once=args.once, host=args.host,
-                      layout_hosts=args.layout_hosts, stop_event=stop, stats_interval=args.stats_interval)
-    except CheckpointError as exc:
+        with stop_on_signals(lambda name: _stderr(f"{name}: stopping (flushing and writing checkpoints)")) \
+                as stop:
+            result = ship(args.paths, settings, from_start=args.from_start, once=args.once, host=args.host,
+                          layout_hosts=args.layout_hosts, stop_event=stop, stats_interval=args.stats_interval)
+    except (CheckpointError, PathError) as exc:
         print(f"osloscope: error: {exc}", file=sys.stderr)
         return 2
     except KafkaError as exc:             # configuration or authentication: retrying will not help
         print(f"osloscope: error: Kafka ({settings.kafka.bootstrap}): {exc}", file=sys.stderr)
         return 2
-    except PathError as exc:
-        print(f"osloscope: error: {exc}", file=sys.stderr)
-        return 2
-    finally:
-        for sig, handler in old.items():
-            signal.signal(sig, handler)
     return 1 if result["error"] else 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``python -m pipeline.ship PATH...`` (same as ``osloscope ship``)."""
-    ap = argparse.ArgumentParser(prog="osloscope")
-    register(ap.add_subparsers(dest="command", required=True))
-    args = ap.parse_args(["ship", *(sys.argv[1:] if argv is None else argv)])
-    try:
-        return args.func(args)
-    except KeyboardInterrupt:
-        return 130
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+if __name__ == "__main__":          # python -m pipeline.ship PATH... (same as osloscope ship)
+    from .cli import main
+    raise SystemExit(main(["ship", *sys.argv[1:]]))

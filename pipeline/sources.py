@@ -183,40 +183,21 @@ def discover(paths: list[str], host: str | None = None,
 
 def read_lines(lf: LogFile, max_line: int = MAX_LINE,
                on_progress: Callable[[int], None] | None = None) -> Iterator[tuple[int, bytes]]:
-    """(byte offset, line) pairs; offsets are of the uncompressed stream.
+    """(byte offset, line) pairs; offsets are of the uncompressed stream: the
+    chunks of ``read_chunks`` cut after each newline (``readline(max_line)``
+    gives the same lines).
 
     ``on_progress(n)`` is called now and then with the bytes consumed from
     disk since the last call (compressed bytes for ``.gz``).
 
     A file that breaks off (truncated or corrupt ``.gz``, I/O error) raises
     ``ReadError`` after the lines before the damage."""
-    offset = 0
-    reported = 0
-    damage = None
-    fh = _open(lf)
-    with fh:
-        disk = getattr(fh, "fileobj", None) or fh
-        readline = fh.readline
-        n = 0
-        while True:
-            try:
-                raw = readline(max_line)
-            except _DAMAGE as exc:
-                damage = exc
-                break
-            if not raw:
-                break
-            yield offset, raw
-            offset += len(raw)
-            n += 1
-            if on_progress is not None and n & 0x3FFF == 0:
-                pos = disk.tell()
-                on_progress(pos - reported)
-                reported = pos
-    if on_progress is not None:
-        on_progress(max(lf.size - reported, 0))
-    if damage is not None:
-        raise ReadError(lf.path, _problem(damage, offset)) from damage
+    for offset, chunk in read_chunks(lf, max_line, on_progress=on_progress):
+        start, n = 0, len(chunk)
+        while start < n:
+            end = chunk.find(b"\n", start) + 1 or n
+            yield offset + start, chunk[start:end]
+            start = end
 
 
 def _open(lf: LogFile):

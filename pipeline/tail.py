@@ -72,6 +72,7 @@ import orjson
 
 from .extract import Source
 from .naming import service_from_path
+from .envelope import PLACEHOLDER_HOST
 from .sources import MAX_LINE, PathError, _host_for, _is_log
 
 FP_BYTES = 256
@@ -295,7 +296,7 @@ class Line(NamedTuple):
 
 class Tailer:
     def __init__(self, paths: Iterable[str], *, host: str | None = None, layout_hosts: bool = True,
-                 default_host: str = "unknown", checkpoints: Mapping[str, Position] | None = None,
+                 default_host: str = PLACEHOLDER_HOST, checkpoints: Mapping[str, Position] | None = None,
                  from_start: bool = False, once: bool = False, rescan_interval: float = 2.0,
                  partial_idle: float = 5.0, rotate_linger: float = 10.0, max_line: int = MAX_LINE,
                  read_budget: int = READ_BUDGET, on_error: Callable[[str], None] | None = None,

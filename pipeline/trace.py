@@ -24,6 +24,7 @@ import argparse
 import re
 import sys
 from dataclasses import dataclass, field
+from typing import Callable
 
 from detectors.model import Event
 
@@ -94,13 +95,12 @@ def expand(events: list[Event], ids: Ids) -> Ids:
 
 
 # -- sources ---------------------------------------------------------------------
-def from_files(files, tz: str | None, ids: Ids, hops: int) -> tuple[list[Event], Ids]:
-    from .analyze import Stats, merged_events
-
+def follow(fetch: Callable[[Ids], list[Event]], ids: Ids, hops: int) -> tuple[list[Event], Ids]:
+    """The events ``fetch`` finds for ``ids``, the ids widened by what they
+    mention and fetched again, up to ``hops`` times or until nothing new."""
     events: list[Event] = []
     for hop in range(hops + 1):
-        events = [ev for ev in merged_events(files, tz, Stats())
-                  if ev.kind != "unparsed" and matches(ev, ids)]
+        events = fetch(ids)
         if hop == hops:
             break
         wider = expand(events, ids)
@@ -108,6 +108,13 @@ def from_files(files, tz: str | None, ids: Ids, hops: int) -> tuple[list[Event],
             break
         ids = wider
     return events, ids
+
+
+def from_files(files, tz: str | None, ids: Ids, hops: int) -> tuple[list[Event], Ids]:
+    from .analyze import Stats, merged_events
+
+    return follow(lambda ids: [ev for ev in merged_events(files, tz, Stats())
+                               if ev.kind != "unparsed" and matches(ev, ids)], ids, hops)
 
 
 def es_query(ids: Ids) -> dict:
@@ -137,19 +144,14 @@ def _event_of(doc: dict) -> Event:
 
 
 def from_elasticsearch(client, index: str, ids: Ids, hops: int, limit: int) -> tuple[list[Event], Ids]:
-    events: list[Event] = []
-    for hop in range(hops + 1):
+    def fetch(ids: Ids) -> list[Event]:
         res = client.search(index=index, query=es_query(ids), size=min(limit, ES_MAX),
                             sort=[{"@timestamp": {"order": "asc"}},
                                   {"log.offset": {"order": "asc", "unmapped_type": "long"}}],
                             ignore_unavailable=True)
-        events = [_event_of(hit["_source"]) for hit in res["hits"]["hits"]]
-        if hop == hops:
-            break
-        wider = expand(events, ids)
-        if wider == ids:
-            break
-        ids = wider
+        return [_event_of(hit["_source"]) for hit in res["hits"]["hits"]]
+
+    events, ids = follow(fetch, ids, hops)
     events.sort(key=lambda e: e.ts if e.ts is not None else float("-inf"))
     return events, ids
 

@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import io
 import os
-import signal
 import sys
 import textwrap
 import threading
@@ -45,6 +44,7 @@ from detectors import Engine
 
 from . import codec, detection, render
 from .parser import Parser
+from .graceful import stop_on_signals
 from .sources import PathError
 from .tail import Tailer, check_paths
 
@@ -163,7 +163,7 @@ class Watcher:
         self.wall = wall
         self.poll_interval = poll_interval if poll_interval is not None else settings.shipper.poll_interval
         self.idle_flush = settings.worker.idle_flush
-        self.tailer = Tailer(list(paths), host=host, layout_hosts=True, default_host="unknown",
+        self.tailer = Tailer(list(paths), host=host, layout_hosts=True,
                              from_start=from_start, rescan_interval=max(1.0, 4 * self.poll_interval),
                              on_error=lambda m: log(f"warning: {m}"), on_notice=log, clock=clock,
                              exclude=_own_files(out, dead_letter))
@@ -401,21 +401,10 @@ def cmd_watch(args) -> int:
                   file=sys.stderr)
             return 2
         sink = BufferedIndexer(settings.elasticsearch, client=client)
-    stop = threading.Event()
-
-    def on_signal(signum, frame):
-        if stop.is_set():
-            raise KeyboardInterrupt
-        stop.set()
-
-    old = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
+    with stop_on_signals() as stop:
         stats = watch(args.paths, settings, out=sys.stdout.buffer, stop_event=stop,
                       from_start=args.from_start, fmt=args.format, host=args.host, tz=args.tz,
                       dead_letter=args.dead_letter, index_sink=sink)
-    finally:
-        for sig, handler in old.items():
-            signal.signal(sig, handler)
     note = f"; {stats['dead_letters']} unparsed line(s) to {args.dead_letter}" \
         if stats["dead_letters"] and args.dead_letter != "-" else ""
     _stderr(f"stopped: {stats['lines']} lines, {stats['events']} records, "
@@ -423,16 +412,6 @@ def cmd_watch(args) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``python -m pipeline.watch PATH...`` (same as ``osloscope watch``)."""
-    ap = argparse.ArgumentParser(prog="osloscope")
-    register(ap.add_subparsers(dest="command", required=True))
-    args = ap.parse_args(["watch", *(sys.argv[1:] if argv is None else argv)])
-    try:
-        return args.func(args)
-    except KeyboardInterrupt:
-        return 130
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+if __name__ == "__main__":          # python -m pipeline.watch PATH... (same as osloscope watch)
+    from .cli import main
+    raise SystemExit(main(["watch", *sys.argv[1:]]))
