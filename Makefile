@@ -5,15 +5,20 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test unit integration bench bench-pipeline clean
+.PHONY: install native demo test unit integration bench bench-pipeline clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml pipeline/rust/Cargo.toml $(wildcard pipeline/rust/src/*.rs)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	@touch $(STAMP)
 
 install: $(STAMP)
+
+## native: rebuild only the native core (pipeline/rust) in place after editing it
+native: $(STAMP)
+	cd pipeline/rust && cargo build --release --quiet
+	cp pipeline/rust/target/release/lib_native.so pipeline/$$($(BIN)/python -c 'import sysconfig; print("_native" + sysconfig.get_config_var("EXT_SUFFIX"))')
 
 ## demo: analyze the multi-host sample in deploy/samples and print the incidents
 demo: $(STAMP)

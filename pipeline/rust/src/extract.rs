@@ -1,0 +1,1 @@
+//! Record -> event fields: the Rust twin of `pipeline/extract.py`.

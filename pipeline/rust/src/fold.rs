@@ -1,0 +1,1 @@
+//! Folding: the Rust twin of `pipeline/fold.py` (see that module's doc).
