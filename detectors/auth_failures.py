@@ -21,6 +21,7 @@ import re
 from collections import OrderedDict, deque
 
 from .base import Detector
+from .hints import AUTH
 from .incident import Incident, evidence_of
 from .model import UUID, Event
 
@@ -195,12 +196,21 @@ class AuthFailures(Detector):
         if ev.status_code in (401, 403):
             text = ev.message or ""
         else:
-            text = ev.text()
             # every _PREFILTER alternative contains one of these substrings;
-            # eight substring tests cost less than one search of it
-            if not ("uthoriz" in text or "token" in text or "ogin" in text or "denied" in text
-                    or "REFUSED" in text or "find user" in text or "ccount is" in text
-                    or "assword is" in text) or not _PREFILTER.search(text):
+            # eight substring tests cost less than one search of it (the
+            # native core has tested them already: detectors.hints)
+            hints = ev.hints
+            if hints is not None:
+                if not hints & AUTH:
+                    return out
+                text = ev.text()
+            else:
+                text = ev.text()
+                if not ("uthoriz" in text or "token" in text or "ogin" in text or "denied" in text
+                        or "REFUSED" in text or "find user" in text or "ccount is" in text
+                        or "assword is" in text):
+                    return out
+            if not _PREFILTER.search(text):
                 return out
         hard = self._hard(ev, text) if ev.status_code is None else None
         if hard:

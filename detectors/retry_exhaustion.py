@@ -33,6 +33,7 @@ from collections import OrderedDict, deque
 from typing import NamedTuple
 
 from .base import Detector
+from .hints import RESCHEDULED, RETRY
 from .incident import Incident, evidence_of
 from .model import UUID, Event
 
@@ -329,7 +330,8 @@ class RetryExhaustion(Detector):
         out: list[dict] = []
         if ev.level == "DEBUG" or ev.level == "INFO":
             msg = ev.message or ""
-            if "re-scheduled" in msg:
+            hints = ev.hints
+            if (hints is None or hints & RESCHEDULED) and "re-scheduled" in msg:
                 m = RESCHEDULED.search(msg)
                 if m:
                     self._remember_attempt(("instance", m.group(1)), ev)
@@ -344,9 +346,13 @@ class RetryExhaustion(Detector):
         fired = False
         # every rule, attempt and reschedule pattern contains one of these
         # substrings: without one, only the state-driven checks can fire
-        hit = ("retr" in text or "Exceeded max" in text or "did not finish" in text or "done trying" in text
-               or "network setup" in text or "SQL connection" in text or "glance server" in text
-               or "re-scheduled" in text or "last host" in text)
+        hints = ev.hints
+        if hints is not None:              # the native core's substring tests (detectors.hints)
+            hit = hints & RETRY
+        else:
+            hit = ("retr" in text or "Exceeded max" in text or "did not finish" in text or "done trying" in text
+                   or "network setup" in text or "SQL connection" in text or "glance server" in text
+                   or "re-scheduled" in text or "last host" in text)
         if hit and _PREFILTER.search(text):
             for rule in RULES:
                 m = rule.pattern.search(text)

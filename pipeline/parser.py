@@ -14,9 +14,10 @@ from __future__ import annotations
 from itertools import accumulate, count, repeat
 from operator import add
 
+from detectors.hints import KEYWORDS
 from detectors.model import Event
 
-from . import envelope
+from . import accel, envelope
 from .extract import Extractor, Source
 from .fold import Folder
 from .naming import service_from_path
@@ -27,12 +28,16 @@ EMPTY: tuple = ()
 
 
 class _Stream:
-    __slots__ = ("folder", "source", "last")
+    """One stream's folding state: in the Python ``folder``, or, while ASCII
+    chunks arrive, in the native core's ``nat`` (then ``last`` lives there)."""
+
+    __slots__ = ("folder", "source", "last", "nat")
 
     def __init__(self, source: Source) -> None:
         self.folder = Folder()
         self.source = source
         self.last: tuple[float | None, str | None] = (None, None)
+        self.nat = None
 
 
 def decode(raw: bytes | str) -> str:
@@ -60,12 +65,54 @@ def _line_starts(data: bytes) -> list[int]:
 
 
 class Parser:
-    def __init__(self, tz: str | None = "UTC", syslog_year: int = 1970, *, redact: bool = True) -> None:
+    def __init__(self, tz: str | None = "UTC", syslog_year: int = 1970, *, redact: bool = True,
+                 native: bool | None = None) -> None:
         self.redact = redact             # mask passwords/tokens (pipeline/redact.py) in every event
         self.tp = TimeParser(tz)
         self.syslog_year = syslog_year
         self.extractor = Extractor(self.tp, syslog_year)
         self.streams: dict[tuple, _Stream] = {}
+        # the native core (pipeline/accel.py) for ASCII chunks; None: when built
+        self.native = accel.enabled(native)
+
+    def __getstate__(self) -> dict:
+        """Pickled (the streaming stages' snapshots) with every stream's state
+        in Python form: the native core's objects do not pickle."""
+        for st in self.streams.values():
+            if st.nat is not None:
+                self._to_python(st)
+        return dict(self.__dict__)
+
+    # -- handing a stream between the Python folder and the native core --------
+    def _to_python(self, st: _Stream) -> None:
+        nat, st.nat = st.nat, None
+        st.folder = Folder()
+        state = nat.export_state()
+        st.folder.open = {key: accel.record_from_dict(d) for key, d in state["open"]}
+        st.folder.last = st.folder.open[state["last"]] if state["last"] is not None else None
+        st.folder.sweep_at = state["sweep_at"]
+        st.last = nat.last
+
+    def _to_native(self, st: _Stream) -> None:
+        src = st.source
+        nat = accel._native.Stream(self.tp, src.host, src.service, src.path, self.syslog_year, self.redact,
+                                   Event, needs_redaction, redact_event,
+                                   lambda d, last, st=st: self._build_one(st, accel.record_from_dict(d), last),
+                                   list(KEYWORDS))
+        folder = st.folder
+        last_key = next((k for k, r in folder.open.items() if r is folder.last), None)
+        nat.import_state({"open": [[k, accel.record_to_dict(r)] for k, r in folder.open.items()],
+                          "last": last_key, "sweep_at": folder.sweep_at})
+        nat.last = st.last
+        st.nat = nat
+
+    def _build_one(self, st: _Stream, rec, last) -> Event:
+        """One record the native extractor leaves to Python, as ``_events`` builds it."""
+        saved, st.last = st.last, last
+        try:
+            return self._events(st, [rec])[0]
+        finally:
+            st.last = saved
 
     def _stream(self, source: Source) -> _Stream:
         key = (source.host, source.path)
@@ -104,6 +151,8 @@ class Parser:
                 out.extend(self.feed(part.rstrip("\r"), source, offset))
             return out
         st = self.streams.get((source.host, source.path)) or self._stream(source)
+        if st.nat is not None:
+            self._to_python(st)
         recs: list = []
         st.folder.feed(line, offset, recs)
         return self._events(st, recs) if recs else EMPTY
@@ -132,6 +181,12 @@ class Parser:
         elif not ascii_ and offset is not None:
             starts = _line_starts(data)
         st = self.streams.get((source.host, source.path)) or self._stream(source)
+        if ascii_ and self.native:
+            if st.nat is None:
+                self._to_native(st)
+            return st.nat.feed_text(text, offset, starts) or EMPTY
+        if st.nat is not None:
+            self._to_python(st)
         recs: list = []
         st.folder.feed_text(text, offset, starts, recs)
         return self._events(st, recs) if recs else EMPTY
@@ -212,6 +267,8 @@ class Parser:
 
     def _plain(self, line: str, source: Source, offset: int | None):
         st = self._stream(source)
+        if st.nat is not None:
+            self._to_python(st)
         recs: list = []
         st.folder.feed(line, offset, recs)
         return self._events(st, recs) if recs else EMPTY
@@ -226,7 +283,8 @@ class Parser:
             return self._unparsed(line, source, offset, f"bad oslo.log JSON record: {exc}")
 
     def _unparsed(self, line: str, source: Source, offset: int | None, reason: str) -> Event:
-        last = self._stream(source).last
+        st = self._stream(source)
+        last = st.nat.last if st.nat is not None else st.last
         if self.redact:
             line = redact_text(line)
         return Event(kind="unparsed", reason=reason, message=line, original=line,
@@ -239,9 +297,12 @@ class Parser:
         for key, st in list(self.streams.items()):
             if source is not None and st.source.path != source.path:
                 continue
-            recs: list = []
-            st.folder.flush(recs)
-            out.extend(self._events(st, recs))
+            if st.nat is not None:
+                out.extend(st.nat.flush())
+            else:
+                recs: list = []
+                st.folder.flush(recs)
+                out.extend(self._events(st, recs))
             if source is not None:
                 del self.streams[key]
         return out

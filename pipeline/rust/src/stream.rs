@@ -1,0 +1,368 @@
+//! The glue: one stream's folder and extractor, from text to Python
+//! `detectors.model.Event` objects, exactly as `pipeline.parser.Parser`
+//! does with `Folder.feed_text` and `Parser._events` for ASCII text.
+//! `pipeline/accel.py` decides which text comes here.
+
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
+use aho_corasick::AhoCorasick;
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList, PyString};
+
+use crate::clock::{Clock, TimeResult};
+use crate::event::{EventFields, Source};
+use crate::extract::Extractor;
+use crate::fold::Folder;
+use crate::record::{Kind, Record};
+
+/// `TimeParser.parse` with its per-second cache kept on this side; the zone
+/// rules (and every other method) stay in the Python TimeParser.
+pub struct NativeClock {
+    tp: Py<PyAny>,
+    cache: HashMap<String, (i64, String, String)>,
+}
+
+fn exc_text(py: Python<'_>, e: PyErr) -> String {
+    e.value_bound(py).str().map(|s| s.to_string()).unwrap_or_default()
+}
+
+impl NativeClock {
+    fn call(&self, name: &str, args: impl IntoPy<Py<pyo3::types::PyTuple>>) -> TimeResult {
+        Python::with_gil(|py| match self.tp.bind(py).call_method1(name, args) {
+            Ok(v) => v.extract::<(f64, String)>().map_err(|e| exc_text(py, e)),
+            Err(e) => Err(exc_text(py, e)),
+        })
+    }
+}
+
+impl Clock for NativeClock {
+    fn parse(&mut self, text: &str) -> TimeResult {
+        let sec = text.get(..19).unwrap_or(text);
+        if sec.contains('{') || sec.contains('}') {
+            return self.call("parse", (text,));
+        }
+        if !self.cache.contains_key(sec) {
+            let hit = Python::with_gil(|py| -> Result<(i64, String, String), String> {
+                match self.tp.bind(py).call_method1("_second", (sec,)) {
+                    Ok(v) => v.extract::<(i64, String, String)>().map_err(|e| exc_text(py, e)),
+                    Err(e) => Err(exc_text(py, e)),
+                }
+            })?;
+            if self.cache.len() > 50_000 {
+                self.cache.clear();
+            }
+            self.cache.insert(sec.to_string(), hit);
+        }
+        let (epoch, iso, zone) = &self.cache[sec];
+        let frac = text.get(20..).unwrap_or("");
+        if !frac.is_empty() && frac.bytes().all(|b| b.is_ascii_digit()) {
+            if frac.len() >= 10 {
+                return self.call("parse", (text,));
+            }
+            let n: i64 = frac.parse().unwrap();
+            let q = n as f64 / 10f64.powi(frac.len() as i32);
+            return Ok((*epoch as f64 + q, format!("{iso}.{frac}{zone}")));
+        }
+        if !frac.is_empty() && !frac.is_ascii() {
+            return self.call("parse", (text,));
+        }
+        Ok((*epoch as f64, format!("{iso}{zone}")))
+    }
+    fn parse_syslog(&mut self, text: &str, year: i64) -> TimeResult {
+        self.call("parse_syslog", (text, year))
+    }
+    fn parse_iso(&mut self, text: &str) -> TimeResult {
+        self.call("parse_iso", (text,))
+    }
+    fn parse_apache(&mut self, text: &str) -> TimeResult {
+        self.call("parse_apache", (text,))
+    }
+}
+
+/// `redact._hinted(text.lower())` for ASCII text.
+fn redaction_hinted(text: &str) -> bool {
+    static AC: OnceLock<AhoCorasick> = OnceLock::new();
+    AC.get_or_init(|| {
+        AhoCorasick::builder()
+            .ascii_case_insensitive(true)
+            .build(["pass", "token", "secret", "://", "pwd", "api_key", "apikey", "credential"])
+            .unwrap()
+    })
+    .is_match(text)
+}
+
+macro_rules! keys {
+    ($($name:ident),* $(,)?) => {
+        struct Keys { $($name: Py<PyString>,)* }
+        impl Keys {
+            fn new(py: Python<'_>) -> Self {
+                Keys { $($name: PyString::intern_bound(py, stringify!($name)).unbind(),)* }
+            }
+        }
+    };
+}
+
+keys!(kind, reason, ts, timestamp, level, logger, pid, host, file_path, offset, service, original, message,
+      request_id, global_request_id, user_id, project_id, user_name, project_name, instance_id,
+      origin_function, origin_file, origin_line, stack_trace, error_type, error_message, errno,
+      http_method, url_path, status_code, body_bytes, duration_ns, source_ip, resources, hints);
+
+#[pyclass(module = "pipeline._native", unsendable)]
+pub struct Stream {
+    pub folder: Folder,
+    extractor: Extractor,
+    clock: NativeClock,
+    src: Source,
+    py_host: PyObject,
+    py_service: PyObject,
+    py_path: PyObject,
+    /// (ts, timestamp) of the last parsed event, for unparsed ones
+    last: (Option<f64>, Option<String>),
+    redact: bool,
+    keys: Keys,
+    strs: HashMap<String, Py<PyString>>,
+    new_event: PyObject,
+    event_cls: PyObject,
+    needs_redaction: PyObject,
+    redact_event: PyObject,
+    /// Python callable (record dict, last) -> Event for records `extract` leaves to Python
+    fallback: PyObject,
+    /// `detectors.hints.KEYWORDS`, bit i = keyword i
+    hint_ac: AhoCorasick,
+}
+
+/// The `detectors.hints` bits of `text`: every keyword it contains.
+fn hint_bits(ac: &AhoCorasick, text: &str, mut bits: u64) -> u64 {
+    for m in ac.find_overlapping_iter(text) {
+        bits |= 1u64 << m.pattern().as_usize();
+    }
+    bits
+}
+
+fn cached(strs: &mut HashMap<String, Py<PyString>>, py: Python<'_>, s: &str) -> PyObject {
+    if let Some(v) = strs.get(s) {
+        return v.clone_ref(py).into_any();
+    }
+    if strs.len() > 4096 {
+        strs.clear();
+    }
+    let v = PyString::new_bound(py, s).unbind();
+    strs.insert(s.to_string(), v.clone_ref(py));
+    v.into_any()
+}
+
+impl Stream {
+    fn to_event(&mut self, py: Python<'_>, f: EventFields) -> PyResult<PyObject> {
+        let d = PyDict::new_bound(py);
+        let k = &self.keys;
+        let strs = &mut self.strs;
+        macro_rules! put_str {
+            ($name:ident) => {
+                if let Some(v) = f.$name { d.set_item(k.$name.bind(py), PyString::new_bound(py, &v))?; }
+            };
+        }
+        macro_rules! put_val {
+            ($name:ident) => {
+                if let Some(v) = f.$name { d.set_item(k.$name.bind(py), v)?; }
+            };
+        }
+        macro_rules! put_cached {
+            ($name:ident) => {
+                if let Some(v) = &f.$name { d.set_item(k.$name.bind(py), cached(strs, py, v))?; }
+            };
+        }
+        if f.kind != Kind::Log {
+            d.set_item(k.kind.bind(py), f.kind.as_str())?;
+        }
+        put_str!(reason);
+        put_val!(ts);
+        put_str!(timestamp);
+        put_cached!(level);
+        put_cached!(logger);
+        put_val!(pid);
+        match &f.host {
+            Some(h) if Some(h) == self.src.host.as_ref() => d.set_item(k.host.bind(py), self.py_host.bind(py))?,
+            Some(h) => d.set_item(k.host.bind(py), h)?,
+            None => {}
+        }
+        match &f.file_path {
+            Some(p) if Some(p) == self.src.path.as_ref() => d.set_item(k.file_path.bind(py), self.py_path.bind(py))?,
+            Some(p) => d.set_item(k.file_path.bind(py), p)?,
+            None => {}
+        }
+        put_val!(offset);
+        match &f.service {
+            Some(s) if Some(s) == self.src.service.as_ref() => d.set_item(k.service.bind(py), self.py_service.bind(py))?,
+            Some(s) => d.set_item(k.service.bind(py), cached(strs, py, s))?,
+            None => {}
+        }
+        // Event.text() is message + "\n" + stack trace: no keyword spans the "\n"
+        let mut bits = hint_bits(&self.hint_ac, f.message.as_deref().unwrap_or(""), 0);
+        if let Some(t) = f.stack_trace.as_deref() {
+            bits = hint_bits(&self.hint_ac, t, bits);
+        }
+        d.set_item(k.hints.bind(py), bits)?;
+        put_str!(original);
+        put_str!(message);
+        put_str!(request_id);
+        put_str!(global_request_id);
+        put_str!(user_id);
+        put_str!(project_id);
+        put_str!(user_name);
+        put_str!(project_name);
+        put_str!(instance_id);
+        put_str!(origin_function);
+        put_str!(origin_file);
+        put_val!(origin_line);
+        put_str!(stack_trace);
+        put_str!(error_type);
+        put_str!(error_message);
+        put_str!(errno);
+        put_str!(http_method);
+        put_str!(url_path);
+        put_val!(status_code);
+        put_val!(body_bytes);
+        put_val!(duration_ns);
+        put_str!(source_ip);
+        if let Some(res) = f.resources {
+            let r = PyDict::new_bound(py);
+            for (kind, ids) in res {
+                r.set_item(kind, PyList::new_bound(py, ids))?;
+            }
+            d.set_item(k.resources.bind(py), r)?;
+        }
+        let ev = self.new_event.call1(py, (self.event_cls.bind(py),))?;
+        ev.bind(py).setattr("__dict__", d)?;
+        Ok(ev)
+    }
+
+    fn events(&mut self, py: Python<'_>, recs: Vec<Record>) -> PyResult<Vec<PyObject>> {
+        let mut out = Vec::with_capacity(recs.len());
+        for rec in recs {
+            let built = {
+                let last = (self.last.0, self.last.1.as_deref());
+                self.extractor.build(&rec, &self.src, last, &mut self.clock)
+            };
+            let (ev, kind, probe_hint) = match built {
+                Ok(f) => {
+                    let kind = f.kind;
+                    if kind != Kind::Unparsed {
+                        self.last = (f.ts, f.timestamp.clone());
+                    }
+                    // Parser._events: probe the message and the exception line
+                    let probe = if self.redact {
+                        let mut probe = f.message.clone().unwrap_or_default();
+                        if let Some(t) = f.stack_trace.as_deref().filter(|t| !t.is_empty()) {
+                            probe.push_str(&t[t.rfind('\n').map_or(0, |i| i + 1)..]);
+                        }
+                        if redaction_hinted(&probe) { Some(probe) } else { None }
+                    } else {
+                        None
+                    };
+                    (self.to_event(py, f)?, kind, probe)
+                }
+                Err(_) => {
+                    let d = crate::py_fold::record_to_dict(py, &rec)?;
+                    let last = (self.last.0, self.last.1.clone());
+                    let ev = self.fallback.call1(py, (d, last))?;
+                    // the Python fallback applied redaction and returns the event as Parser._events would
+                    let kind: String = ev.bind(py).getattr("kind")?.extract()?;
+                    if kind != "unparsed" {
+                        self.last = (ev.bind(py).getattr("ts")?.extract()?, ev.bind(py).getattr("timestamp")?.extract()?);
+                    }
+                    out.push(ev);
+                    continue;
+                }
+            };
+            let _ = kind;
+            if let Some(probe) = probe_hint {
+                if self.needs_redaction.call1(py, (probe,))?.is_truthy(py)? {
+                    self.redact_event.call1(py, (ev.bind(py),))?;
+                    // masking may have removed a keyword: the detectors scan for themselves
+                    ev.bind(py).setattr("hints", py.None())?;
+                }
+            }
+            out.push(ev);
+        }
+        Ok(out)
+    }
+}
+
+#[pymethods]
+impl Stream {
+    #[new]
+    #[pyo3(signature = (tp, host, service, path, syslog_year, redact, event_cls, needs_redaction, redact_event, fallback, keywords))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(py: Python<'_>, tp: PyObject, host: PyObject, service: PyObject, path: PyObject, syslog_year: i64,
+           redact: bool, event_cls: PyObject, needs_redaction: PyObject, redact_event: PyObject,
+           fallback: PyObject, keywords: Vec<String>) -> PyResult<Self> {
+        if keywords.len() > 64 {
+            return Err(pyo3::exceptions::PyValueError::new_err("at most 64 hint keywords"));
+        }
+        let hint_ac = AhoCorasick::new(&keywords)
+            .map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))?;
+        let src = Source {
+            host: host.extract(py)?,
+            service: service.extract(py)?,
+            path: path.extract(py)?,
+        };
+        let new_event = py.import_bound("builtins")?.getattr("object")?.getattr("__new__")?.unbind();
+        Ok(Stream {
+            folder: Folder::new(),
+            extractor: Extractor::new(syslog_year),
+            clock: NativeClock { tp, cache: HashMap::new() },
+            src,
+            py_host: host,
+            py_service: service,
+            py_path: path,
+            last: (None, None),
+            redact,
+            keys: Keys::new(py),
+            strs: HashMap::new(),
+            new_event,
+            event_cls,
+            needs_redaction,
+            redact_event,
+            fallback,
+            hint_ac,
+        })
+    }
+
+    /// ``Folder.feed_text`` + ``Parser._events`` for ASCII ``text``.
+    #[pyo3(signature = (text, base, starts))]
+    fn feed_text(&mut self, py: Python<'_>, text: &str, base: Option<i64>, starts: Option<Vec<i64>>) -> PyResult<Vec<PyObject>> {
+        let mut recs = Vec::new();
+        self.folder.feed_text(text, base, starts.as_deref(), &mut recs);
+        self.events(py, recs)
+    }
+
+    /// ``Folder.feed`` of one ASCII line + ``Parser._events``.
+    #[pyo3(signature = (line, offset))]
+    fn feed(&mut self, py: Python<'_>, line: &str, offset: Option<i64>) -> PyResult<Vec<PyObject>> {
+        let mut recs = Vec::new();
+        self.folder.feed(line, offset, &mut recs);
+        self.events(py, recs)
+    }
+
+    fn flush(&mut self, py: Python<'_>) -> PyResult<Vec<PyObject>> {
+        let mut recs = Vec::new();
+        self.folder.flush(&mut recs);
+        self.events(py, recs)
+    }
+
+    #[getter]
+    fn get_last(&self) -> (Option<f64>, Option<String>) {
+        self.last.clone()
+    }
+
+    #[setter]
+    fn set_last(&mut self, last: (Option<f64>, Option<String>)) {
+        self.last = last;
+    }
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<Stream>()?;
+    Ok(())
+}
