@@ -21,7 +21,7 @@ import re
 from collections import OrderedDict, deque
 
 from .base import Detector
-from .hints import AUTH
+from .hints import AUTH, AUTH_PHRASES
 from .incident import Incident, evidence_of
 from .model import UUID, Event
 
@@ -41,11 +41,9 @@ SERVICE_TOKEN = re.compile(
     r"|Identity server rejected authorization|Bad response code while validating token"
     r"|Networking client is experiencing an unauthorized exception"
     r"|Unable to (?:obtain|get) (?:an )?admin token")
-_PREFILTER = re.compile(
-    r"Authorization failed|Could not find user|The account is|The password is expired"
-    r"|Access denied for user|ACCESS_REFUSED|Login was refused|Check login credentials|login refused"
-    r"|Not authorized for image|ImageNotAuthorized|admin token|Unable to validate token"
-    r"|rejected authorization|validating token|unauthorized exception")
+# "one of the trigger phrases occurs" (detectors.hints.AUTH_PHRASES: the
+# native core answers the same question with Event.hints)
+_PREFILTER = re.compile("|".join(map(re.escape, AUTH_PHRASES)))
 
 HARD = {
     "database": (
@@ -201,17 +199,15 @@ class AuthFailures(Detector):
             # native core has tested them already: detectors.hints)
             hints = ev.hints
             if hints is not None:
-                if not hints & AUTH:
+                if not hints & AUTH:       # no trigger phrase: _PREFILTER would not match
                     return out
                 text = ev.text()
             else:
                 text = ev.text()
                 if not ("uthoriz" in text or "token" in text or "ogin" in text or "denied" in text
                         or "REFUSED" in text or "find user" in text or "ccount is" in text
-                        or "assword is" in text):
+                        or "assword is" in text) or not _PREFILTER.search(text):
                     return out
-            if not _PREFILTER.search(text):
-                return out
         hard = self._hard(ev, text) if ev.status_code is None else None
         if hard:
             what, account, resources = hard

@@ -12,17 +12,29 @@ in ``Event.text()``), so both paths give the same incidents.
 """
 from __future__ import annotations
 
+# The auth_failures trigger phrases: its prefilter is exactly "one of these
+# occurs", so the bits answer it without a regex.
+AUTH_PHRASES = (
+    "Authorization failed", "Could not find user", "The account is", "The password is expired",
+    "Access denied for user", "ACCESS_REFUSED", "Login was refused", "Check login credentials",
+    "login refused", "Not authorized for image", "ImageNotAuthorized", "admin token",
+    "Unable to validate token", "rejected authorization", "validating token", "unauthorized exception",
+)
+# The retry_exhaustion rules' prefilter phrases, likewise.
+RETRY_PHRASES = (
+    "did not finish being created", "Exceeded max", "DB exceeded retry", "done trying",
+    "failed network setup after", "out of retries", "Stopping Swift retries", "Run out of retry",
+)
 # Case-sensitive substrings of Event.text() (message + "\n" + stack trace).
-KEYWORDS: tuple[str, ...] = (
-    # auth_failures
-    "uthoriz", "token", "ogin", "denied", "REFUSED", "find user", "ccount is", "assword is",
-    # disk_full
+KEYWORDS: tuple[str, ...] = AUTH_PHRASES + RETRY_PHRASES + (
+    # disk_full: one of these is in every TRIGGER match
     "space", "Errno 28", "ENOSPC", "while writing", "StorageFull", "storage media",
-    # retry_exhaustion
-    "retr", "Exceeded max", "did not finish", "done trying", "network setup", "SQL connection",
-    "glance server", "re-scheduled", "last host",
+    # retry_exhaustion: one of these is in every rule, attempt and reschedule pattern
+    "retr", "did not finish", "network setup", "SQL connection", "glance server", "re-scheduled",
+    "last host",
 )
 BIT = {word: 1 << i for i, word in enumerate(KEYWORDS)}
+assert len(BIT) == len(KEYWORDS) <= 64
 
 
 def mask(*words: str) -> int:
@@ -32,8 +44,9 @@ def mask(*words: str) -> int:
     return out
 
 
-AUTH = mask("uthoriz", "token", "ogin", "denied", "REFUSED", "find user", "ccount is", "assword is")
+AUTH = mask(*AUTH_PHRASES)
 DISK = mask("space", "Errno 28", "ENOSPC", "while writing", "StorageFull", "storage media")
+RETRY_PREFILTER = mask(*RETRY_PHRASES)
 RETRY = mask("retr", "Exceeded max", "did not finish", "done trying", "network setup", "SQL connection",
              "glance server", "re-scheduled", "last host")
 RESCHEDULED = BIT["re-scheduled"]

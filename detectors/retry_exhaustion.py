@@ -33,7 +33,7 @@ from collections import OrderedDict, deque
 from typing import NamedTuple
 
 from .base import Detector
-from .hints import RESCHEDULED, RETRY
+from .hints import RESCHEDULED as HINT_RESCHEDULED, RETRY as HINT_RETRY, RETRY_PHRASES, RETRY_PREFILTER
 from .incident import Incident, evidence_of
 from .model import UUID, Event
 
@@ -180,9 +180,9 @@ RULES: tuple[Rule, ...] = (
 )
 KSA_RULE = Rule("keystoneauth_retries", re.compile("(?!)"), ("host", "service", "url"), "error",
                 "API retries exhausted from {host} ({service}) to {url}", KSA_CAUSE, KSA_FIX)
-_PREFILTER = re.compile(
-    r"did not finish being created|Exceeded max|DB exceeded retry|done trying|failed network "
-    r"setup after|out of retries|Stopping Swift retries|Run out of retry")
+# "one of the rules' phrases occurs" (detectors.hints.RETRY_PHRASES: the
+# native core answers the same question with Event.hints)
+_PREFILTER = re.compile("|".join(map(re.escape, RETRY_PHRASES)))
 
 # Attempts that become evidence when the budget later runs out.
 RESCHEDULED = re.compile(r"Build of instance (" + UUID + r") was re-scheduled: (.*)", re.S)
@@ -331,7 +331,7 @@ class RetryExhaustion(Detector):
         if ev.level == "DEBUG" or ev.level == "INFO":
             msg = ev.message or ""
             hints = ev.hints
-            if (hints is None or hints & RESCHEDULED) and "re-scheduled" in msg:
+            if (hints is None or hints & HINT_RESCHEDULED) and "re-scheduled" in msg:
                 m = RESCHEDULED.search(msg)
                 if m:
                     self._remember_attempt(("instance", m.group(1)), ev)
@@ -348,12 +348,14 @@ class RetryExhaustion(Detector):
         # substrings: without one, only the state-driven checks can fire
         hints = ev.hints
         if hints is not None:              # the native core's substring tests (detectors.hints)
-            hit = hints & RETRY
+            hit = hints & HINT_RETRY
+            rules = hints & RETRY_PREFILTER
         else:
             hit = ("retr" in text or "Exceeded max" in text or "did not finish" in text or "done trying" in text
                    or "network setup" in text or "SQL connection" in text or "glance server" in text
                    or "re-scheduled" in text or "last host" in text)
-        if hit and _PREFILTER.search(text):
+            rules = hit and _PREFILTER.search(text)
+        if rules:
             for rule in RULES:
                 m = rule.pattern.search(text)
                 if not m:
