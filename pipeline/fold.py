@@ -150,8 +150,15 @@ class Folder:
             self.sweep_at = ts[:19] + "\x7f"
             return
         sep = ts[10]
-        nxt, cut = now + _SWEEP, now - _SLACK
-        self.sweep_at = f"{nxt:%Y-%m-%d}{sep}{nxt:%H:%M:%S}"
+        try:
+            nxt = now + _SWEEP
+            self.sweep_at = f"{nxt:%Y-%m-%d}{sep}{nxt:%H:%M:%S}"
+        except OverflowError:    # the last seconds of year 9999: no later sweep
+            self.sweep_at = ts[:19] + "\x7f"
+        try:
+            cut = now - _SLACK
+        except OverflowError:    # the first seconds of year 1: nothing is older
+            return
         if len(self.open) < 2:
             return
         # asctime texts of one format compare as their times do

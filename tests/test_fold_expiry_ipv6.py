@@ -145,3 +145,17 @@ def test_feed_chunk_equals_feed_per_line_across_pids_and_time(data, size):
     got += many.flush()
     assert _docs(got) == _docs(expected)
     assert sum(len(ev.original.split("\n")) for ev in got) == len(lines)     # no line lost
+
+
+def test_the_edges_of_the_calendar_never_raise():
+    """Sweeping for quiet records does date arithmetic: at 9999-12-31 23:59:59
+    and 0001-01-01 00:00:00 it would overflow; the records fold as usual."""
+    from tests.support import parse_text
+
+    text = ("9999-12-31 23:59:59.100 11 INFO nova.compute.manager [-] last second\n"
+            "9999-12-31 23:59:59.200 12 INFO nova.compute.manager [-] other pid\n"
+            "0001-01-01 00:00:01.000 13 ERROR nova.compute.manager [-] first second\n"
+            "0001-01-01 00:00:02.000 14 INFO nova.compute.manager [-] and another\n")
+    events = parse_text(text)
+    assert [e.message for e in events if e.kind != "unparsed"] == [
+        "last second", "other pid", "first second", "and another"]
