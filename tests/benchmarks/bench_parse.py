@@ -10,8 +10,9 @@ the same plus per-line decoding, and the parser without and with the
 detectors (``Engine.feed`` on every event: the ``osloscope analyze`` path
 minus file I/O), each two ways: ``Parser.feed`` per line (the streaming
 path) and ``Parser.feed_lines`` over runs of CHUNK_LINES raw lines (the
-batch path ``analyze`` uses; joining and decoding are timed). The full path
-is batch parse + detect. Then splits a record's cost into its stages
+batch path ``analyze`` uses; joining and decoding are timed), and the batch
+path once more through the native core (``pipeline._native``, when built).
+The full path is batch parse + detect, native when built. Then splits a record's cost into its stages
 (folding alone, field extraction, detection over pre-parsed events) next to
 the per-record budget the 1/3 target allows, and prints a cProfile of the
 full path.
@@ -35,6 +36,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from detectors import Engine, default_detectors  # noqa: E402
+from pipeline import accel  # noqa: E402
 from pipeline.extract import Source  # noqa: E402
 from pipeline.lineformat import HEADER  # noqa: E402
 from pipeline.parser import Parser  # noqa: E402
@@ -116,7 +118,7 @@ def build_corpus(records: int) -> list[bytes]:
 
 
 def run_parser(lines: list[bytes]):
-    p = Parser(tz="UTC")
+    p = Parser(tz="UTC", native=False)
     feed = p.feed
     for raw in lines:
         evs = feed(raw, SOURCE, None)
@@ -145,7 +147,7 @@ def parse_only_per_line(lines, strs):
 
 def parse_detect_per_line(lines, strs):
     engine_feed = Engine(default_detectors()).feed
-    p = Parser(tz="UTC")
+    p = Parser(tz="UTC", native=False)
     feed = p.feed
     for raw in lines:
         evs = feed(raw, SOURCE, None)
@@ -156,30 +158,38 @@ def parse_detect_per_line(lines, strs):
         engine_feed(ev)
 
 
-def run_batch(lines):
-    p = Parser(tz="UTC")
+def run_batch(lines, native=False):
+    p = Parser(tz="UTC", native=native)
     feed_lines = p.feed_lines
     for i in range(0, len(lines), CHUNK_LINES):
         yield from feed_lines(lines[i:i + CHUNK_LINES], SOURCE, None)
     yield from p.flush()
 
 
-def parse_only(lines, strs):
-    for _ in run_batch(lines):
+def parse_only(lines, strs, native=False):
+    for _ in run_batch(lines, native):
         pass
 
 
-def parse_detect(lines, strs):
+def parse_detect(lines, strs, native=False):
     engine_feed = Engine(default_detectors()).feed
-    for ev in run_batch(lines):
+    for ev in run_batch(lines, native):
         engine_feed(ev)
+
+
+def parse_only_native(lines, strs):
+    parse_only(lines, strs, True)
+
+
+def parse_detect_native(lines, strs):
+    parse_detect(lines, strs, True)
 
 
 # -- the stages, for the cost breakdown ------------------------------------------
 def fold_only(lines, strs):
     """Decode and fold exactly as feed_lines does, but build no events: the
     cost of finding the records (header regex, traceback folding) alone."""
-    folder = Parser(tz="UTC")._stream(SOURCE).folder
+    folder = Parser(tz="UTC", native=False)._stream(SOURCE).folder
     recs: list = []
     for i in range(0, len(lines), CHUNK_LINES):
         data = b"".join(lines[i:i + CHUNK_LINES])
@@ -235,9 +245,14 @@ def main() -> None:
     batch = sum(1 for _ in run_batch(lines))
     assert batch == records, f"feed_lines gave {batch} records, feed per line {records}"
 
+    native = accel.available()
     paths = [("regex (pre-decoded str)", regex_str), ("regex + decode", regex_decode),
              ("parse only, per line", parse_only_per_line), ("parse+detect, per line", parse_detect_per_line),
-             ("parse only", parse_only), ("parse + detect (full)", parse_detect)]
+             ("parse only", parse_only), ("parse + detect", parse_detect)]
+    if native:
+        nat = sum(1 for _ in run_batch(lines, True))
+        assert nat == records, f"the native core gave {nat} records, Python {records}"
+        paths += [("native parse only", parse_only_native), ("native parse + detect", parse_detect_native)]
     times = {name: best_of(fn, lines, strs) for name, fn in paths}
     base, base_dec = times["regex (pre-decoded str)"], times["regex + decode"]
     print(f"\n{'path (best of 3)':<24} {'CPU s':>8} {'lines/s':>12} {'records/s':>12} "
@@ -251,22 +266,31 @@ def main() -> None:
     times["detect only"] = best_of(lambda _l, _s: detect_only(events), None, None)
     del events
     us = 1e6 / records
-    stages = (("fold (find records)", times["fold only"]),
+    stages = [("fold (find records)", times["fold only"]),
               ("extract (fields, redaction)", times["parse only"] - times["fold only"]),
-              ("detect (3 detectors)", times["detect only"]))
+              ("detect (3 detectors)", times["detect only"])]
+    if native:
+        events = list(run_batch(lines, True))
+        times["native detect only"] = best_of(lambda _l, _s: detect_only(events), None, None)
+        del events
+        stages += [("native parse (fold+extract+hints)", times["native parse only"]),
+                   ("detect, events with hints", times["native detect only"])]
     print(f"\nper record, from the runs above: {'µs':>6} {'x regex time':>12}")
     for name, t in stages:
-        print(f"  {name:<30} {t * us:>6.2f} {t / base:>12.2f}")
-    print(f"  {'bare regex (baseline)':<30} {base * us:>6.2f} {1:>12.2f}")
+        print(f"  {name:<34} {t * us:>6.2f} {t / base:>12.2f}")
+    print(f"  {'bare regex (baseline)':<34} {base * us:>6.2f} {1:>12.2f}")
     print(f"  budget at 1/3 of the baseline: {3 * base * us:.2f} µs per record "
           f"({3 * base * us / (len(lines) / records):.2f} µs per line)")
-    full = base / times["parse + detect (full)"]
-    print(f"\nfull/baseline = {full:.3f}, parse-only/baseline = {base / times['parse only']:.3f} "
+    full_name = "native parse + detect" if native else "parse + detect"
+    full = base / times[full_name]
+    print(f"\nfull path = {full_name}{'' if native else ' (native core not built)'}: "
+          f"full/baseline = {full:.3f}, pure Python {base / times['parse + detect']:.3f}, "
+          f"parse-only/baseline = {base / times['native parse only' if native else 'parse only']:.3f} "
           f"(rate ratios vs bare regex); target full >= 0.333: {'MET' if full >= 1 / 3 else 'NOT MET'}")
 
     sub = build_corpus(args.profile_records)
     prof = cProfile.Profile()
-    prof.runcall(parse_detect, sub, None)
+    prof.runcall(parse_detect, sub, None, accel.available())
     print(f"\n==== cProfile: parse + detect over {args.profile_records:,} records ({len(sub):,} lines), "
           f"top 15 by cumulative time ====")
     pstats.Stats(prof).strip_dirs().sort_stats("cumulative").print_stats(15)

@@ -13,6 +13,7 @@ pub mod py_extract;
 pub mod py_fold;
 pub mod pyclock;
 pub mod record;
+pub mod stream;
 
 #[pyfunction]
 fn version() -> &'static str {
@@ -24,5 +25,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(version, m)?)?;
     py_fold::register(m)?;
     py_extract::register(m)?;
+    stream::register(m)?;
     Ok(())
 }

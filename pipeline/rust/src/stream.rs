@@ -333,7 +333,7 @@ impl Stream {
     #[pyo3(signature = (text, base, starts))]
     fn feed_text(&mut self, py: Python<'_>, text: &str, base: Option<i64>, starts: Option<Vec<i64>>) -> PyResult<Vec<PyObject>> {
         let mut recs = Vec::new();
-        self.folder.feed_text(text, base, starts.as_deref(), &mut recs);
+        self.folder.feed_text(text, base, starts.as_deref(), &mut recs).map_err(crate::py_fold::err)?;
         self.events(py, recs)
     }
 
@@ -341,7 +341,7 @@ impl Stream {
     #[pyo3(signature = (line, offset))]
     fn feed(&mut self, py: Python<'_>, line: &str, offset: Option<i64>) -> PyResult<Vec<PyObject>> {
         let mut recs = Vec::new();
-        self.folder.feed(line, offset, &mut recs);
+        self.folder.feed(line, offset, &mut recs).map_err(crate::py_fold::err)?;
         self.events(py, recs)
     }
 
@@ -351,12 +351,20 @@ impl Stream {
         self.events(py, recs)
     }
 
-    #[getter]
+    fn export_state<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        crate::py_fold::export_state(py, &self.folder)
+    }
+
+    fn import_state(&mut self, state: &Bound<'_, PyDict>) -> PyResult<()> {
+        crate::py_fold::import_state(&mut self.folder, state)
+    }
+
+    #[getter(last)]
     fn get_last(&self) -> (Option<f64>, Option<String>) {
         self.last.clone()
     }
 
-    #[setter]
+    #[setter(last)]
     fn set_last(&mut self, last: (Option<f64>, Option<String>)) {
         self.last = last;
     }
