@@ -11,6 +11,7 @@ carrying the raw text and the reason.
 """
 from __future__ import annotations
 
+from datetime import timezone
 from itertools import accumulate, count, repeat
 from operator import add
 
@@ -22,7 +23,7 @@ from .extract import Extractor, Source
 from .fold import Folder
 from .naming import service_from_path
 from .redact import needs_redaction, redact_event, redact_text
-from .timefmt import InvalidTimestamp, TimeParser
+from .timefmt import InvalidTimestamp, TimeParser, offset_text
 
 EMPTY: tuple = ()
 
@@ -104,6 +105,10 @@ class Parser:
         nat.import_state({"open": [[k, accel.record_to_dict(r)] for k, r in folder.open.items()],
                           "last": last_key, "sweep_at": folder.sweep_at})
         nat.last = st.last
+        tz = self.tp.tz
+        if isinstance(tz, timezone):         # one fixed offset: the core converts seconds itself
+            off = tz.utcoffset(None)
+            nat.set_fixed_zone(int(off.total_seconds()), offset_text(off))
         st.nat = nat
 
     def _build_one(self, st: _Stream, rec, last) -> Event:

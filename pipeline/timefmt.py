@@ -34,7 +34,8 @@ def tz_of(name: str | None) -> tzinfo:
     return ZoneInfo(name)
 
 
-def _offset_text(off: timedelta | None) -> str:
+def offset_text(off: timedelta | None) -> str:
+    """``+HH:MM`` of a UTC offset, as the ISO texts end."""
     if not off:
         return "+00:00"
     total = int(off.total_seconds())
@@ -62,7 +63,7 @@ class TimeParser:
                           int(text[14:16]), int(text[17:19]), tzinfo=self.tz)
         except ValueError as exc:
             raise InvalidTimestamp(f"invalid timestamp {text!r}: {exc}") from None
-        hit = (int(dt.timestamp()), f"{text[:10]}T{text[11:19]}", _offset_text(dt.utcoffset()))
+        hit = (int(dt.timestamp()), f"{text[:10]}T{text[11:19]}", offset_text(dt.utcoffset()))
         if len(self._cache) > 50_000:
             self._cache.clear()
         self._cache[text] = hit
@@ -92,7 +93,7 @@ class TimeParser:
         except ValueError as exc:
             raise InvalidTimestamp(f"invalid timestamp {text19!r}: {exc}") from None
         epoch = int(dt.timestamp())
-        iso = f"{text19[:10]}T{text19[11:19]}{{}}{_offset_text(dt.utcoffset())}"
+        iso = f"{text19[:10]}T{text19[11:19]}{{}}{offset_text(dt.utcoffset())}"
         frac = text[20:]
         if frac and frac.isdigit():
             return epoch + int(frac) / 10 ** len(frac), iso.format("." + frac)

@@ -118,3 +118,24 @@ def test_analyze_gives_the_same_incidents_either_way(monkeypatch):
     python = analyze_paths(SAMPLES, CORPUS)
     assert len(python) >= 4
     assert native == python
+
+
+@pytest.mark.parametrize("tz", ["UTC", "+05:30", "-08:00", "America/New_York"])
+def test_times_in_fixed_and_ruled_zones_and_impossible_dates(tz):
+    """The core converts seconds itself for fixed offsets, and asks the
+    TimeParser for zones with rules and for dates that do not exist."""
+    stamps = ["2016-02-29 23:59:59.999", "2017-02-29 10:00:00.000", "1900-02-29 00:00:00.1",
+              "2000-02-29 00:00:00", "0001-01-01 00:00:00.5", "9999-12-31 23:59:59.999999",
+              "2024-03-10 02:30:00.000", "2024-11-03 01:30:00.000", "2017-06-06 24:00:00.000",
+              "2017-04-31 10:00:00.000", "2017-06-06 10:61:00.000", "2017-06-06T10:00:00.123",
+              "2017-06-06 10:00:00,456"]
+    text = "".join(f"{s} {1000 + i} INFO nova.compute.manager [-] stamp {i}\n" for i, s in enumerate(stamps))
+    lines = [ln.encode() for ln in text.splitlines(keepends=True)]
+
+    def run(native):
+        p = Parser(tz, native=native)
+        return [_doc(e) for e in p.feed_lines(lines, SRC, 0) + p.flush()]
+
+    python = run(False)
+    assert sum(d["event"]["kind"] == "pipeline_error" for d in python) >= 4   # the impossible ones
+    assert run(True) == python

@@ -14,6 +14,7 @@ pub mod py_fold;
 pub mod pyclock;
 pub mod record;
 pub mod stream;
+pub mod timecalc;
 
 #[pyfunction]
 fn version() -> &'static str {

@@ -21,6 +21,8 @@ use crate::record::{Kind, Record};
 pub struct NativeClock {
     tp: Py<PyAny>,
     cache: HashMap<String, (i64, String, String)>,
+    /// (seconds east of UTC, zone text) when the zone has one fixed offset
+    fixed: Option<(i64, String)>,
 }
 
 fn exc_text(py: Python<'_>, e: PyErr) -> String {
@@ -43,12 +45,15 @@ impl Clock for NativeClock {
             return self.call("parse", (text,));
         }
         if !self.cache.contains_key(sec) {
-            let hit = Python::with_gil(|py| -> Result<(i64, String, String), String> {
+            let native = self.fixed.as_ref().and_then(|(off, zone)| {
+                crate::timecalc::second_fixed(sec, *off).map(|(epoch, iso)| (epoch, iso, zone.clone()))
+            });
+            let hit = if let Some(hit) = native { hit } else { Python::with_gil(|py| -> Result<(i64, String, String), String> {
                 match self.tp.bind(py).call_method1("_second", (sec,)) {
                     Ok(v) => v.extract::<(i64, String, String)>().map_err(|e| exc_text(py, e)),
                     Err(e) => Err(exc_text(py, e)),
                 }
-            })?;
+            })? };
             if self.cache.len() > 50_000 {
                 self.cache.clear();
             }
@@ -311,7 +316,7 @@ impl Stream {
         Ok(Stream {
             folder: Folder::new(),
             extractor: Extractor::new(syslog_year),
-            clock: NativeClock { tp, cache: HashMap::new() },
+            clock: NativeClock { tp, cache: HashMap::new(), fixed: None },
             src,
             py_host: host,
             py_service: service,
@@ -357,6 +362,12 @@ impl Stream {
 
     fn import_state(&mut self, state: &Bound<'_, PyDict>) -> PyResult<()> {
         crate::py_fold::import_state(&mut self.folder, state)
+    }
+
+    /// The source zone has this one offset (seconds east of UTC; `zone` as
+    /// `TimeParser` writes it): seconds are converted without calling it.
+    fn set_fixed_zone(&mut self, offset: i64, zone: String) {
+        self.clock.fixed = Some((offset, zone));
     }
 
     #[getter(last)]
