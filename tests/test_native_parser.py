@@ -62,8 +62,8 @@ def test_same_events_as_python_on_every_fixture_file(chunk):
             assert ev.hints is None or ev.hints == hints_of(ev.text()), (path, ev.message)
         hinted += sum(ev.hints is not None for ev in nat_events)
         total += len(nat_events)
-    # the native core built them (only it sets hints; redacted and non-ASCII ones aside)
-    assert hinted >= 0.9 * total
+    # the native core built them (only it sets hints; not on DEBUG records, redacted or non-ASCII ones)
+    assert hinted >= 0.6 * total
 
 
 def test_switching_between_ascii_and_other_text_keeps_the_records_whole():

@@ -202,12 +202,16 @@ impl Stream {
             Some(s) => d.set_item(k.service.bind(py), cached(strs, py, s))?,
             None => {}
         }
-        // Event.text() is message + "\n" + stack trace: no keyword spans the "\n"
-        let mut bits = hint_bits(&self.hint_ac, f.message.as_deref().unwrap_or(""), 0);
-        if let Some(t) = f.stack_trace.as_deref() {
-            bits = hint_bits(&self.hint_ac, t, bits);
+        // Event.text() is message + "\n" + stack trace: no keyword spans the "\n".
+        // DEBUG records without a status code get none: no detector reads
+        // them beyond one substring test of its own (and they are the long ones)
+        if f.level.as_deref() != Some("DEBUG") || f.status_code.is_some() {
+            let mut bits = hint_bits(&self.hint_ac, f.message.as_deref().unwrap_or(""), 0);
+            if let Some(t) = f.stack_trace.as_deref() {
+                bits = hint_bits(&self.hint_ac, t, bits);
+            }
+            d.set_item(k.hints.bind(py), bits)?;
         }
-        d.set_item(k.hints.bind(py), bits)?;
         put_str!(original);
         put_str!(message);
         put_str!(request_id);
@@ -238,7 +242,7 @@ impl Stream {
             d.set_item(k.resources.bind(py), r)?;
         }
         let ev = self.new_event.call1(py, (self.event_cls.bind(py),))?;
-        ev.bind(py).setattr("__dict__", d)?;
+        ev.bind(py).setattr(pyo3::intern!(py, "__dict__"), d)?;
         Ok(ev)
     }
 
@@ -305,7 +309,9 @@ impl Stream {
         if keywords.len() > 64 {
             return Err(pyo3::exceptions::PyValueError::new_err("at most 64 hint keywords"));
         }
-        let hint_ac = AhoCorasick::new(&keywords)
+        let hint_ac = AhoCorasick::builder()
+            .kind(Some(aho_corasick::AhoCorasickKind::DFA))
+            .build(&keywords)
             .map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))?;
         let src = Source {
             host: host.extract(py)?,
