@@ -16,8 +16,8 @@ try:
     from . import _native
 except ImportError:          # no Rust toolchain at install time: pure Python
     _native = None
-if _native is not None and not hasattr(_native, "Stream"):
-    _native = None           # a stale build from before the glue existed
+if _native is not None and not (hasattr(_native, "Stream") and hasattr(_native, "redact_text")):
+    _native = None           # a stale build from before the glue (or its native redaction) existed
 
 from .fold import Record
 

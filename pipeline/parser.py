@@ -97,7 +97,7 @@ class Parser:
     def _to_native(self, st: _Stream) -> None:
         src = st.source
         nat = accel._native.Stream(self.tp, src.host, src.service, src.path, self.syslog_year, self.redact,
-                                   Event, needs_redaction, redact_event,
+                                   Event,
                                    lambda d, last, st=st: self._build_one(st, accel.record_from_dict(d), last),
                                    list(KEYWORDS))
         folder = st.folder

@@ -11,8 +11,10 @@ pub mod extract;
 pub mod fold;
 pub mod py_extract;
 pub mod py_fold;
+pub mod py_redact;
 pub mod pyclock;
 pub mod record;
+pub mod redact;
 pub mod stream;
 pub mod timecalc;
 
@@ -26,6 +28,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(version, m)?)?;
     py_fold::register(m)?;
     py_extract::register(m)?;
+    py_redact::register(m)?;
     stream::register(m)?;
     Ok(())
 }

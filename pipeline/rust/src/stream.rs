@@ -97,6 +97,56 @@ fn redaction_hinted(text: &str) -> bool {
     .is_match(text)
 }
 
+/// `redact.needs_redaction(text)`: natively for ASCII text, else the Python function.
+fn needs_redaction(py: Python<'_>, text: &str) -> PyResult<bool> {
+    if text.is_ascii() {
+        return Ok(crate::redact::needs_redaction(text));
+    }
+    py.import_bound("pipeline.redact")?.getattr("needs_redaction")?.call1((text,))?.is_truthy()
+}
+
+/// `redact.redact_text(text)`, `None` when unchanged: natively for ASCII text, else the Python function.
+fn redact_text(py: Python<'_>, text: &str) -> PyResult<Option<String>> {
+    if text.is_ascii() {
+        return Ok(crate::redact::redact_text(text));
+    }
+    let new: String = py.import_bound("pipeline.redact")?.getattr("redact_text")?.call1((text,))?.extract()?;
+    Ok(if new == text { None } else { Some(new) })
+}
+
+/// `Parser._events`' redaction of one event: probe the message and the
+/// exception line, then `redact.redact_event` (every field of
+/// `redact.FIELDS`, all strings, that is non-empty and needs redaction).
+fn redact_fields(py: Python<'_>, f: &mut EventFields) -> PyResult<()> {
+    let msg = f.message.as_deref().unwrap_or("");
+    let tail = f.stack_trace.as_deref().filter(|t| !t.is_empty()).map(|t| &t[t.rfind('\n').map_or(0, |i| i + 1)..]);
+    let hit = match tail {
+        None => redaction_hinted(msg) && needs_redaction(py, msg)?,
+        Some(tail) => {
+            let mut probe = String::with_capacity(msg.len() + tail.len());
+            probe.push_str(msg);
+            probe.push_str(tail);
+            redaction_hinted(&probe) && needs_redaction(py, &probe)?
+        }
+    };
+    if !hit {
+        return Ok(());
+    }
+    // redact.FIELDS = ("message", "original", "stack_trace", "error_message", "reason")
+    for field in [&mut f.message, &mut f.original, &mut f.stack_trace, &mut f.error_message, &mut f.reason] {
+        if let Some(value) = field.as_deref() {
+            if !value.is_empty() && needs_redaction(py, value)? {
+                if let Some(new) = redact_text(py, value)? {
+                    if new != value {
+                        *field = Some(new);
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 macro_rules! keys {
     ($($name:ident),* $(,)?) => {
         struct Keys { $($name: Py<PyString>,)* }
@@ -129,8 +179,6 @@ pub struct Stream {
     strs: HashMap<String, Py<PyString>>,
     new_event: PyObject,
     event_cls: PyObject,
-    needs_redaction: PyObject,
-    redact_event: PyObject,
     /// Python callable (record dict, last) -> Event for records `extract` leaves to Python
     fallback: PyObject,
     /// `detectors.hints.KEYWORDS`, bit i = keyword i
@@ -253,23 +301,18 @@ impl Stream {
                 let last = (self.last.0, self.last.1.as_deref());
                 self.extractor.build(&rec, &self.src, last, &mut self.clock)
             };
-            let (ev, kind, probe_hint) = match built {
+            let (ev, kind) = match built {
                 Ok(f) => {
                     let kind = f.kind;
                     if kind != Kind::Unparsed {
                         self.last = (f.ts, f.timestamp.clone());
                     }
-                    // Parser._events: probe the message and the exception line
-                    let probe = if self.redact {
-                        let mut probe = f.message.clone().unwrap_or_default();
-                        if let Some(t) = f.stack_trace.as_deref().filter(|t| !t.is_empty()) {
-                            probe.push_str(&t[t.rfind('\n').map_or(0, |i| i + 1)..]);
-                        }
-                        if redaction_hinted(&probe) { Some(probe) } else { None }
-                    } else {
-                        None
-                    };
-                    (self.to_event(py, f)?, kind, probe)
+                    let mut f = f;
+                    if self.redact {
+                        redact_fields(py, &mut f)?;
+                    }
+                    // the hint bits are computed on the final (redacted) text
+                    (self.to_event(py, f)?, kind)
                 }
                 Err(_) => {
                     let d = crate::py_fold::record_to_dict(py, &rec)?;
@@ -285,13 +328,6 @@ impl Stream {
                 }
             };
             let _ = kind;
-            if let Some(probe) = probe_hint {
-                if self.needs_redaction.call1(py, (probe,))?.is_truthy(py)? {
-                    self.redact_event.call1(py, (ev.bind(py),))?;
-                    // masking may have removed a keyword: the detectors scan for themselves
-                    ev.bind(py).setattr("hints", py.None())?;
-                }
-            }
             out.push(ev);
         }
         Ok(out)
@@ -301,11 +337,10 @@ impl Stream {
 #[pymethods]
 impl Stream {
     #[new]
-    #[pyo3(signature = (tp, host, service, path, syslog_year, redact, event_cls, needs_redaction, redact_event, fallback, keywords))]
+    #[pyo3(signature = (tp, host, service, path, syslog_year, redact, event_cls, fallback, keywords))]
     #[allow(clippy::too_many_arguments)]
     fn new(py: Python<'_>, tp: PyObject, host: PyObject, service: PyObject, path: PyObject, syslog_year: i64,
-           redact: bool, event_cls: PyObject, needs_redaction: PyObject, redact_event: PyObject,
-           fallback: PyObject, keywords: Vec<String>) -> PyResult<Self> {
+           redact: bool, event_cls: PyObject, fallback: PyObject, keywords: Vec<String>) -> PyResult<Self> {
         if keywords.len() > 64 {
             return Err(pyo3::exceptions::PyValueError::new_err("at most 64 hint keywords"));
         }
@@ -333,8 +368,6 @@ impl Stream {
             strs: HashMap::new(),
             new_event,
             event_cls,
-            needs_redaction,
-            redact_event,
             fallback,
             hint_ac,
         })
