@@ -139,3 +139,16 @@ def test_times_in_fixed_and_ruled_zones_and_impossible_dates(tz):
     python = run(False)
     assert sum(d["event"]["kind"] == "pipeline_error" for d in python) >= 4   # the impossible ones
     assert run(True) == python
+
+
+def test_the_switch(monkeypatch):
+    monkeypatch.setenv("OSLOSCOPE_NATIVE", "0")
+    assert not Parser().native and not accel.enabled()
+    assert Parser(native=True).native          # an explicit request wins over the environment
+    monkeypatch.setenv("OSLOSCOPE_NATIVE", "1")
+    assert Parser().native
+    monkeypatch.setattr(accel, "_native", None)  # as on a machine without a Rust toolchain
+    with pytest.raises(RuntimeError, match="not built"):
+        Parser()
+    monkeypatch.delenv("OSLOSCOPE_NATIVE")
+    assert not Parser().native                 # silently pure Python
