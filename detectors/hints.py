@@ -12,6 +12,8 @@ in ``Event.text()``), so both paths give the same incidents.
 """
 from __future__ import annotations
 
+from typing import Iterable
+
 # The auth_failures trigger phrases: its prefilter is exactly "one of these
 # occurs", so the bits answer it without a regex.
 AUTH_PHRASES = (
@@ -34,7 +36,8 @@ KEYWORDS: tuple[str, ...] = AUTH_PHRASES + RETRY_PHRASES + (
     "last host",
 )
 BIT = {word: 1 << i for i, word in enumerate(KEYWORDS)}
-assert len(BIT) == len(KEYWORDS) <= 64
+MAX_WORDS = 128                 # the native core keeps the bits in 128 bits
+assert len(BIT) == len(KEYWORDS) <= MAX_WORDS
 
 
 def mask(*words: str) -> int:
@@ -52,10 +55,48 @@ RETRY = mask("retr", "Exceeded max", "did not finish", "done trying", "network s
 RESCHEDULED = BIT["re-scheduled"]
 
 
-def hints_of(text: str) -> int:
+def hints_of(text: str, words: tuple[str, ...] = KEYWORDS) -> int:
     """The reference: the bits of every keyword ``text`` contains."""
     out = 0
-    for word, bit in BIT.items():
+    for i, word in enumerate(words):
         if word in text:
-            out |= bit
+            out |= 1 << i
     return out
+
+
+class Vocabulary:
+    """The keywords a parser tests: KEYWORDS first (so the bits above are
+    the same in every vocabulary), then the ``hint_words`` other detectors
+    ask for (the known-issue signatures' keywords), MAX_WORDS at most.
+    An event's ``hint_vocab`` names the vocabulary of its ``hints``."""
+
+    __slots__ = ("words", "bit")
+
+    def __init__(self, extra: Iterable[str] = ()) -> None:
+        words = list(KEYWORDS)
+        seen = set(words)
+        for w in extra:
+            if w and w not in seen and len(words) < MAX_WORDS:
+                seen.add(w)
+                words.append(w)
+        self.words: tuple[str, ...] = tuple(words)
+        self.bit = {w: 1 << i for i, w in enumerate(self.words)}
+
+    def mask(self, words: Iterable[str]) -> int | None:
+        """The bits of ``words``; None when one of them is not in the vocabulary."""
+        out = 0
+        for w in words:
+            bit = self.bit.get(w)
+            if bit is None:
+                return None
+            out |= bit
+        return out
+
+
+BASE = Vocabulary()
+
+
+def vocabulary(detectors: Iterable) -> Vocabulary:
+    """The vocabulary for a set of detectors (their ``hint_words``)."""
+    extra = [w for d in detectors for w in getattr(d, "hint_words", ())]
+    return Vocabulary(extra) if extra else BASE

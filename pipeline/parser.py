@@ -15,7 +15,7 @@ from datetime import timezone
 from itertools import accumulate, count, repeat
 from operator import add
 
-from detectors.hints import KEYWORDS
+from detectors.hints import BASE as BASE_VOCAB, Vocabulary
 from detectors.model import Event
 
 from . import accel, envelope
@@ -67,7 +67,7 @@ def _line_starts(data: bytes) -> list[int]:
 
 class Parser:
     def __init__(self, tz: str | None = "UTC", syslog_year: int = 1970, *, redact: bool = True,
-                 native: bool | None = None) -> None:
+                 native: bool | None = None, vocab: Vocabulary | None = None) -> None:
         self.redact = redact             # mask passwords/tokens (pipeline/redact.py) in every event
         self.tp = TimeParser(tz)
         self.syslog_year = syslog_year
@@ -75,6 +75,8 @@ class Parser:
         self.streams: dict[tuple, _Stream] = {}
         # the native core (pipeline/accel.py) for ASCII chunks; None: when built
         self.native = accel.enabled(native)
+        # the keywords the native core tests for the detectors (Event.hints)
+        self.vocab = vocab or BASE_VOCAB
 
     def __getstate__(self) -> dict:
         """Pickled (the streaming stages' snapshots) with every stream's state
@@ -99,7 +101,7 @@ class Parser:
         nat = accel._native.Stream(self.tp, src.host, src.service, src.path, self.syslog_year, self.redact,
                                    Event,
                                    lambda d, last, st=st: self._build_one(st, accel.record_from_dict(d), last),
-                                   list(KEYWORDS))
+                                   self.vocab.words, self.vocab)
         folder = st.folder
         last_key = next((k for k, r in folder.open.items() if r is folder.last), None)
         nat.import_state({"open": [[k, accel.record_to_dict(r)] for k, r in folder.open.items()],

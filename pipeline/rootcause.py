@@ -87,6 +87,10 @@ class EngineWithRequests:
         self.causes = RootCauses()
         self.summaries: list[dict] = []
 
+    @property
+    def detectors(self) -> list:
+        return self.engine.detectors
+
     def feed(self, ev) -> list[dict]:
         docs = self.engine.feed(ev)
         closed = self.windows.feed(ev)

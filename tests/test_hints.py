@@ -66,3 +66,35 @@ def test_a_zero_bit_skips_what_the_scan_would_skip():
     ev.hints = 0                                # a wrong zero would hide it: the bits must be exact
     assert [d for det in default_detectors() for d in det.feed(ev)] == []
     assert re.search("Access denied", ev.message)
+
+
+def test_known_issue_signatures_read_the_vocabulary_bits():
+    """Every detector, the known-issue signatures among them, gives the same
+    incidents when events carry bits of the engine's vocabulary."""
+    from detectors.hints import vocabulary
+    from pipeline import detection
+
+    require_shared()
+    files = sorted(CORPUS.glob("*.log")) + sorted(FIXTURES.glob("seeds/*/*/*.log")) + sorted(SAMPLES.glob("**/*.log"))
+    events = sorted((ev for f in files for ev in parse_file(f)), key=lambda e: e.ts or 0.0)
+    vocab = vocabulary(detection.build())
+    assert len(vocab.words) > len(KEYWORDS)        # the signatures' keywords are in it
+
+    def run(hinted):
+        engine = Engine(detection.build())
+        out = []
+        for ev in events:
+            ev.hints = hints_of(ev.text(), vocab.words) if hinted else None
+            ev.hint_vocab = vocab if hinted else None
+            out.extend(engine.feed(ev))
+        return out
+
+    plain = run(False)
+    assert sum(d["type"] == "known_issue" for d in plain) >= 10
+    assert run(True) == plain
+    # and a vocabulary without the signatures' keywords makes them scan for themselves
+    from detectors.hints import BASE
+    for ev in events:
+        ev.hints, ev.hint_vocab = hints_of(ev.text()), BASE
+    engine = Engine(detection.build())
+    assert [d for ev in events for d in engine.feed(ev)] == plain

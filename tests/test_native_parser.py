@@ -152,3 +152,24 @@ def test_the_switch(monkeypatch):
         Parser()
     monkeypatch.delenv("OSLOSCOPE_NATIVE")
     assert not Parser().native                 # silently pure Python
+
+
+def test_every_detector_gives_the_same_incidents_either_way(monkeypatch):
+    """analyze with all detectors (the known-issue signatures read the
+    native core's bits through the vocabulary) as without the core."""
+    from detectors import Engine
+    from pipeline import detection
+    from pipeline.analyze import analyze
+    from pipeline.sources import discover
+
+    require_shared()
+    paths = [str(SAMPLES), str(CORPUS), str(FIXTURES / "seeds")]
+
+    def run():
+        return analyze(discover(paths), engine=Engine(detection.build())).incidents
+
+    native = run()
+    monkeypatch.setenv("OSLOSCOPE_NATIVE", "0")
+    python = run()
+    assert {d["type"] for d in python} >= {"known_issue", "auth_failure", "disk_full", "retry_exhausted"}
+    assert native == python

@@ -161,7 +161,7 @@ macro_rules! keys {
 keys!(kind, reason, ts, timestamp, level, logger, pid, host, file_path, offset, service, original, message,
       request_id, global_request_id, user_id, project_id, user_name, project_name, instance_id,
       origin_function, origin_file, origin_line, stack_trace, error_type, error_message, errno,
-      http_method, url_path, status_code, body_bytes, duration_ns, source_ip, resources, hints);
+      http_method, url_path, status_code, body_bytes, duration_ns, source_ip, resources, hints, hint_vocab);
 
 #[pyclass(module = "pipeline._native", unsendable)]
 pub struct Stream {
@@ -181,14 +181,16 @@ pub struct Stream {
     event_cls: PyObject,
     /// Python callable (record dict, last) -> Event for records `extract` leaves to Python
     fallback: PyObject,
-    /// `detectors.hints.KEYWORDS`, bit i = keyword i
+    /// the words of a `detectors.hints.Vocabulary`, bit i = word i
     hint_ac: AhoCorasick,
+    /// that Vocabulary, set on every event with hints
+    hint_vocab: PyObject,
 }
 
 /// The `detectors.hints` bits of `text`: every keyword it contains.
-fn hint_bits(ac: &AhoCorasick, text: &str, mut bits: u64) -> u64 {
+fn hint_bits(ac: &AhoCorasick, text: &str, mut bits: u128) -> u128 {
     for m in ac.find_overlapping_iter(text) {
-        bits |= 1u64 << m.pattern().as_usize();
+        bits |= 1u128 << m.pattern().as_usize();
     }
     bits
 }
@@ -259,6 +261,7 @@ impl Stream {
                 bits = hint_bits(&self.hint_ac, t, bits);
             }
             d.set_item(k.hints.bind(py), bits)?;
+            d.set_item(k.hint_vocab.bind(py), self.hint_vocab.bind(py))?;
         }
         put_str!(original);
         put_str!(message);
@@ -337,12 +340,13 @@ impl Stream {
 #[pymethods]
 impl Stream {
     #[new]
-    #[pyo3(signature = (tp, host, service, path, syslog_year, redact, event_cls, fallback, keywords))]
+    #[pyo3(signature = (tp, host, service, path, syslog_year, redact, event_cls, fallback, keywords, vocab))]
     #[allow(clippy::too_many_arguments)]
     fn new(py: Python<'_>, tp: PyObject, host: PyObject, service: PyObject, path: PyObject, syslog_year: i64,
-           redact: bool, event_cls: PyObject, fallback: PyObject, keywords: Vec<String>) -> PyResult<Self> {
-        if keywords.len() > 64 {
-            return Err(pyo3::exceptions::PyValueError::new_err("at most 64 hint keywords"));
+           redact: bool, event_cls: PyObject, fallback: PyObject, keywords: Vec<String>,
+           vocab: PyObject) -> PyResult<Self> {
+        if keywords.len() > 128 {
+            return Err(pyo3::exceptions::PyValueError::new_err("at most 128 hint keywords"));
         }
         let hint_ac = AhoCorasick::builder()
             .kind(Some(aho_corasick::AhoCorasickKind::DFA))
@@ -370,6 +374,7 @@ impl Stream {
             event_cls,
             fallback,
             hint_ac,
+            hint_vocab: vocab,
         })
     }
 
