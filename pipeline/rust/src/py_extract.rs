@@ -12,7 +12,6 @@
 //! constant instant instead of calling the TimeParser (timing only).
 use std::time::Instant;
 
-use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
@@ -20,71 +19,7 @@ use crate::clock::{Clock, TimeResult};
 use crate::event::{EventFields, Source};
 use crate::extract::Extractor;
 use crate::pyclock::PyClock;
-use crate::record::{AccessGroups, Kind, Record};
-
-fn get<'py, T: FromPyObject<'py>>(d: &Bound<'py, PyDict>, name: &str) -> PyResult<T> {
-    match d.get_item(name)? {
-        Some(v) => v.extract(),
-        None => Err(PyValueError::new_err(format!("record dict lacks {name:?}"))),
-    }
-}
-
-fn opt<'py, T: FromPyObject<'py>>(d: &Bound<'py, PyDict>, name: &str) -> PyResult<Option<T>> {
-    match d.get_item(name)? {
-        Some(v) if !v.is_none() => Ok(Some(v.extract()?)),
-        _ => Ok(None),
-    }
-}
-
-pub fn record_from_dict(d: &Bound<'_, PyDict>) -> PyResult<Record> {
-    let kind = match opt::<String>(d, "kind")?.as_deref() {
-        None | Some("log") => Kind::Log,
-        Some("access") => Kind::Access,
-        Some("unparsed") => Kind::Unparsed,
-        Some(k) => return Err(PyValueError::new_err(format!("unknown record kind {k:?}"))),
-    };
-    let syslog_ts = match d.get_item("syslog_ts")? {
-        Some(v) if !v.is_none() => {
-            let (stamp, iso): (String, bool) = (v.get_item(0)?.extract()?, v.get_item(1)?.is_truthy()?);
-            Some((stamp, iso))
-        }
-        _ => None,
-    };
-    let access = match opt::<Vec<Option<String>>>(d, "access")? {
-        None => None,
-        Some(v) => {
-            let groups: AccessGroups = v
-                .try_into()
-                .map_err(|_| PyValueError::new_err("access must have 10 groups"))?;
-            Some(Box::new(groups))
-        }
-    };
-    let truthy = |name: &str| -> PyResult<bool> {
-        match d.get_item(name)? {
-            Some(v) => v.is_truthy(),
-            None => Ok(false),
-        }
-    };
-    Ok(Record {
-        ts_text: opt(d, "ts_text")?,
-        pid: opt(d, "pid")?,
-        level: opt(d, "level")?,
-        logger: opt(d, "logger")?,
-        rest: opt::<String>(d, "rest")?.unwrap_or_default(),
-        lines: get(d, "lines")?,
-        cont: opt(d, "cont")?.unwrap_or_default(),
-        tb: opt(d, "tb")?.unwrap_or_default(),
-        offset: opt(d, "offset")?,
-        orphan: truthy("orphan")?,
-        host: opt(d, "host")?,
-        prog: opt(d, "prog")?,
-        syslog_ts,
-        kind,
-        reason: opt(d, "reason")?,
-        access,
-        tb_last: truthy("tb_last")?,
-    })
-}
+use crate::record::{Kind, Record};
 
 pub fn fields_to_dict<'py>(py: Python<'py>, ev: &EventFields) -> PyResult<Bound<'py, PyDict>> {
     let d = PyDict::new_bound(py);
@@ -125,9 +60,9 @@ fn extract_record<'py>(
     timeparser: Bound<'py, PyAny>,
     syslog_year: i64,
 ) -> PyResult<Option<Bound<'py, PyDict>>> {
-    let rec = record_from_dict(record)?;
+    let rec = crate::py_fold::dict_to_record(record)?;
     let src = source_of(source);
-    let mut clock = PyClock::new(timeparser);
+    let mut clock = PyClock::new(timeparser.unbind());
     let mut ex = Extractor::new(syslog_year);
     match ex.build(&rec, &src, (last.0, last.1.as_deref()), &mut clock) {
         Ok(ev) => Ok(Some(fields_to_dict(py, &ev)?)),
@@ -166,10 +101,10 @@ fn extract_bench(
 ) -> PyResult<(usize, f64)> {
     let recs = records
         .iter()
-        .map(|r| record_from_dict(r.downcast::<PyDict>()?))
+        .map(|r| crate::py_fold::dict_to_record(r.downcast::<PyDict>()?))
         .collect::<PyResult<Vec<Record>>>()?;
     let src = source_of(source);
-    let mut py_clock = PyClock::new(timeparser);
+    let mut py_clock = PyClock::new(timeparser.unbind());
     let mut fixed = FixedClock;
     let clock: &mut dyn Clock = if fixed_clock { &mut fixed } else { &mut py_clock };
     let mut ex = Extractor::new(syslog_year);

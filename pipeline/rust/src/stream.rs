@@ -10,80 +10,12 @@ use aho_corasick::AhoCorasick;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyString};
 
-use crate::clock::{Clock, TimeResult};
 use crate::event::{EventFields, Source};
 use crate::extract::Extractor;
 use crate::fold::Folder;
+use crate::pyclock::PyClock;
 use crate::record::{Kind, Record};
 
-/// `TimeParser.parse` with its per-second cache kept on this side; the zone
-/// rules (and every other method) stay in the Python TimeParser.
-pub struct NativeClock {
-    tp: Py<PyAny>,
-    cache: HashMap<String, (i64, String, String)>,
-    /// (seconds east of UTC, zone text) when the zone has one fixed offset
-    fixed: Option<(i64, String)>,
-}
-
-fn exc_text(py: Python<'_>, e: PyErr) -> String {
-    e.value_bound(py).str().map(|s| s.to_string()).unwrap_or_default()
-}
-
-impl NativeClock {
-    fn call(&self, name: &str, args: impl IntoPy<Py<pyo3::types::PyTuple>>) -> TimeResult {
-        Python::with_gil(|py| match self.tp.bind(py).call_method1(name, args) {
-            Ok(v) => v.extract::<(f64, String)>().map_err(|e| exc_text(py, e)),
-            Err(e) => Err(exc_text(py, e)),
-        })
-    }
-}
-
-impl Clock for NativeClock {
-    fn parse(&mut self, text: &str) -> TimeResult {
-        let sec = text.get(..19).unwrap_or(text);
-        if sec.contains('{') || sec.contains('}') {
-            return self.call("parse", (text,));
-        }
-        if !self.cache.contains_key(sec) {
-            let native = self.fixed.as_ref().and_then(|(off, zone)| {
-                crate::timecalc::second_fixed(sec, *off).map(|(epoch, iso)| (epoch, iso, zone.clone()))
-            });
-            let hit = if let Some(hit) = native { hit } else { Python::with_gil(|py| -> Result<(i64, String, String), String> {
-                match self.tp.bind(py).call_method1("_second", (sec,)) {
-                    Ok(v) => v.extract::<(i64, String, String)>().map_err(|e| exc_text(py, e)),
-                    Err(e) => Err(exc_text(py, e)),
-                }
-            })? };
-            if self.cache.len() > 50_000 {
-                self.cache.clear();
-            }
-            self.cache.insert(sec.to_string(), hit);
-        }
-        let (epoch, iso, zone) = &self.cache[sec];
-        let frac = text.get(20..).unwrap_or("");
-        if !frac.is_empty() && frac.bytes().all(|b| b.is_ascii_digit()) {
-            if frac.len() >= 10 {
-                return self.call("parse", (text,));
-            }
-            let n: i64 = frac.parse().unwrap();
-            let q = n as f64 / 10f64.powi(frac.len() as i32);
-            return Ok((*epoch as f64 + q, format!("{iso}.{frac}{zone}")));
-        }
-        if !frac.is_empty() && !frac.is_ascii() {
-            return self.call("parse", (text,));
-        }
-        Ok((*epoch as f64, format!("{iso}{zone}")))
-    }
-    fn parse_syslog(&mut self, text: &str, year: i64) -> TimeResult {
-        self.call("parse_syslog", (text, year))
-    }
-    fn parse_iso(&mut self, text: &str) -> TimeResult {
-        self.call("parse_iso", (text,))
-    }
-    fn parse_apache(&mut self, text: &str) -> TimeResult {
-        self.call("parse_apache", (text,))
-    }
-}
 
 /// `redact._hinted(text.lower())` for ASCII text.
 fn redaction_hinted(text: &str) -> bool {
@@ -167,7 +99,7 @@ keys!(kind, reason, ts, timestamp, level, logger, pid, host, file_path, offset, 
 pub struct Stream {
     pub folder: Folder,
     extractor: Extractor,
-    clock: NativeClock,
+    clock: PyClock,
     src: Source,
     py_host: PyObject,
     py_service: PyObject,
@@ -361,7 +293,7 @@ impl Stream {
         Ok(Stream {
             folder: Folder::new(),
             extractor: Extractor::new(syslog_year),
-            clock: NativeClock { tp, cache: HashMap::new(), fixed: None },
+            clock: PyClock::new(tp),
             src,
             py_host: host,
             py_service: service,
