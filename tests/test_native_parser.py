@@ -46,7 +46,7 @@ def test_the_native_core_is_built():
     if os.environ.get("OSLOSCOPE_NATIVE") == "0":
         pytest.fail("OSLOSCOPE_NATIVE=0: this run does not test the native core")
     assert accel.available(), ("pipeline._native is not built: install with a Rust toolchain "
-                               "(`make install`; rustup.rs) or run with OSLOSCOPE_NATIVE=0")
+                               "(`make install` with cargo on the PATH) or run with OSLOSCOPE_NATIVE=0")
     assert Parser().native
 
 
