@@ -11,6 +11,7 @@ switches. ``OSLOSCOPE_NATIVE=0`` turns it off.
 from __future__ import annotations
 
 import os
+from functools import lru_cache
 
 try:
     from . import _native
@@ -41,6 +42,12 @@ def enabled(requested: bool | None = None) -> bool:
                                "(install with a Rust toolchain: `make install`)")
         return False
     return bool(requested)
+
+
+@lru_cache(maxsize=16)
+def keywords(words: tuple[str, ...]):
+    """The native matcher of a vocabulary's words, built once per process."""
+    return _native.Keywords(list(words))
 
 
 def record_from_dict(d: dict) -> Record:

@@ -101,7 +101,7 @@ class Parser:
         nat = accel._native.Stream(self.tp, src.host, src.service, src.path, self.syslog_year, self.redact,
                                    Event,
                                    lambda d, last, st=st: self._build_one(st, accel.record_from_dict(d), last),
-                                   self.vocab.words, self.vocab)
+                                   accel.keywords(self.vocab.words), self.vocab)
         folder = st.folder
         last_key = next((k for k, r in folder.open.items() if r is folder.last), None)
         nat.import_state({"open": [[k, accel.record_to_dict(r)] for k, r in folder.open.items()],

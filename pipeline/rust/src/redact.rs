@@ -27,6 +27,7 @@
 //! * `URL_CREDENTIALS`: the user class has no `:` and the secret class no
 //!   `@`, so only the longest runs can be followed by `:` and `@`.
 
+use aho_corasick::AhoCorasick;
 use memchr::memmem;
 use std::sync::OnceLock;
 
@@ -268,7 +269,6 @@ fn url_match(l: &[u8], s: usize, end: usize) -> Option<(usize, usize)> {
 
 struct Finders {
     starts: Vec<memmem::Finder<'static>>,
-    hints: Vec<memmem::Finder<'static>>,
     url: memmem::Finder<'static>,
 }
 
@@ -276,7 +276,6 @@ fn finders() -> &'static Finders {
     static F: OnceLock<Finders> = OnceLock::new();
     F.get_or_init(|| Finders {
         starts: STARTS.iter().map(|w| memmem::Finder::new(w.as_bytes())).collect(),
-        hints: HINTS.iter().map(|w| memmem::Finder::new(w.as_bytes())).collect(),
         url: memmem::Finder::new(b"://"),
     })
 }
@@ -289,9 +288,13 @@ fn find(f: &memmem::Finder<'_>, l: &[u8], from: usize) -> Option<usize> {
     f.find(&l[from..]).map(|i| i + from)
 }
 
-/// `_hinted(lowered)`
-fn hinted(l: &[u8]) -> bool {
-    finders().hints.iter().any(|f| f.find(l).is_some())
+/// `_hinted(text.lower())`, on `text` itself (ASCII: a case-insensitive
+/// search is the search of the lowered text) and without lowering it first:
+/// most texts stop here.
+pub fn hinted(text: &str) -> bool {
+    static AC: OnceLock<AhoCorasick> = OnceLock::new();
+    AC.get_or_init(|| AhoCorasick::builder().ascii_case_insensitive(true).build(HINTS).unwrap())
+        .is_match(text)
 }
 
 fn lowered(text: &str) -> Vec<u8> {
@@ -305,10 +308,10 @@ pub fn redact_text(text: &str) -> Option<String> {
     if text.is_empty() {
         return None;
     }
-    let l = lowered(text);
-    if !hinted(&l) {
+    if !hinted(text) {
         return None;
     }
+    let l = lowered(text);
     let f = finders();
     let mut spans: Vec<(usize, usize)> = Vec::new();
     for w in &f.starts {
@@ -380,10 +383,10 @@ pub fn needs_redaction(text: &str) -> bool {
     if text.is_empty() {
         return false;
     }
-    let l = lowered(text);
-    if !hinted(&l) {
+    if !hinted(text) {
         return false;
     }
+    let l = lowered(text);
     // _PRECISE.search: some position where some alternative matches
     static KEYS: OnceLock<[memmem::Finder<'static>; 6]> = OnceLock::new();
     let keys = KEYS.get_or_init(|| {

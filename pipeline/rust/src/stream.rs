@@ -4,7 +4,7 @@
 //! `pipeline/accel.py` decides which text comes here.
 
 use std::collections::HashMap;
-use std::sync::OnceLock;
+use std::sync::Arc;
 
 use aho_corasick::AhoCorasick;
 use pyo3::prelude::*;
@@ -16,18 +16,6 @@ use crate::fold::Folder;
 use crate::pyclock::PyClock;
 use crate::record::{Kind, Record};
 
-
-/// `redact._hinted(text.lower())` for ASCII text.
-fn redaction_hinted(text: &str) -> bool {
-    static AC: OnceLock<AhoCorasick> = OnceLock::new();
-    AC.get_or_init(|| {
-        AhoCorasick::builder()
-            .ascii_case_insensitive(true)
-            .build(["pass", "token", "secret", "://", "pwd", "api_key", "apikey", "credential"])
-            .unwrap()
-    })
-    .is_match(text)
-}
 
 /// `redact.needs_redaction(text)`: natively for ASCII text, else the Python function.
 fn needs_redaction(py: Python<'_>, text: &str) -> PyResult<bool> {
@@ -53,12 +41,12 @@ fn redact_fields(py: Python<'_>, f: &mut EventFields) -> PyResult<()> {
     let msg = f.message.as_deref().unwrap_or("");
     let tail = f.stack_trace.as_deref().filter(|t| !t.is_empty()).map(|t| &t[t.rfind('\n').map_or(0, |i| i + 1)..]);
     let hit = match tail {
-        None => redaction_hinted(msg) && needs_redaction(py, msg)?,
+        None => needs_redaction(py, msg)?,
         Some(tail) => {
             let mut probe = String::with_capacity(msg.len() + tail.len());
             probe.push_str(msg);
             probe.push_str(tail);
-            redaction_hinted(&probe) && needs_redaction(py, &probe)?
+            needs_redaction(py, &probe)?
         }
     };
     if !hit {
@@ -114,7 +102,7 @@ pub struct Stream {
     /// Python callable (record dict, last) -> Event for records `extract` leaves to Python
     fallback: PyObject,
     /// the words of a `detectors.hints.Vocabulary`, bit i = word i
-    hint_ac: AhoCorasick,
+    hint_ac: Arc<AhoCorasick>,
     /// that Vocabulary, set on every event with hints
     hint_vocab: PyObject,
 }
@@ -236,10 +224,9 @@ impl Stream {
                 let last = (self.last.0, self.last.1.as_deref());
                 self.extractor.build(&rec, &self.src, last, &mut self.clock)
             };
-            let (ev, kind) = match built {
+            let ev = match built {
                 Ok(f) => {
-                    let kind = f.kind;
-                    if kind != Kind::Unparsed {
+                    if f.kind != Kind::Unparsed {
                         self.last = (f.ts, f.timestamp.clone());
                     }
                     let mut f = f;
@@ -247,7 +234,7 @@ impl Stream {
                         redact_fields(py, &mut f)?;
                     }
                     // the hint bits are computed on the final (redacted) text
-                    (self.to_event(py, f)?, kind)
+                    self.to_event(py, f)?
                 }
                 Err(_) => {
                     let d = crate::py_fold::record_to_dict(py, &rec)?;
@@ -262,7 +249,6 @@ impl Stream {
                     continue;
                 }
             };
-            let _ = kind;
             out.push(ev);
         }
         Ok(out)
@@ -275,15 +261,9 @@ impl Stream {
     #[pyo3(signature = (tp, host, service, path, syslog_year, redact, event_cls, fallback, keywords, vocab))]
     #[allow(clippy::too_many_arguments)]
     fn new(py: Python<'_>, tp: PyObject, host: PyObject, service: PyObject, path: PyObject, syslog_year: i64,
-           redact: bool, event_cls: PyObject, fallback: PyObject, keywords: Vec<String>,
+           redact: bool, event_cls: PyObject, fallback: PyObject, keywords: &Keywords,
            vocab: PyObject) -> PyResult<Self> {
-        if keywords.len() > 128 {
-            return Err(pyo3::exceptions::PyValueError::new_err("at most 128 hint keywords"));
-        }
-        let hint_ac = AhoCorasick::builder()
-            .kind(Some(aho_corasick::AhoCorasickKind::DFA))
-            .build(&keywords)
-            .map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))?;
+        let hint_ac = Arc::clone(&keywords.ac);
         let src = Source {
             host: host.extract(py)?,
             service: service.extract(py)?,
@@ -357,7 +337,30 @@ impl Stream {
     }
 }
 
+/// The matcher of a vocabulary's words, built once and shared by every
+/// stream that tests them (building it costs milliseconds).
+#[pyclass(module = "pipeline._native", frozen)]
+pub struct Keywords {
+    ac: Arc<AhoCorasick>,
+}
+
+#[pymethods]
+impl Keywords {
+    #[new]
+    fn new(words: Vec<String>) -> PyResult<Self> {
+        if words.len() > 128 {
+            return Err(pyo3::exceptions::PyValueError::new_err("at most 128 hint keywords"));
+        }
+        let ac = AhoCorasick::builder()
+            .kind(Some(aho_corasick::AhoCorasickKind::DFA))
+            .build(&words)
+            .map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))?;
+        Ok(Keywords { ac: Arc::new(ac) })
+    }
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<Keywords>()?;
     m.add_class::<Stream>()?;
     Ok(())
 }
