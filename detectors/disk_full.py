@@ -13,7 +13,10 @@ open incident of its host (one sharing its request, instance or volume
 first, else the most recently updated), and opens one for an ``unknown``
 filesystem only when its host has none open. glance-api names no path for
 a full filesystem store (StorageFull): it gets glance's default store
-directory, marked as an assumption.
+directory, marked as an assumption. When the record with the path comes
+second (files merged by time, or a service that logs the failure before
+the cause), that guessed incident takes the path's filesystem: it keeps its
+id, and its title, cause and remediation name the real filesystem.
 
 Capacity *planning* messages (cinder's CapacityFilter "Insufficient free
 space for volume creation", nova's DiskFilter) are not ENOSPC and do not fire.
@@ -151,6 +154,8 @@ class DiskFull(Detector):
         assumed = False          # filesystem is glance's default store, not read from the log
         if path:
             fs = filesystem_of(path)
+            if self.book.get((host, fs), ts) is None:
+                self._adopt_guess(ev, host, fs, ts, resources["volume"], out)
         else:
             glance = ev.service == "glance-api"
             joined = self._open_on_host(ev, host, ts, resources["volume"], glance)
@@ -190,12 +195,34 @@ class DiskFull(Detector):
         out.append(inc.to_doc())
         return out
 
+    def _adopt_guess(self, ev: Event, host: str, fs: str, ts: float, volumes: list[str],
+                     out: list[dict]) -> None:
+        """A record naming ``fs`` on ``host``, where no incident for ``fs`` is
+        open: an open incident of that host whose filesystem was a guess
+        (``unknown``, or glance's assumed default store) is this one seen
+        earlier without its path; it becomes the incident of ``fs``."""
+        glance = ev.service == "glance-api"
+        guess = self._open_on_host(ev, host, ts, volumes, glance, guessed_only=True)
+        if guess is None:
+            return
+        old = guess.key
+        guess.key = (host, fs)
+        if guess.key in self.book.open:          # an incident of fs gone quiet, not yet resolved
+            out.append(self.book._resolve(guess.key))
+        self.book.open[guess.key] = self.book.open.pop(old)
+        guess.details["filesystem"] = fs
+        guess.details.pop("filesystem_assumed", None)
+        guess.title = f"Disk full on {host} ({fs})"
+        guess.probable_cause = PROBABLE_CAUSE.format(host=host, fs=fs)
+        guess.remediation = remediation_of(host, fs, False)
+
     def _open_on_host(self, ev: Event, host: str, ts: float, volumes: list[str],
-                      glance: bool) -> Incident | None:
+                      glance: bool, guessed_only: bool = False) -> Incident | None:
         """The open incident of ``host`` a record without a path belongs to:
         one sharing its request, instance or volume; else (glance-api: one
         glance-api is part of) the most recently updated; None if none is open
-        within the quiet period."""
+        within the quiet period. ``guessed_only``: only incidents whose
+        filesystem the log did not name."""
         requests = {r for r in (ev.request_id, ev.global_request_id) if r}
         if ev.resources and "request" in ev.resources:
             requests.update(ev.resources["request"])
@@ -209,11 +236,16 @@ class DiskFull(Detector):
         for inc in self.book.open.values():
             if inc.key[0] != host or ts - inc.last_ts > self.quiet_period:
                 continue
+            assumed = bool(inc.details.get("filesystem_assumed"))
+            if guessed_only and inc.key[1] != "unknown" and not assumed:
+                continue
             shares = bool(requests.intersection(inc.request_ids)) or bool(
                 things.intersection(inc.resources["instance"])
                 or things.intersection(inc.resources["volume"]))
             if glance and not shares and "glance-api" not in inc.services:
                 continue
+            if guessed_only and assumed and not (glance or shares):
+                continue        # glance's store is a guess; another service's path is not its path
             rank = (shares, inc.last_ts)
             if best_rank is None or rank >= best_rank:   # ties: the later touched
                 best, best_rank = inc, rank

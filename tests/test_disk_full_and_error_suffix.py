@@ -110,6 +110,58 @@ def test_a_record_without_path_after_the_quiet_period_is_a_new_unknown_incident(
     assert got == [("/var/lib/nova/instances", "resolved", 1), ("unknown", "open", 1)]
 
 
+def _reversed_pair(delay: str = "14:02:12.001") -> str:
+    """NOVA_PAIR with the path record logged after the pathless one."""
+    first, rest = NOVA_PAIR.splitlines()[0], NOVA_PAIR.splitlines()[1:]
+    return "".join(line + "\n" for line in rest) + first.replace("14:02:11.412", delay) + "\n"
+
+
+def test_the_path_record_coming_second_names_the_filesystem_of_the_same_incident():
+    evs = _events((_reversed_pair(), "cmp1", "nova-compute"))
+    (inc,) = _incidents(evs)
+    assert (inc["host"], inc["count"]) == ("cmp1", 2)
+    assert inc["details"]["filesystem"] == "/var/lib/nova/instances"
+    assert inc["title"] == "Disk full on cmp1 (/var/lib/nova/instances)"
+    assert "/var/lib/nova/instances" in inc["probable_cause"]
+    assert "_base" in inc["remediation"] and "names no path" not in inc["remediation"]
+    assert inc["first_seen"] == "2018-03-12T14:02:11.530+00:00"
+    # the id is the one the guessed incident was opened with: same logs, same id
+    (first_doc,) = [d for d in Engine([DiskFull()]).feed(evs[0])]
+    assert inc["id"] == first_doc["id"] and first_doc["details"]["filesystem"] == "unknown"
+    # and it stays the same incident through a snapshot between the two
+    det = DiskFull()
+    _incidents(evs[:1], Engine([det]))
+    again = DiskFull()
+    again.restore(json.loads(json.dumps(det.snapshot())))
+    assert _incidents(evs[1:], Engine([again])) == [inc]
+
+
+def test_a_path_record_does_not_take_over_a_guess_that_has_gone_quiet():
+    evs = _events((_reversed_pair("14:40:00.000"), "cmp1", "nova-compute"))
+    got = sorted((i["details"]["filesystem"], i["status"], i["count"]) for i in _incidents(evs))
+    assert got == [("/var/lib/nova/instances", "open", 1), ("unknown", "resolved", 1)]
+
+
+def test_a_path_record_of_another_service_does_not_take_over_glances_assumed_store():
+    glance = GLANCE_FULL.splitlines()[0] + "\n"
+    nova = NOVA_PAIR.splitlines()[0].replace("2018-03-12 14:02:11.412", "2018-03-12 16:21:00.000") + "\n"
+    incidents = _incidents(_events((glance, "ctl1", "glance-api"), (nova, "ctl1", "nova-compute")))
+    got = sorted((i["details"]["filesystem"], "filesystem_assumed" in i["details"]) for i in incidents)
+    assert got == [("/var/lib/glance/images", True), ("/var/lib/nova/instances", False)]
+
+
+def test_glance_naming_its_store_replaces_the_assumed_default():
+    glance = GLANCE_FULL.splitlines()[0] + "\n" + (
+        "2018-03-12 16:20:00.412 4120 ERROR glance_store._drivers.filesystem "
+        "[req-3c2b1a0f-9e8d-4c7b-a6f5-e4d3c2b1a0f9 c49d86f8a39148bb809d2da44811ca3b f19126d9035d4209b363386e8e267129 - default default] "
+        "[Errno 28] No space left on device: '/srv/glance/images/8a4c2f7e-1b3d-4e5f-a6b7-c8d9e0f1a2b3'\n")
+    (inc,) = _incidents(_events((glance, "ctl1", "glance-api")))
+    assert inc["details"]["filesystem"] == "/srv/glance/images" and inc["count"] == 2
+    assert "filesystem_assumed" not in inc["details"]
+    assert inc["title"] == "Disk full on ctl1 (/srv/glance/images)"
+    assert "default store directory" not in inc["summary"]
+
+
 def test_glance_storage_full_is_the_default_glance_store():
     (inc,) = _incidents(_events((GLANCE_FULL, "ctl1", "glance-api")))
     assert (inc["host"], inc["count"]) == ("ctl1", 2)
