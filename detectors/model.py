@@ -111,13 +111,29 @@ def _set(doc: dict, dotted: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
+# (field, dotted name, its parts: None for a top-level "@" name), in document order
+_PATHS = tuple((name, dotted, None if dotted[0] == "@" else tuple(dotted.split(".")))
+               for name, dotted in _FIELDS)
+
+
 def event_to_doc(ev: Event) -> dict:
     """The nested ECS document for an event (None fields are left out)."""
     doc: dict = {"event": {"kind": "pipeline_error" if ev.kind == "unparsed" else "event"}}
-    for name, dotted in _FIELDS:
-        value = getattr(ev, name)
-        if value is not None:
-            _set(doc, dotted, value)
+    get = ev.__dict__.get            # an Event stores only the fields its record has
+    for name, dotted, parts in _PATHS:
+        value = get(name) if name != "kind" else ev.kind
+        if value is None:
+            continue
+        if parts is None:
+            doc[dotted] = value
+            continue
+        node = doc
+        for p in parts[:-1]:
+            child = node.get(p)
+            if child is None:
+                child = node[p] = {}
+            node = child
+        node[parts[-1]] = value
     if ev.resources:
         _set(doc, "openstack.resources", {k: list(v) for k, v in ev.resources.items()})
     return doc

@@ -76,9 +76,12 @@ def wants_event(policy: str, level: str | None) -> bool:
 
 def make_client(es):
     """An ``elasticsearch.Elasticsearch`` for ElasticsearchSettings ``es``."""
-    from elasticsearch import Elasticsearch
+    from elasticsearch import Elasticsearch, OrjsonSerializer
 
     kw = es.client_kwargs()
+    # orjson (a dependency anyway) encodes bulk bodies several times faster
+    # than the default json serializer; the worker's indexing thread holds the GIL less
+    kw.setdefault("serializer", OrjsonSerializer())
     kw.setdefault("retry_on_timeout", True)
     kw.setdefault("max_retries", 3)
     return Elasticsearch(**kw)

@@ -79,12 +79,19 @@ class Parser:
         self.vocab = vocab or BASE_VOCAB
 
     def __getstate__(self) -> dict:
-        """Pickled (the streaming stages' snapshots) with every stream's state
-        in Python form: the native core's objects do not pickle."""
+        """Pickled with every stream's state in Python form: the native
+        core's objects do not pickle."""
+        self.python_streams()
+        return dict(self.__dict__)
+
+    def python_streams(self) -> dict[tuple, _Stream]:
+        """``streams`` with every stream's state in Python form, ready to
+        pickle (the worker's snapshots); the next ASCII chunk of a stream
+        hands its state back to the native core."""
         for st in self.streams.values():
             if st.nat is not None:
                 self._to_python(st)
-        return dict(self.__dict__)
+        return self.streams
 
     # -- handing a stream between the Python folder and the native core --------
     def _to_python(self, st: _Stream) -> None:

@@ -26,8 +26,10 @@ import logging
 import pickle
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from detectors import Engine
+from detectors.hints import vocabulary
 from detectors.model import Event, event_from_doc, event_to_doc
 from detectors.request_windows import RequestWindows
 
@@ -110,6 +112,15 @@ def _cap(doc: dict) -> bytes:
     return codec.dumps(doc)
 
 
+@lru_cache(maxsize=4096)
+def _header_source(host: bytes, path: bytes, service: bytes) -> Source:
+    """The Source of ``osloscope ship`` headers (a few files send most lines)."""
+    h = host.decode("utf-8", "replace") or None
+    p = path.decode("utf-8", "replace") or None
+    svc = service.decode("utf-8", "replace") or (service_from_path(p) if p else None)
+    return Source(h, svc, p)
+
+
 def source_of(msg: RawMessage) -> tuple[Source, int | None]:
     """Host, service, file and byte offset of a raw record.
 
@@ -118,15 +129,11 @@ def source_of(msg: RawMessage) -> tuple[Source, int | None]:
     """
     h = msg.headers
     if "host" in h or "path" in h:
-        host = h.get("host", b"").decode("utf-8", "replace") or None
-        path = h.get("path", b"").decode("utf-8", "replace") or None
-        service = h.get("service", b"").decode("utf-8", "replace") or (
-            service_from_path(path) if path else None)
         try:
             offset = int(h["offset"]) if "offset" in h else None
         except ValueError:
             offset = None
-        return Source(host, service, path), offset
+        return _header_source(h.get("host", b""), h.get("path", b""), h.get("service", b"")), offset
     if msg.key:
         key = msg.key.decode("utf-8", "replace")
         host, sep, path = key.partition("|")
@@ -201,6 +208,8 @@ class ParseStage(_Stage):
         self.settings = settings
         self.parsers: dict[str, _TrackingParser] = {}
         self.engine = Engine(detection.for_settings(settings, "host"))
+        # the detectors' keywords, tested by the native core (detectors.hints)
+        self.vocab = vocabulary(self.engine.detectors)
         self.generation: dict[tuple, str] = {}     # (host, path) -> file identity (inode header)
         self.idle = _IdleClock()
         self.stats.update(events_out=0, dead_letters=0, incidents_out=0)
@@ -209,12 +218,23 @@ class ParseStage(_Stage):
         tz = self.settings.parser.timezone_for(source.host, source.path)
         p = self.parsers.get(tz)
         if p is None:
-            p = self.parsers[tz] = _TrackingParser(tz)
+            p = self.parsers[tz] = _TrackingParser(tz, vocab=self.vocab)
         return p
 
     # -- input -----------------------------------------------------------------
     def process(self, messages: list[RawMessage], now: float) -> Output:
+        """Parse a batch of raw messages (one line each, or a JSON envelope).
+
+        Consecutive plain lines of one file whose offsets follow on from each
+        other (or that carry no offset) are fed to the parser as one chunk:
+        ``Parser.feed_chunk`` returns exactly what feeding them one by one
+        would, and ASCII chunks go through the native core. Envelopes and
+        lines with embedded newlines are fed one at a time.
+        """
         out = Output()
+        run: list[RawMessage] = []        # the messages of the pending chunk
+        run_parser = run_source = run_offset = None
+        run_next = None                   # the offset a message must have to join the run
         for msg in messages:
             tp = self._fresh(msg)
             if tp is None:
@@ -226,17 +246,56 @@ class ParseStage(_Stage):
             parser = self._parser(source)
             parser.clock = now
             parser.activity[(source.host, source.path)] = now
-            try:
-                events = parser.feed(msg.value, source, offset)
-            except Exception as exc:  # the parser must never raise; if it does, lose nothing
-                log.exception("parser failed on %s offset %s", tp, msg.offset)
-                out.deadletters.append({"reason": f"parser error: {type(exc).__name__}: {exc}",
-                                        "host": source.host, "file": source.path, "offset": offset,
-                                        "kafka": tp + f"@{msg.offset}",
-                                        "raw": msg.value.decode("utf-8", "backslashreplace")})
+            value = msg.value
+            plain = value[:1] != b"{" and b"\n" not in value
+            if run and (not plain or parser is not run_parser or source != run_source
+                        or offset != run_next):
+                self._feed_run(run, run_parser, run_source, run_offset, out, now)
+                run = []
+            if not plain:
+                self._feed_one(msg, parser, source, offset, out, now)
                 continue
-            self._emit(events, out, now)
+            if not run:
+                run_parser, run_source, run_offset = parser, source, offset
+            run.append(msg)
+            run_next = None if offset is None else offset + len(value) + 1
+        if run:
+            self._feed_run(run, run_parser, run_source, run_offset, out, now)
         return out
+
+    def _feed_one(self, msg: RawMessage, parser: Parser, source: Source, offset: int | None,
+                  out: Output, now: float) -> None:
+        try:
+            events = parser.feed(msg.value, source, offset)
+        except Exception as exc:  # the parser must never raise; if it does, lose nothing
+            log.exception("parser failed on %s/%s@%s", msg.topic, msg.partition, msg.offset)
+            self._parser_error([msg], source, exc, out)
+            return
+        self._emit(events, out, now)
+
+    def _feed_run(self, run: list[RawMessage], parser: Parser, source: Source, offset: int | None,
+                  out: Output, now: float) -> None:
+        if len(run) == 1:
+            self._feed_one(run[0], parser, source, offset, out, now)
+            return
+        data = b"\n".join([m.value for m in run]) + b"\n"
+        try:
+            events = parser.feed_chunk(data, source, offset)
+        except Exception as exc:  # as above: every line of the chunk goes to the dead letters
+            log.exception("parser failed on %s/%s@%s..%s", run[0].topic, run[0].partition,
+                          run[0].offset, run[-1].offset)
+            self._parser_error(run, source, exc, out)
+            return
+        self._emit(events, out, now)
+
+    def _parser_error(self, msgs: list[RawMessage], source: Source, exc: Exception, out: Output) -> None:
+        for msg in msgs:
+            offset = source_of(msg)[1]
+            out.deadletters.append({"reason": f"parser error: {type(exc).__name__}: {exc}",
+                                    "host": source.host, "file": source.path, "offset": offset,
+                                    "kafka": f"{msg.topic}/{msg.partition}@{msg.offset}",
+                                    "raw": msg.value.decode("utf-8", "backslashreplace")})
+            self.stats["dead_letters"] += 1
 
     def tick(self, now: float, sink=None) -> Output:
         """Wall-clock time passed: complete idle records, advance idle detectors.
@@ -272,7 +331,7 @@ class ParseStage(_Stage):
 
     # -- state -----------------------------------------------------------------
     def snapshot(self) -> bytes:
-        parsers = {tz: (p.streams, p.syslog_year) for tz, p in self.parsers.items()}
+        parsers = {tz: (p.python_streams(), p.syslog_year) for tz, p in self.parsers.items()}
         return self._pack(parsers=parsers, generation=self.generation)
 
     def restore(self, data: bytes, now: float) -> None:
@@ -280,7 +339,7 @@ class ParseStage(_Stage):
         self.generation = dict(state.get("generation", {}))
         self.parsers = {}
         for tz, (streams, year) in state["parsers"].items():
-            p = _TrackingParser(tz, syslog_year=year)
+            p = _TrackingParser(tz, syslog_year=year, vocab=self.vocab)
             p.streams = streams
             p.activity = {key: now for key in streams}   # idle timers restart
             p.clock = now

@@ -108,6 +108,10 @@ def build_app(settings, *, sink=None):
         value_serializer="raw", key_serializer="raw",
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
+        # a batch's outputs are sent together and awaited together: let them
+        # travel in few large produce requests (faust's default is 16 KiB, ~12 events)
+        producer_max_batch_size=1024 * 1024,
+        producer_max_request_size=4 * 1024 * 1024,
         topic_partitions=k.partitions,
         topic_replication_factor=k.replication_factor,
         web_enabled=web, web_port=w.metrics_port or 6066, web_bind=w.metrics_host,
