@@ -59,10 +59,11 @@ def produce(settings, lines: list[bytes]) -> float:
     offset = 0
     key = f"{HOST}|{PATH}".encode()
     for line in lines:
-        prod.send(settings.topics.raw, key=key, value=line,
+        # as `osloscope ship` sends a line: without its newline, at its byte offset
+        prod.send(settings.topics.raw, key=key, value=line[:-1] if line.endswith(b"\n") else line,
                   headers=[("host", HOST.encode()), ("path", PATH.encode()),
                            ("service", b"nova-compute"), ("offset", str(offset).encode())])
-        offset += len(line) + 1
+        offset += len(line)
     prod.flush()
     prod.close()
     return time.perf_counter() - t0
