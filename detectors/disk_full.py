@@ -244,8 +244,10 @@ class DiskFull(Detector):
                 or things.intersection(inc.resources["volume"]))
             if glance and not shares and "glance-api" not in inc.services:
                 continue
-            if guessed_only and assumed and not (glance or shares):
-                continue        # glance's store is a guess; another service's path is not its path
+            if guessed_only and assumed and not glance:
+                # glance's store is a guess only glance can correct: another service's
+                # path is not its path, even when that service's pathless records joined it
+                continue
             rank = (shares, inc.last_ts)
             if best_rank is None or rank >= best_rank:   # ties: the later touched
                 best, best_rank = inc, rank

@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Callable
 
+from . import codec
+
 log = logging.getLogger("osloscope.elasticsearch")
 
 LEVEL_RANK = {"TRACE": 0, "DEBUG": 1, "INFO": 2, "AUDIT": 2, "WARNING": 3, "WARN": 3,
@@ -78,10 +80,19 @@ def make_client(es):
     """An ``elasticsearch.Elasticsearch`` for ElasticsearchSettings ``es``."""
     from elasticsearch import Elasticsearch, OrjsonSerializer
 
+    class Serializer(OrjsonSerializer):
+        """orjson (a dependency anyway: faster than the json module, so the
+        worker's indexing thread holds the GIL less), with ``codec.dumps``'
+        fallback for what orjson refuses (integers beyond 64 bits)."""
+
+        def json_dumps(self, data):
+            try:
+                return super().json_dumps(data)
+            except TypeError:
+                return codec.dumps(data)
+
     kw = es.client_kwargs()
-    # orjson (a dependency anyway) encodes bulk bodies several times faster
-    # than the default json serializer; the worker's indexing thread holds the GIL less
-    kw.setdefault("serializer", OrjsonSerializer())
+    kw.setdefault("serializer", Serializer())
     kw.setdefault("retry_on_timeout", True)
     kw.setdefault("max_retries", 3)
     return Elasticsearch(**kw)

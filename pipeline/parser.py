@@ -11,6 +11,7 @@ carrying the raw text and the reason.
 """
 from __future__ import annotations
 
+import copy
 from datetime import timezone
 from itertools import accumulate, count, repeat
 from operator import add
@@ -49,6 +50,15 @@ def decode(raw: bytes | str) -> str:
     if raw.endswith("\r"):
         raw = raw[:-1]
     return raw
+
+
+def _folder_of(state: dict) -> Folder:
+    """A Python Folder holding a native stream's exported state."""
+    folder = Folder()
+    folder.open = {key: accel.record_from_dict(d) for key, d in state["open"]}
+    folder.last = folder.open[state["last"]] if state["last"] is not None else None
+    folder.sweep_at = state["sweep_at"]
+    return folder
 
 
 def _split_lines(data: bytes) -> list[bytes]:
@@ -93,14 +103,31 @@ class Parser:
                 self._to_python(st)
         return self.streams
 
+    def save_stream(self, source: Source):
+        """A copy of one stream's state, for ``restore_stream`` (None: no stream yet)."""
+        st = self.streams.get((source.host, source.path))
+        if st is None:
+            return None
+        if st.nat is not None:
+            return (True, st.nat.export_state(), st.nat.last)
+        return (False, copy.deepcopy(st.folder), st.last)
+
+    def restore_stream(self, source: Source, saved) -> None:
+        """Put a stream back as ``save_stream`` found it (in Python form)."""
+        key = (source.host, source.path)
+        old = self.streams.pop(key, None)
+        if saved is None:
+            return
+        st = _Stream(old.source if old is not None else source)
+        native, state, last = saved
+        st.folder = _folder_of(state) if native else copy.deepcopy(state)
+        st.last = last
+        self.streams[key] = st
+
     # -- handing a stream between the Python folder and the native core --------
     def _to_python(self, st: _Stream) -> None:
         nat, st.nat = st.nat, None
-        st.folder = Folder()
-        state = nat.export_state()
-        st.folder.open = {key: accel.record_from_dict(d) for key, d in state["open"]}
-        st.folder.last = st.folder.open[state["last"]] if state["last"] is not None else None
-        st.folder.sweep_at = state["sweep_at"]
+        st.folder = _folder_of(nat.export_state())
         st.last = nat.last
 
     def _to_native(self, st: _Stream) -> None:

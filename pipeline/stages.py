@@ -240,10 +240,21 @@ class ParseStage(_Stage):
             if tp is None:
                 continue
             source, offset = source_of(msg)
+            parser = self._parser(source)
             gen = msg.headers.get("inode")
             if gen is not None:
-                self.generation[(source.host, source.path)] = gen.decode("ascii", "replace")
-            parser = self._parser(source)
+                gen_text = gen.decode("ascii", "replace")
+                file_key = (source.host, source.path)
+                known = self.generation.get(file_key)
+                if known != gen_text:
+                    if run:
+                        self._feed_run(run, run_parser, run_source, run_offset, out, now)
+                        run = []
+                    if known is not None:
+                        # the file was rotated: its open record ended with it, and
+                        # takes the old file's identity into its event id
+                        self._emit(parser.flush(Source(source.host, None, source.path)), out, now)
+                    self.generation[file_key] = gen_text
             parser.clock = now
             parser.activity[(source.host, source.path)] = now
             value = msg.value
@@ -279,12 +290,15 @@ class ParseStage(_Stage):
             self._feed_one(run[0], parser, source, offset, out, now)
             return
         data = b"\n".join([m.value for m in run]) + b"\n"
+        saved = parser.save_stream(source)
         try:
             events = parser.feed_chunk(data, source, offset)
-        except Exception as exc:  # as above: every line of the chunk goes to the dead letters
-            log.exception("parser failed on %s/%s@%s..%s", run[0].topic, run[0].partition,
-                          run[0].offset, run[-1].offset)
-            self._parser_error(run, source, exc, out)
+        except Exception:  # the parser must never raise; if it does, only the guilty line is lost
+            log.exception("parser failed on %s/%s@%s..%s; feeding those lines one by one",
+                          run[0].topic, run[0].partition, run[0].offset, run[-1].offset)
+            parser.restore_stream(source, saved)
+            for msg in run:
+                self._feed_one(msg, parser, source, source_of(msg)[1], out, now)
             return
         self._emit(events, out, now)
 

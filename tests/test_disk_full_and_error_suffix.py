@@ -150,6 +150,19 @@ def test_a_path_record_of_another_service_does_not_take_over_glances_assumed_sto
     assert got == [("/var/lib/glance/images", True), ("/var/lib/nova/instances", False)]
 
 
+def test_another_services_path_does_not_take_over_glances_store_through_a_shared_request():
+    """All-in-one host: nova's pathless spawn failure joins glance's incident
+    (the host's most recent); nova's record with the path then shares that
+    request, but glance's store is still glance's."""
+    glance = GLANCE_FULL.splitlines()[0] + "\n"
+    lines = NOVA_PAIR.splitlines()
+    spawn = "".join(line.replace("14:02:11.530", "16:21:00.000") + "\n" for line in lines[1:])
+    path = lines[0].replace("14:02:11.412", "16:21:00.100") + "\n"
+    incidents = _incidents(_events((glance, "aio", "glance-api"), (spawn + path, "aio", "nova-compute")))
+    got = sorted((i["details"]["filesystem"], i["services"][0], i["count"]) for i in incidents)
+    assert got == [("/var/lib/glance/images", "glance-api", 2), ("/var/lib/nova/instances", "nova-compute", 1)]
+
+
 def test_glance_naming_its_store_replaces_the_assumed_default():
     glance = GLANCE_FULL.splitlines()[0] + "\n" + (
         "2018-03-12 16:20:00.412 4120 ERROR glance_store._drivers.filesystem "

@@ -146,3 +146,67 @@ def test_a_gap_in_the_offsets_ends_a_chunk(settings):
     assert chunked[:3] == single[:3]
     offsets = [json.loads(v)["log"]["offset"] for _k, v in chunked[0]]
     assert offsets == [0, 500 + len(lines[0]) + len(lines[1]) + 2]
+
+
+def _lines(lines, start=0, **extra):
+    out, off = [], start
+    for line in lines:
+        headers = {"host": b"h", "path": b"/var/log/nova/nova-compute.log", "offset": str(off).encode(), **extra}
+        out.append((line, headers))
+        off += len(line) + 1
+    return out
+
+
+def _line(sec, msg, pid=7):
+    return f"2024-05-02 10:00:0{sec}.000 {pid} INFO nova.compute.manager [-] {msg}".encode()
+
+
+def test_a_rotation_inside_a_batch_keeps_the_old_files_ids(settings):
+    """The old file's records (the open one included) take the old file's
+    identity into their ids; the new file starts again at offset 0."""
+    old = _lines([_line(0, "a"), _line(1, "b"), _line(2, "c")], inode=b"1:100")
+    new = _lines([_line(3, "d"), _line(4, "e"), _line(5, "f")], inode=b"1:200")
+    chunked = run_stage(settings, as_raw(old + new), 100)
+    single = run_stage(settings, as_raw(old + new), 1)
+    assert chunked[:3] == single[:3]
+    ids = [json.loads(v)["_id"] for _k, v in chunked[0]]
+    assert len(set(ids)) == 6
+    alone = run_stage(settings, as_raw(old), 100)          # the old file, never rotated
+    assert ids[:3] == [json.loads(v)["_id"] for _k, v in alone[0]]
+
+
+def test_a_parser_failure_inside_a_chunk_loses_only_its_line(settings, monkeypatch):
+    from pipeline import parser as parser_module
+
+    build = parser_module.Parser._events
+
+    def failing(self, st, recs):
+        if any("POISON" in line for rec in recs for line in rec.lines):
+            raise RuntimeError("simulated parser bug")
+        return build(self, st, recs)
+
+    monkeypatch.setattr(parser_module.Parser, "_events", failing)
+    monkeypatch.setenv("OSLOSCOPE_NATIVE", "0")      # records are built in Python
+    raws = as_raw(_lines([_line(0, "a"), _line(1, "POISON"), _line(2, "b"), _line(3, "c")]))
+    single = run_stage(settings, raws, 1)
+    chunked = run_stage(settings, raws, 100)
+    assert chunked[:3] == single[:3]
+    assert [json.loads(v)["message"] for _k, v in chunked[0]] == ["a", "b", "c"]
+    (dead,) = chunked[2]
+    assert "simulated parser bug" in json.loads(dead)["reason"]
+
+
+def test_a_pid_beyond_64_bits_does_not_stop_the_stage(settings):
+    """orjson refuses integers beyond 64 bits: the event still goes out (the
+    number as a string, for Elasticsearch to reject into the dead letters),
+    and the Elasticsearch client serializes it too."""
+    from pipeline.elasticsearch_sink import make_client
+
+    big = "123456789012345678901234"
+    line = f"2024-05-02 10:00:00.000 {big} ERROR nova.compute.manager [-] No space left on device".encode()
+    events, _inc, _dead, _nat = run_stage(settings, as_raw(_lines([line, line])), 100)
+    docs = [json.loads(v) for _k, v in events]
+    assert [d["process"]["pid"] for d in docs] == [big, big]
+    client = make_client(settings.elasticsearch)
+    body = client.transport.serializers.dumps({"process": {"pid": int(big)}, "message": "x"})
+    assert json.loads(body) == {"process": {"pid": big}, "message": "x"}
