@@ -59,6 +59,17 @@ class IncidentBook:
             self.open.move_to_end(key)
         return inc
 
+    def rekey(self, old: tuple, new: tuple, out: list[dict]) -> Incident:
+        """The open incident of ``old`` goes on under ``new`` (its id unchanged);
+        an incident of ``new`` that is still in the book (gone quiet, not yet
+        resolved) is resolved into ``out`` first."""
+        if new in self.open:
+            out.append(self._resolve(new))
+        inc = self.open.pop(old)
+        inc.key = new
+        self.open[new] = inc
+        return inc
+
     def _resolve(self, key: tuple) -> dict:
         inc = self.open.pop(key)
         inc.status = "resolved"

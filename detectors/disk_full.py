@@ -205,11 +205,7 @@ class DiskFull(Detector):
         guess = self._open_on_host(ev, host, ts, volumes, glance, guessed_only=True)
         if guess is None:
             return
-        old = guess.key
-        guess.key = (host, fs)
-        if guess.key in self.book.open:          # an incident of fs gone quiet, not yet resolved
-            out.append(self.book._resolve(guess.key))
-        self.book.open[guess.key] = self.book.open.pop(old)
+        self.book.rekey(guess.key, (host, fs), out)
         guess.details["filesystem"] = fs
         guess.details.pop("filesystem_assumed", None)
         guess.title = f"Disk full on {host} ({fs})"

@@ -113,14 +113,15 @@ class Parser:
         return (False, copy.deepcopy(st.folder), st.last)
 
     def restore_stream(self, source: Source, saved) -> None:
-        """Put a stream back as ``save_stream`` found it (in Python form)."""
+        """Put a stream back as ``save_stream`` found it (in Python form);
+        ``saved`` is used up."""
         key = (source.host, source.path)
         old = self.streams.pop(key, None)
         if saved is None:
             return
         st = _Stream(old.source if old is not None else source)
         native, state, last = saved
-        st.folder = _folder_of(state) if native else copy.deepcopy(state)
+        st.folder = _folder_of(state) if native else state
         st.last = last
         self.streams[key] = st
 

@@ -259,8 +259,7 @@ class ParseStage(_Stage):
             parser.activity[(source.host, source.path)] = now
             value = msg.value
             plain = value[:1] != b"{" and b"\n" not in value
-            if run and (not plain or parser is not run_parser or source != run_source
-                        or offset != run_next):
+            if run and (not plain or source != run_source or offset != run_next):
                 self._feed_run(run, run_parser, run_source, run_offset, out, now)
                 run = []
             if not plain:
@@ -280,7 +279,11 @@ class ParseStage(_Stage):
             events = parser.feed(msg.value, source, offset)
         except Exception as exc:  # the parser must never raise; if it does, lose nothing
             log.exception("parser failed on %s/%s@%s", msg.topic, msg.partition, msg.offset)
-            self._parser_error([msg], source, exc, out)
+            out.deadletters.append({"reason": f"parser error: {type(exc).__name__}: {exc}",
+                                    "host": source.host, "file": source.path, "offset": offset,
+                                    "kafka": f"{msg.topic}/{msg.partition}@{msg.offset}",
+                                    "raw": msg.value.decode("utf-8", "backslashreplace")})
+            self.stats["dead_letters"] += 1
             return
         self._emit(events, out, now)
 
@@ -301,15 +304,6 @@ class ParseStage(_Stage):
                 self._feed_one(msg, parser, source, source_of(msg)[1], out, now)
             return
         self._emit(events, out, now)
-
-    def _parser_error(self, msgs: list[RawMessage], source: Source, exc: Exception, out: Output) -> None:
-        for msg in msgs:
-            offset = source_of(msg)[1]
-            out.deadletters.append({"reason": f"parser error: {type(exc).__name__}: {exc}",
-                                    "host": source.host, "file": source.path, "offset": offset,
-                                    "kafka": f"{msg.topic}/{msg.partition}@{msg.offset}",
-                                    "raw": msg.value.decode("utf-8", "backslashreplace")})
-            self.stats["dead_letters"] += 1
 
     def tick(self, now: float, sink=None) -> Output:
         """Wall-clock time passed: complete idle records, advance idle detectors.
