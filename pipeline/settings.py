@@ -254,6 +254,7 @@ class WorkerSettings:
     batch_size: int = _f(2000, ge=1)
     batch_timeout: float = _f(1.0, gt=0)
     session_timeout: float = _f(15.0, ge=6, le=300)
+    fair_polling: bool = True
 
 
 # [notify] and [[notify.receivers]] (osloscope notify) --------------------------------------

@@ -99,9 +99,21 @@ def build_app(settings, *, sink=None):
     """The faust App with its agents, timers and metrics page."""
     import faust
 
+    from .fairfetch import fair_transport
+
     w, k, t = settings.worker, settings.kafka, settings.topics
     web = w.metrics_port != 0
-    app = faust.App(
+    if w.fair_polling:
+        transport_cls = fair_transport()
+
+        class App(faust.App):
+            # every topic gets its turn: a raw backlog must not hold back the
+            # events and incidents topics (pipeline/fairfetch.py)
+            def _new_transport(self):
+                return transport_cls(self.conf.broker_consumer, self)
+    else:
+        App = faust.App
+    app = App(
         w.app_id,
         broker=[f"kafka://{h.strip()}" for h in k.bootstrap.split(",") if h.strip()],
         broker_credentials=k.faust_credentials(),
@@ -120,6 +132,8 @@ def build_app(settings, *, sink=None):
         stream_wait_empty=False,
         broker_commit_interval=1.0,
         consumer_max_fetch_size=8 * 1024 * 1024,      # events are ~1-2 KiB: fetch whole batches
+        # a poll hands out at most this many records, so polls alternate between topics
+        broker_max_poll_records=w.batch_size if w.fair_polling else None,
         stream_buffer_maxsize=4 * w.batch_size,
         broker_session_timeout=w.session_timeout,
         broker_heartbeat_interval=max(1.0, w.session_timeout / 5),
