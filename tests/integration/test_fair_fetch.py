@@ -20,6 +20,16 @@ from pipeline import fairfetch
 BACKLOG, URGENT, MAX_RECORDS = 20_000, 10, 500
 
 
+def _produce(bootstrap: str, topic: str, values) -> None:
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=20)
+    try:
+        for value in values:
+            producer.send(topic, value=value)
+        producer.flush(60)
+    finally:
+        producer.close()
+
+
 @pytest.fixture
 def topics(services_up, names):
     backlog, urgent = f"{names.raw}.backlog", f"{names.raw}.urgent"
@@ -28,24 +38,9 @@ def topics(services_up, names):
         admin.create_topics([NewTopic(backlog, 1, 1), NewTopic(urgent, 1, 1)])
     finally:
         admin.close()
-    producer = KafkaProducer(bootstrap_servers=services_up["bootstrap"], acks="all", linger_ms=20)
-    try:
-        for i in range(BACKLOG):
-            producer.send(backlog, value=b"2017-07-14 02:40:00.000 1 INFO nova.compute.manager [-] line %d" % i)
-        producer.flush(60)
-    finally:
-        producer.close()
+    _produce(services_up["bootstrap"], backlog,
+             (b"2017-07-14 02:40:00.000 1 INFO nova.compute.manager [-] line %d" % i for i in range(BACKLOG)))
     return services_up["bootstrap"], backlog, urgent
-
-
-def _produce_urgent(bootstrap: str, urgent: str) -> None:
-    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
-    try:
-        for i in range(URGENT):
-            producer.send(urgent, value=b"urgent %d" % i)
-        producer.flush(60)
-    finally:
-        producer.close()
 
 
 async def _until(pred, what: str, timeout: float = 20.0) -> None:
@@ -72,7 +67,7 @@ async def _backlog_before_urgent(bootstrap: str, backlog: str, urgent: str, fair
             return any(tp.topic == topic for tp in pending)
 
         await _until(lambda: buffered(backlog), "the backlog's fetch result")
-        await asyncio.to_thread(_produce_urgent, bootstrap, urgent)
+        await asyncio.to_thread(_produce, bootstrap, urgent, (b"urgent %d" % i for i in range(URGENT)))
         await _until(lambda: buffered(urgent), "the urgent topic's fetch result")
         before, urgent_seen, backlog_seen = 0, 0, 0
         while backlog_seen < BACKLOG or urgent_seen < URGENT:
