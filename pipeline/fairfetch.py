@@ -1,28 +1,38 @@
 """Fair polling across topic partitions for the worker's Kafka consumer.
 
 One faust worker consumes three topics with one consumer: raw lines, events
-keyed by request, incidents. aiokafka's ``Fetcher.fetched_records`` walks its
-buffer of fetched partitions in insertion order and stops at
-``max_records``; a partition leaves that order only when its whole fetch
-result has been consumed. With a backlog on the raw topic, one fetch result
-holds megabytes of raw lines, and every poll is served from it until it is
-empty: the events and incidents partitions, fetched long before, wait behind
-the whole backlog. Measured with ``make bench-pipeline`` (100,000 lines): the
-correlate stage received its first event only after the parse stage had read
-all 100,000 lines, so no event reached Elasticsearch for 12-18 s and the two
-stages never overlapped. After a worker restart with a lag of hours, no
-incident would be indexed until the whole lag was parsed.
+keyed by request, incidents. Two things made a raw backlog hold back the
+other two:
 
-The fix is the rule Kafka's own fetch sessions follow (KIP-227): a partition
-that was just served goes to the end of the line. :func:`rotate` moves every
-partition a poll returned records for behind the others, so the next poll
-starts with the partitions that were not served; together with a bounded
-``broker_max_poll_records`` every topic gets its turn every few polls.
-:func:`fair_transport` is the faust transport whose consumer polls that way.
+- faust polls without a limit by default (``broker_max_poll_records`` None),
+  so one poll took everything aiokafka had buffered -- a fetch result of up
+  to ``consumer_max_fetch_size`` (8 MiB) of raw lines -- and faust hands all
+  of a poll to the agents before it polls again;
+- with a limit, aiokafka's ``Fetcher.fetched_records`` walks its buffered
+  partitions in insertion order and stops at the limit; a partition leaves
+  that order only when its fetch result is used up, so every poll would
+  still be served from the raw backlog first.
+
+Measured with ``make bench-pipeline`` (100,000 lines): the correlate stage
+received its first event only after the parse stage had read all 100,000
+lines, so no event reached Elasticsearch for 14-16 s and the two stages
+never overlapped. After a worker restart with a lag of hours, no incident
+would be indexed until the whole lag was parsed.
+
+The fix is a bounded poll (the worker sets ``broker_max_poll_records`` to
+its batch size) plus the rule Kafka's own fetch sessions follow (KIP-227): a
+partition that was just served goes to the end of the line. :func:`rotate`
+moves every partition a poll returned records for behind the others, so the
+next poll starts with those that were not served. :func:`fair_transport` is
+the faust transport whose consumer polls that way.
 """
 from __future__ import annotations
 
+import logging
 from typing import Any, Iterable
+
+log = logging.getLogger("osloscope.worker")
+_warned = False
 
 
 def rotate(fetcher: Any, served: Iterable) -> None:
@@ -30,26 +40,23 @@ def rotate(fetcher: Any, served: Iterable) -> None:
 
     ``fetcher`` is an ``aiokafka.consumer.fetcher.Fetcher``; its ``_records``
     maps partition -> pending fetch result (or error), in the order
-    ``fetched_records`` serves them (aiokafka 0.8 to 0.14). Partitions with
+    ``fetched_records`` serves them (aiokafka 0.14, as installed). Partitions with
     nothing left pending are not in it and are skipped. Should a later
     aiokafka keep its buffer differently, nothing is moved and polling falls
     back to the library's own order (tests/integration/test_fair_fetch.py
     then fails and says so).
     """
+    global _warned
     pending = getattr(fetcher, "_records", None)
     if not isinstance(pending, dict):
-        return            # an aiokafka whose buffer looks different: its own order stands
+        if not _warned:          # an aiokafka whose buffer looks different: its own order stands
+            _warned = True
+            log.warning("fair polling is off: this aiokafka keeps its fetched records differently "
+                        "(no Fetcher._records dict); a raw backlog can hold back events and incidents")
+        return
     for tp in served:
         if tp in pending:
             pending[tp] = pending.pop(tp)
-
-
-async def fair_fetched_records(fetcher: Any, partitions, timeout: float = 0, max_records: int | None = None):
-    """``fetcher.fetched_records(...)``, then the partitions it served go last."""
-    records = await fetcher.fetched_records(partitions, timeout=timeout, max_records=max_records)
-    if records:
-        rotate(fetcher, records)
-    return records
 
 
 def fair_transport():

@@ -133,6 +133,7 @@ def build_app(settings, *, sink=None):
         broker_commit_interval=1.0,
         consumer_max_fetch_size=8 * 1024 * 1024,      # events are ~1-2 KiB: fetch whole batches
         # a poll hands out at most this many records, so polls alternate between topics
+        # (faust's own BROKER_MAX_POLL_RECORDS environment variable would override it)
         broker_max_poll_records=w.batch_size if w.fair_polling else None,
         stream_buffer_maxsize=4 * w.batch_size,
         broker_session_timeout=w.session_timeout,
@@ -209,6 +210,7 @@ def build_app(settings, *, sink=None):
         async for events in stream.noack_take(w.batch_size, within=w.batch_timeout):
             msgs = [_raw_message(e) for e in events]
             metrics.add(name, "records_in", len(msgs))
+            metrics.add(name, "batches", 1)
             metrics.observe_offsets(msgs)
             yield msgs
             for e in events:

@@ -5,7 +5,9 @@ one consumer subscribed to it and to topic "urgent" fetches the backlog,
 and only then do 10 messages arrive on "urgent" (as the worker's parse stage
 publishes events while the raw backlog sits in the consumer's buffer). The
 consumer then polls with max_records=500, as the faust worker polls the raw,
-events and incidents topics with ``broker_max_poll_records``.
+events and incidents topics with ``broker_max_poll_records``: once through
+the worker's own consumer thread (``FairConsumerThread._fetch_records``, the
+code path the worker runs) and once through aiokafka alone.
 """
 from __future__ import annotations
 
@@ -15,7 +17,8 @@ import pytest
 from kafka import KafkaProducer
 from kafka.admin import KafkaAdminClient, NewTopic
 
-from pipeline import fairfetch
+from pipeline.settings import load
+from pipeline.worker import build_app
 
 BACKLOG, URGENT, MAX_RECORDS = 20_000, 10, 500
 
@@ -51,7 +54,7 @@ async def _until(pred, what: str, timeout: float = 20.0) -> None:
         await asyncio.sleep(0.05)
 
 
-async def _backlog_before_urgent(bootstrap: str, backlog: str, urgent: str, fair: bool) -> tuple[int, int]:
+async def _backlog_before_urgent(bootstrap: str, backlog: str, urgent: str, poll) -> tuple[int, int]:
     """(backlog messages handed out before the first urgent one, urgent ones seen)."""
     from aiokafka import AIOKafkaConsumer
 
@@ -71,12 +74,7 @@ async def _backlog_before_urgent(bootstrap: str, backlog: str, urgent: str, fair
         await _until(lambda: buffered(urgent), "the urgent topic's fetch result")
         before, urgent_seen, backlog_seen = 0, 0, 0
         while backlog_seen < BACKLOG or urgent_seen < URGENT:
-            if fair:
-                records = await fairfetch.fair_fetched_records(fetcher, consumer.assignment(), timeout=2,
-                                                               max_records=MAX_RECORDS)
-            else:
-                records = await fetcher.fetched_records(consumer.assignment(), timeout=2,
-                                                        max_records=MAX_RECORDS)
+            records = await poll(consumer, consumer.assignment())
             assert records, "no records within 2 s"
             for tp, msgs in records.items():
                 assert len(msgs) <= MAX_RECORDS
@@ -91,36 +89,26 @@ async def _backlog_before_urgent(bootstrap: str, backlog: str, urgent: str, fair
         await consumer.stop()
 
 
-def test_fair_polling_serves_the_other_topic_within_one_poll(topics):
-    before, urgent_seen = asyncio.run(_backlog_before_urgent(*topics, fair=True))
+def test_worker_polling_serves_the_other_topic_within_one_poll(topics, settings_env):
+    app = build_app(load(env=settings_env), sink=object())
+    thread = app.consumer._new_consumer_thread()          # what the worker polls with
+
+    async def poll(consumer, partitions):
+        return await thread._fetch_records(consumer, partitions, timeout=2, max_records=MAX_RECORDS)
+
+    before, urgent_seen = asyncio.run(_backlog_before_urgent(*topics, poll))
     assert urgent_seen == URGENT
     # the backlog partition is served once, then the urgent one has its turn
     assert before <= MAX_RECORDS, f"{before} backlog messages went first"
 
 
 def test_plain_aiokafka_polling_starves_the_other_topic(topics):
-    """Why pipeline/fairfetch.py exists. If this fails after an aiokafka
-    upgrade, the library has become fair itself and the shim can go."""
-    before, urgent_seen = asyncio.run(_backlog_before_urgent(*topics, fair=False))
+    """Why a poll limit alone is not enough (pipeline/fairfetch.py). If this
+    fails after an aiokafka upgrade, the library has become fair itself and
+    the rotation can go."""
+    async def poll(consumer, partitions):
+        return await consumer._fetcher.fetched_records(partitions, timeout=2, max_records=MAX_RECORDS)
+
+    before, urgent_seen = asyncio.run(_backlog_before_urgent(*topics, poll))
     assert urgent_seen == URGENT
     assert before == BACKLOG, f"only {before} backlog messages went first"
-
-
-@pytest.mark.parametrize("fair", [True, False])
-def test_worker_consumer_polls_fairly_unless_told_not_to(settings_env, fair):
-    """The worker's faust app uses the fair consumer and a bounded poll
-    (worker.fair_polling, on by default), or faust's own when it is off."""
-    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
-
-    from pipeline.settings import load
-    from pipeline.worker import build_app
-
-    env = dict(settings_env) if fair else {**settings_env, "OSLOSCOPE_WORKER_FAIR_POLLING": "false"}
-    settings = load(env=env)
-    assert settings.worker.fair_polling is fair
-    app = build_app(settings, sink=object())
-    thread = app.consumer._new_consumer_thread()
-    assert isinstance(thread, AIOKafkaConsumerThread)
-    overridden = type(thread)._fetch_records is not AIOKafkaConsumerThread._fetch_records
-    assert overridden is fair
-    assert app.conf.broker_max_poll_records == (settings.worker.batch_size if fair else None)
