@@ -113,47 +113,36 @@ fn at(l: &[u8], p: usize, lit: &[u8]) -> bool {
     l.len() >= p && l[p..].starts_with(lit)
 }
 
-/// The ends of `_KEY` matches at `i`, in the order Python tries them.
+/// `_KEY` as stems with their optional tails: `pass(?:word|wd)?|pwd|secret(?:_key)?|api_?key|credentials?`
+const KEYS: [(&[u8], &[&[u8]]); 6] = [
+    (b"pass", &[b"word", b"wd"]),
+    (b"pwd", &[]),
+    (b"secret", &[b"_key"]),
+    (b"api_key", &[]),
+    (b"apikey", &[]),
+    (b"credential", &[b"s"]),
+];
+
+/// The ends of `_KEY` matches at `i`, in the order Python tries them
+/// (the stem with its first matching tail, then the bare stem).
 fn key_ends(l: &[u8], i: usize, out: &mut [usize; 2]) -> usize {
-    if at(l, i, b"pass") {
-        if at(l, i + 4, b"word") {
-            *out = [i + 8, i + 4];
-            2
-        } else if at(l, i + 4, b"wd") {
-            *out = [i + 6, i + 4];
-            2
-        } else {
-            out[0] = i + 4;
-            1
+    for (stem, tails) in KEYS {
+        if !at(l, i, stem) {
+            continue;
         }
-    } else if at(l, i, b"pwd") {
-        out[0] = i + 3;
-        1
-    } else if at(l, i, b"secret") {
-        if at(l, i + 6, b"_key") {
-            *out = [i + 10, i + 6];
-            2
-        } else {
-            out[0] = i + 6;
-            1
-        }
-    } else if at(l, i, b"api_key") {
-        out[0] = i + 7;
-        1
-    } else if at(l, i, b"apikey") {
-        out[0] = i + 6;
-        1
-    } else if at(l, i, b"credential") {
-        if at(l, i + 10, b"s") {
-            *out = [i + 11, i + 10];
-            2
-        } else {
-            out[0] = i + 10;
-            1
-        }
-    } else {
-        0
+        let k = i + stem.len();
+        return match tails.iter().find(|t| at(l, k, t)) {
+            Some(t) => {
+                *out = [k + t.len(), k];
+                2
+            }
+            None => {
+                out[0] = k;
+                1
+            }
+        };
     }
+    0
 }
 
 /// s1 after a key ending at `k`.
