@@ -5,20 +5,15 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install native demo test unit integration bench bench-pipeline clean
+.PHONY: install demo test unit integration bench bench-pipeline clean
 
-$(STAMP): pyproject.toml pipeline/rust/Cargo.toml $(wildcard pipeline/rust/src/*.rs)
+$(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	@touch $(STAMP)
 
 install: $(STAMP)
-
-## native: rebuild only the native core (pipeline/rust) in place after editing it
-native: $(STAMP)
-	cd pipeline/rust && cargo build --release --quiet
-	cp pipeline/rust/target/release/lib_native.so pipeline/$$($(BIN)/python -c 'import sysconfig; print("_native" + sysconfig.get_config_var("EXT_SUFFIX"))')
 
 ## demo: analyze the multi-host sample in deploy/samples and print the incidents
 demo: $(STAMP)
@@ -38,9 +33,10 @@ unit: $(STAMP)
 integration: $(STAMP)
 	$(BIN)/python -m pytest -q -m integration
 
-## bench: parse+detect throughput against a bare regex baseline
+## bench: osloscope analyze end to end (>= 300k records, 10+ files), records/s,
+## next to the last commit with the native parser core, built in a temporary worktree
 bench: $(STAMP)
-	$(BIN)/python tests/benchmarks/bench_parse.py
+	$(BIN)/python tests/benchmarks/bench_analyze.py
 
 ## bench-pipeline: one worker, raw topic -> Elasticsearch, against the raw consume rate
 bench-pipeline: $(STAMP)

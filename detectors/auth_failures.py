@@ -21,7 +21,6 @@ import re
 from collections import OrderedDict, deque
 
 from .base import Detector
-from .hints import AUTH, AUTH_PHRASES
 from .incident import Incident, evidence_of
 from .model import UUID, Event
 
@@ -41,8 +40,13 @@ SERVICE_TOKEN = re.compile(
     r"|Identity server rejected authorization|Bad response code while validating token"
     r"|Networking client is experiencing an unauthorized exception"
     r"|Unable to (?:obtain|get) (?:an )?admin token")
-# "one of the trigger phrases occurs" (detectors.hints.AUTH_PHRASES: the
-# native core answers the same question with Event.hints)
+# The trigger phrases: a record is looked at only when one of them occurs.
+AUTH_PHRASES = (
+    "Authorization failed", "Could not find user", "The account is", "The password is expired",
+    "Access denied for user", "ACCESS_REFUSED", "Login was refused", "Check login credentials",
+    "login refused", "Not authorized for image", "ImageNotAuthorized", "admin token",
+    "Unable to validate token", "rejected authorization", "validating token", "unauthorized exception",
+)
 _PREFILTER = re.compile("|".join(map(re.escape, AUTH_PHRASES)))
 
 HARD = {
@@ -195,19 +199,12 @@ class AuthFailures(Detector):
             text = ev.message or ""
         else:
             # every _PREFILTER alternative contains one of these substrings;
-            # eight substring tests cost less than one search of it (the
-            # native core has tested them already: detectors.hints)
-            hints = ev.hints
-            if hints is not None:
-                if not hints & AUTH:       # no trigger phrase: _PREFILTER would not match
-                    return out
-                text = ev.text()
-            else:
-                text = ev.text()
-                if not ("uthoriz" in text or "token" in text or "ogin" in text or "denied" in text
-                        or "REFUSED" in text or "find user" in text or "ccount is" in text
-                        or "assword is" in text) or not _PREFILTER.search(text):
-                    return out
+            # eight substring tests cost less than one search of it
+            text = ev.text()
+            if not ("uthoriz" in text or "token" in text or "ogin" in text or "denied" in text
+                    or "REFUSED" in text or "find user" in text or "ccount is" in text
+                    or "assword is" in text) or not _PREFILTER.search(text):
+                return out
         hard = self._hard(ev, text) if ev.status_code is None else None
         if hard:
             what, account, resources = hard

@@ -27,7 +27,6 @@ import posixpath
 import re
 
 from .base import Detector
-from .hints import DISK
 from .incident import Incident
 from .model import UUID, Event
 
@@ -131,17 +130,11 @@ class DiskFull(Detector):
     def feed(self, ev: Event) -> list[dict]:
         if ev.kind == "unparsed" or ev.level == "DEBUG":
             return []      # ENOSPC surfaces at WARNING and above
-        hints = ev.hints
-        if hints is not None:
-            if not hints & DISK:           # the native core's substring tests (detectors.hints)
-                return []
-            text = ev.text()
-        else:
-            text = ev.text()
-            # substring checks first: far cheaper than the alternation on long text
-            if not ("space" in text or "Errno 28" in text or "ENOSPC" in text or "while writing" in text
-                    or "StorageFull" in text or "storage media" in text):
-                return []
+        text = ev.text()
+        # substring checks first: far cheaper than the alternation on long text
+        if not ("space" in text or "Errno 28" in text or "ENOSPC" in text or "while writing" in text
+                or "StorageFull" in text or "storage media" in text):
+            return []
         if not TRIGGER.search(text):
             return []
         path = path_of(text)

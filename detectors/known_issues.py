@@ -32,8 +32,6 @@ from __future__ import annotations
 import fnmatch
 import re
 from collections import OrderedDict
-from functools import reduce
-from operator import or_
 from typing import Any, Iterable
 
 from .base import Detector, IncidentBook
@@ -190,34 +188,11 @@ class KnownIssues(Detector):
         self.pending: OrderedDict[tuple, dict] = OrderedDict()
         # request id -> (signature id, key, ts) of a signature that explains others
         self.recent: OrderedDict[str, tuple] = OrderedDict()
-        self._plan_vocab = self._plan_cache = None
 
     # -- matching (also used by `osloscope rules test`) ----------------------
-    @property
-    def hint_words(self) -> list[str]:
-        """Keywords for the native core to test (detectors.hints.Vocabulary)."""
-        return sorted({k for s in self.signatures.values() for k in s.keywords})
-
-    def _plan(self, vocab) -> tuple[int, list[tuple[Signature, int]]] | None:
-        """(any keyword, [(signature, its keywords)]) as bits of ``vocab``;
-        None when a keyword is missing from it (then the text is scanned)."""
-        if vocab is not self._plan_vocab:
-            masks = [(s, vocab.mask(s.keywords)) for s in self.signatures.values()]
-            self._plan_vocab = vocab
-            self._plan_cache = None if any(m is None for _, m in masks) else (
-                reduce(or_, (m for _, m in masks), 0), masks)
-        return self._plan_cache
-
     def candidates(self, ev: Event) -> tuple[str, list[Signature]]:
         if ev.kind == "unparsed":
             return "", []
-        hints, vocab = ev.hints, ev.hint_vocab
-        if hints is not None and vocab is not None:
-            plan = self._plan(vocab)
-            if plan is not None:          # the native core has tested every keyword
-                if not hints & plan[0]:
-                    return "", []
-                return ev.text(), [s for s, m in plan[1] if hints & m]
         text = ev.text()
         if not self.prefilter.search(text):
             return text, []

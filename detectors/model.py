@@ -72,10 +72,6 @@ class Event:
     FIELDS = tuple(name for name, _ in _FIELDS) + ("ts", "resources")
     locals().update(dict.fromkeys(FIELDS))
     kind = "log"
-    # detectors.hints bits of text(), set by the native core; None: not known
-    # (not a document field: never printed, shipped or indexed)
-    hints = None
-    hint_vocab = None        # the detectors.hints.Vocabulary of ``hints``
 
     def __init__(self, **kw: Any) -> None:
         unknown = kw.keys() - _FIELD_SET

@@ -33,7 +33,6 @@ from collections import OrderedDict, deque
 from typing import NamedTuple
 
 from .base import Detector
-from .hints import RESCHEDULED as HINT_RESCHEDULED, RETRY as HINT_RETRY, RETRY_PHRASES, RETRY_PREFILTER
 from .incident import Incident, evidence_of
 from .model import UUID, Event
 
@@ -180,8 +179,11 @@ RULES: tuple[Rule, ...] = (
 )
 KSA_RULE = Rule("keystoneauth_retries", re.compile("(?!)"), ("host", "service", "url"), "error",
                 "API retries exhausted from {host} ({service}) to {url}", KSA_CAUSE, KSA_FIX)
-# "one of the rules' phrases occurs" (detectors.hints.RETRY_PHRASES: the
-# native core answers the same question with Event.hints)
+# "one of the rules' phrases occurs": the prefilter of RULES
+RETRY_PHRASES = (
+    "did not finish being created", "Exceeded max", "DB exceeded retry", "done trying",
+    "failed network setup after", "out of retries", "Stopping Swift retries", "Run out of retry",
+)
 _PREFILTER = re.compile("|".join(map(re.escape, RETRY_PHRASES)))
 
 # Attempts that become evidence when the budget later runs out.
@@ -330,8 +332,7 @@ class RetryExhaustion(Detector):
         out: list[dict] = []
         if ev.level == "DEBUG" or ev.level == "INFO":
             msg = ev.message or ""
-            hints = ev.hints
-            if (hints is None or hints & HINT_RESCHEDULED) and "re-scheduled" in msg:
+            if "re-scheduled" in msg:
                 m = RESCHEDULED.search(msg)
                 if m:
                     self._remember_attempt(("instance", m.group(1)), ev)
@@ -346,15 +347,10 @@ class RetryExhaustion(Detector):
         fired = False
         # every rule, attempt and reschedule pattern contains one of these
         # substrings: without one, only the state-driven checks can fire
-        hints = ev.hints
-        if hints is not None:              # the native core's substring tests (detectors.hints)
-            hit = hints & HINT_RETRY
-            rules = hints & RETRY_PREFILTER
-        else:
-            hit = ("retr" in text or "Exceeded max" in text or "did not finish" in text or "done trying" in text
-                   or "network setup" in text or "SQL connection" in text or "glance server" in text
-                   or "re-scheduled" in text or "last host" in text)
-            rules = hit and _PREFILTER.search(text)
+        hit = ("retr" in text or "Exceeded max" in text or "did not finish" in text or "done trying" in text
+               or "network setup" in text or "SQL connection" in text or "glance server" in text
+               or "re-scheduled" in text or "last host" in text)
+        rules = hit and _PREFILTER.search(text)
         if rules:
             for rule in RULES:
                 m = rule.pattern.search(text)

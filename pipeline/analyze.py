@@ -22,10 +22,9 @@ from datetime import datetime, timezone
 from typing import Callable, Iterable, Iterator
 
 from detectors import Engine, default_detectors
-from detectors.hints import Vocabulary, vocabulary
 from detectors.model import Event
 
-from .parser import Parser
+from .parser import Parser, split_lines
 from .sources import LogFile, ReadError, read_chunks, warn
 
 REORDER_SLACK = 300.0       # seconds a record may arrive late within one file
@@ -53,22 +52,21 @@ def _year_of(lf: LogFile) -> int:
 
 def file_events(lf: LogFile, tz: str | None, stats: Stats,
                 on_progress: Callable[[int], None] | None = None,
-                on_warning: Callable[[str], None] | None = None,
-                vocab: Vocabulary | None = None) -> Iterator[Event]:
+                on_warning: Callable[[str], None] | None = None) -> Iterator[Event]:
     """Every event of one file, in file order (records complete per pid).
 
     A file damaged part way (truncated ``.gz``...) gives the events of the
     lines before the damage, and one ``on_warning`` message (default: on
     stderr) naming the file and the problem."""
-    parser = Parser(tz, syslog_year=_year_of(lf), vocab=vocab)
-    feed, src = parser.feed_chunk, lf.source
+    parser = Parser(tz, syslog_year=_year_of(lf))
+    feed, src = parser.feed_lines, lf.source
     n = 0
     damage = None
     try:
         # a chunk of lines at a time: the same events as Parser.feed per line
         for offset, chunk in read_chunks(lf, on_progress=on_progress):
             n += chunk.count(b"\n") + (chunk[-1:] != b"\n")
-            evs = feed(chunk, src, offset)
+            evs = feed(split_lines(chunk), src, offset)
             if evs:
                 yield from evs
     except ReadError as exc:
@@ -100,9 +98,8 @@ def reorder(events: Iterable[Event], slack: float = REORDER_SLACK,
 
 def merged_events(files: list[LogFile], tz: str | None, stats: Stats,
                   on_progress: Callable[[int], None] | None = None,
-                  on_warning: Callable[[str], None] | None = None,
-                  vocab: Vocabulary | None = None) -> Iterator[Event]:
-    streams = [reorder(file_events(lf, tz, stats, on_progress, on_warning, vocab)) for lf in files]
+                  on_warning: Callable[[str], None] | None = None) -> Iterator[Event]:
+    streams = [reorder(file_events(lf, tz, stats, on_progress, on_warning)) for lf in files]
     stats.files = len(files)
     stats.bytes = sum(lf.size for lf in files)
     key = lambda ev: ev.ts if ev.ts is not None else float("-inf")  # noqa: E731
@@ -124,7 +121,7 @@ def analyze(files: list[LogFile], *, tz: str | None = "UTC", since: float | None
     engine = engine or Engine(default_detectors())
     stats = Stats()
     latest: dict[str, dict] = {}
-    for ev in merged_events(files, tz, stats, on_progress, on_warning, vocabulary(getattr(engine, "detectors", ()))):
+    for ev in merged_events(files, tz, stats, on_progress, on_warning):
         stats.events += 1
         stats.by_kind[ev.kind] = stats.by_kind.get(ev.kind, 0) + 1
         if ev.kind == "unparsed":

@@ -18,11 +18,9 @@ Several worker pids interleaved in one file fold independently.
 """
 from __future__ import annotations
 
-import re
 from datetime import datetime, timedelta
 
-from .lineformat import (APACHE, APACHE_IPV6_START, EMBEDDED_HEADER, HEADER, LEVELS, SHORT, SYSLOG, SYSLOG_ISO,
-                         context_end)
+from .lineformat import APACHE, EMBEDDED_HEADER, HEADER, SHORT, SYSLOG, SYSLOG_ISO, context_end
 
 MAX_RECORD_LINES = 5000
 # A record completes when the next record of its pid starts. A process that
@@ -41,35 +39,10 @@ _SWEEP = timedelta(seconds=SWEEP_SECONDS)
 _HEX_START = frozenset("abcdefABCDEF:")
 MAX_SPLIT_CHARS = 1 << 16
 
-# -- folding many lines at once (Folder.feed_text) ------------------------------
-# A line that is certainly a continuation line: no header can start it (no
-# digit: HEADER, SYSLOG_ISO and APACHE lines start with one), no BSD syslog
-# stamp, no JSON object.
-_CONT = r"(?![\d{]|[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d|" + APACHE_IPV6_START + r")[^\n]*\n"
-# what context_end() accepts at the start of a header's rest
-_CTX = r"\[(?:-\]|(?:None |- )?req-[^\n]*\])"
-# A run of lines the line-by-line fold puts into one record: a header line
-# (HEADER, to the end of the line), continuation lines, then traceback lines
-# of the same timestamp, pid and logger (ERROR/TRACE, no context block), each
-# followed by its own continuation lines. The header line starts a record, or
-# (an ERROR/TRACE line without context block) starts an orphan traceback or
-# continues the open record of its pid: that depends on the state.
-BLOCK = re.compile(
-    r"(\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d(?:[.,]\d{1,9})?) (\d+) (" + LEVELS + r") (\S+)(?: ([^\n]*))?\n"
-    r"((?:" + _CONT + r")*)"
-    r"((?:\1 \2 (?:ERROR|TRACE) \4 (?!" + _CTX + r")[^\n]*\n(?:" + _CONT + r")*)*)")
-# EMBEDDED_HEADER anywhere but at the start of a line (where every traceback
-# line has its own prefix): a traceback line the line-by-line fold would cut.
-_EMBEDDED_INSIDE = re.compile(
-    r"-(?<=[^\n]\d{4}-)\d\d-\d\d \d\d:\d\d:\d\d\.\d{1,9} \d+ (?:" + LEVELS + r") \S")
-_new_record = object.__new__
-_NEW, _APPEND, _ORPHAN, _EACH = "new", "append", "orphan", "each"
-
-
 class Record:
     """A record under construction; ``pipeline.extract`` turns it into an Event."""
 
-    # rarely set fields default here, so the batch fold sets only the others
+    # rarely set fields default at class level
     orphan = False
     host = None
     prog = None
@@ -103,21 +76,6 @@ class Record:
         return "\n".join(self.lines)
 
 
-def _bodies(tb: str, ts: str, pid: str, logger: str) -> list[str]:
-    """The traceback part of a BLOCK match (each line ends with a newline) as
-    ``Record.tb``: the prefix of each traceback line removed, continuation
-    lines as they are."""
-    head = f"{ts} {pid} "
-    err, trace = f"{head}ERROR {logger} ", f"{head}TRACE {logger} "
-    text = "\n" + tb[:-1]
-    if "\n" + trace not in text:
-        return text.replace("\n" + err, "\n")[1:].split("\n")
-    if "\n" + err not in text:
-        return text.replace("\n" + trace, "\n")[1:].split("\n")
-    cut = len(err)
-    return [ln[cut:] if ln.startswith(err) or ln.startswith(trace) else ln for ln in tb[:-1].split("\n")]
-
-
 def _is_prefix_level(level: str) -> bool:
     return level == "ERROR" or level == "TRACE"
 
@@ -141,8 +99,7 @@ class Folder:
         """Complete the open records of other pids more than EXPIRE_SECONDS
         older than header time ``ts`` (see EXPIRE_SECONDS). Called when the
         stream's time reaches ``sweep_at``, which then moves SWEEP_SECONDS on
-        (so a traceback line of the same time never sweeps again: the batch
-        fold, which checks a record's first line only, folds the same)."""
+        (so a traceback line of the same time never sweeps again)."""
         try:
             now = datetime(int(ts[:4]), int(ts[5:7]), int(ts[8:10]), int(ts[11:13]), int(ts[14:16]),
                            int(ts[17:19]))
@@ -202,129 +159,6 @@ class Folder:
         (rec.tb if rec.tb_last else rec.cont).append(line)
         if len(rec.lines) >= MAX_RECORD_LINES:
             self._split(rec, out)
-
-    def feed_text(self, text: str, base: int | None, starts: list[int] | None, out: list) -> None:
-        """Fold every line of ``text`` (lines end with ``\\n``; the last one may
-        lack it): the same records, in the same order, as ``feed`` per line.
-
-        Line ``i`` starting at character ``pos`` has the offset ``None`` if
-        ``base`` is None, else ``base + starts[i]``, or ``base + pos`` when
-        ``starts`` is None (one character per byte).
-
-        The common record -- a header line with its continuation and traceback
-        lines -- is matched whole by one regex (BLOCK) and built from slices;
-        every other line goes through ``feed``.
-        """
-        if not text:
-            return
-        if text[-1] != "\n":
-            text += "\n"
-        n = len(text)
-        pos = idx = 0
-        match = BLOCK.match
-        find = text.find
-        count = text.count
-        opened = self.open
-        limit = n
-        while pos < n:
-            m = match(text, pos, limit)
-            if m is None:
-                e = find("\n", pos)
-                self.feed(text[pos:e], None if base is None else base + (pos if starts is None else starts[idx]),
-                          out)
-                pos = e + 1
-                idx += 1
-                limit = n
-                continue
-            ts, pid, level, logger, rest, cont, tb = m.groups()
-            end = m.end()
-            limit = n
-            if ts >= self.sweep_at:
-                self._expire(ts, out)
-            if not (tb or cont or level == "ERROR" or level == "TRACE"):
-                # the common case: a one-line record that is no traceback line
-                rec = opened.pop(pid, None)
-                if rec is not None:
-                    out.append(rec)
-                new = _new_record(Record)
-                new.__dict__ = {"ts_text": ts, "pid": pid, "level": level, "logger": logger,
-                                "rest": rest or "", "lines": [text[pos:end - 1]], "cont": [], "tb": [],
-                                "offset": None if base is None else base + (pos if starts is None else starts[idx]),
-                                "tb_last": False}
-                opened[pid] = self.last = new
-                pos = end
-                idx += 1
-                continue
-            nl = count("\n", pos, end) if tb or cont else 1
-            rec = opened.get(pid)
-            kind = _NEW
-            if (level == "ERROR" or level == "TRACE") and not context_end(rest or ""):
-                if rest is None:
-                    kind = _EACH
-                elif rec is not None and rec.logger == logger and rec.ts_text == ts:
-                    kind = _APPEND
-                elif level == "TRACE" or rest.startswith("Traceback") or "] Traceback" in rest[:60]:
-                    kind = _ORPHAN
-            if kind is _APPEND:
-                if len(rec.lines) + nl >= MAX_RECORD_LINES:
-                    kind = _EACH
-                else:
-                    glued = _EMBEDDED_INSIDE.search(text, pos, end)
-            elif nl >= MAX_RECORD_LINES:
-                kind = _EACH
-            else:
-                glued = _EMBEDDED_INSIDE.search(text, end - len(tb), end) if tb else None
-            if kind is not _EACH and glued is not None:
-                # another record glued onto a traceback line: the lines before
-                # it are one run, that line goes line by line
-                cut = text.rfind("\n", pos, glued.start()) + 1
-                if cut > pos:
-                    limit = cut
-                    continue
-                end = find("\n", pos) + 1
-                kind = _EACH
-            if kind is _EACH:
-                # records glued together, a split, or an odd line: line by line
-                feed = self.feed
-                while pos < end:
-                    e = find("\n", pos)
-                    feed(text[pos:e], None if base is None else base + (pos if starts is None else starts[idx]), out)
-                    pos = e + 1
-                    idx += 1
-                continue
-            if kind is _APPEND:
-                rec.lines.extend(text[pos:end - 1].split("\n"))
-                rec.tb.extend(_bodies(text[pos:end], ts, pid, logger))
-                rec.tb_last = True
-                self.last = rec
-                pos = end
-                idx += nl
-                continue
-            off = None if base is None else base + (pos if starts is None else starts[idx])
-            if rec is not None:
-                del opened[pid]
-                out.append(rec)
-            if kind is _ORPHAN:
-                lines = text[pos:end - 1].split("\n")
-                cont = []
-                tb = _bodies(text[pos:end], ts, pid, logger)
-                level = "ERROR"
-            elif nl > 1:
-                lines = text[pos:end - 1].split("\n")
-                cont = cont[:-1].split("\n") if cont else []
-                tb = _bodies(tb, ts, pid, logger) if tb else []
-            else:
-                lines = [text[pos:end - 1]]
-                cont = []
-                tb = []
-            new = _new_record(Record)
-            new.__dict__ = {"ts_text": ts, "pid": pid, "level": level, "logger": logger, "rest": rest or "",
-                            "lines": lines, "cont": cont, "tb": tb, "offset": off, "tb_last": bool(tb)}
-            if kind is _ORPHAN:
-                new.orphan = True
-            opened[pid] = self.last = new
-            pos = end
-            idx += nl
 
     # -- header lines -----------------------------------------------------
     def _header(self, ts, pid, level, logger, rest, line, offset, out, *, host=None, prog=None,

@@ -33,10 +33,6 @@ APACHE = re.compile(
     r'([0-9A-Fa-f.:]+|-) \S+ (\S+) \[(\d\d/\w{3}/\d{4}:\d\d:\d\d:\d\d [+-]\d{4})\] '
     r'"([A-Z]+) (\S+)[^"]*" ([1-5]\d\d) (\d+|-)(?: "[^"]*" "([^"]*)")?(?: (\d+)(\(us\))?)?')
 
-# how an Apache line with an IPv6 client that starts with a letter or ':'
-# begins (``fd00::1 - - [``): such a line is no continuation line
-APACHE_IPV6_START = r"[0-9A-Fa-f:]*[A-Fa-f:][0-9A-Fa-f:]* \S+ \S+ \[\d\d/"
-
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 # A record header buried inside another line (two processes' writes racing).

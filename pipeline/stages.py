@@ -29,7 +29,6 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 from detectors import Engine
-from detectors.hints import vocabulary
 from detectors.model import Event, event_from_doc, event_to_doc
 from detectors.request_windows import RequestWindows
 
@@ -208,8 +207,6 @@ class ParseStage(_Stage):
         self.settings = settings
         self.parsers: dict[str, _TrackingParser] = {}
         self.engine = Engine(detection.for_settings(settings, "host"))
-        # the detectors' keywords, tested by the native core (detectors.hints)
-        self.vocab = vocabulary(self.engine.detectors)
         self.generation: dict[tuple, str] = {}     # (host, path) -> file identity (inode header)
         self.idle = _IdleClock()
         self.stats.update(events_out=0, dead_letters=0, incidents_out=0)
@@ -218,23 +215,13 @@ class ParseStage(_Stage):
         tz = self.settings.parser.timezone_for(source.host, source.path)
         p = self.parsers.get(tz)
         if p is None:
-            p = self.parsers[tz] = _TrackingParser(tz, vocab=self.vocab)
+            p = self.parsers[tz] = _TrackingParser(tz)
         return p
 
     # -- input -----------------------------------------------------------------
     def process(self, messages: list[RawMessage], now: float) -> Output:
-        """Parse a batch of raw messages (one line each, or a JSON envelope).
-
-        Consecutive plain lines of one file whose offsets follow on from each
-        other (or that carry no offset) are fed to the parser as one chunk:
-        ``Parser.feed_chunk`` returns exactly what feeding them one by one
-        would, and ASCII chunks go through the native core. Envelopes and
-        lines with embedded newlines are fed one at a time.
-        """
+        """Parse a batch of raw messages (one line each, or a JSON envelope)."""
         out = Output()
-        run: list[RawMessage] = []        # the messages of the pending chunk
-        run_parser = run_source = run_offset = None
-        run_next = None                   # the offset a message must have to join the run
         for msg in messages:
             tp = self._fresh(msg)
             if tp is None:
@@ -247,9 +234,6 @@ class ParseStage(_Stage):
                 file_key = (source.host, source.path)
                 known = self.generation.get(file_key)
                 if known != gen_text:
-                    if run:
-                        self._feed_run(run, run_parser, run_source, run_offset, out, now)
-                        run = []
                     if known is not None:
                         # the file was rotated: its open record ended with it, and
                         # takes the old file's identity into its event id
@@ -257,20 +241,7 @@ class ParseStage(_Stage):
                     self.generation[file_key] = gen_text
             parser.clock = now
             parser.activity[(source.host, source.path)] = now
-            value = msg.value
-            plain = value[:1] != b"{" and b"\n" not in value
-            if run and (not plain or source != run_source or offset != run_next):
-                self._feed_run(run, run_parser, run_source, run_offset, out, now)
-                run = []
-            if not plain:
-                self._feed_one(msg, parser, source, offset, out, now)
-                continue
-            if not run:
-                run_parser, run_source, run_offset = parser, source, offset
-            run.append(msg)
-            run_next = None if offset is None else offset + len(value) + 1
-        if run:
-            self._feed_run(run, run_parser, run_source, run_offset, out, now)
+            self._feed_one(msg, parser, source, offset, out, now)
         return out
 
     def _feed_one(self, msg: RawMessage, parser: Parser, source: Source, offset: int | None,
@@ -284,24 +255,6 @@ class ParseStage(_Stage):
                                     "kafka": f"{msg.topic}/{msg.partition}@{msg.offset}",
                                     "raw": msg.value.decode("utf-8", "backslashreplace")})
             self.stats["dead_letters"] += 1
-            return
-        self._emit(events, out, now)
-
-    def _feed_run(self, run: list[RawMessage], parser: Parser, source: Source, offset: int | None,
-                  out: Output, now: float) -> None:
-        if len(run) == 1:
-            self._feed_one(run[0], parser, source, offset, out, now)
-            return
-        data = b"\n".join([m.value for m in run]) + b"\n"
-        saved = parser.save_stream(source)
-        try:
-            events = parser.feed_chunk(data, source, offset)
-        except Exception:  # the parser must never raise; if it does, only the guilty line is lost
-            log.exception("parser failed on %s/%s@%s..%s; feeding those lines one by one",
-                          run[0].topic, run[0].partition, run[0].offset, run[-1].offset)
-            parser.restore_stream(source, saved)
-            for msg in run:
-                self._feed_one(msg, parser, source, source_of(msg)[1], out, now)
             return
         self._emit(events, out, now)
 
@@ -339,7 +292,7 @@ class ParseStage(_Stage):
 
     # -- state -----------------------------------------------------------------
     def snapshot(self) -> bytes:
-        parsers = {tz: (p.python_streams(), p.syslog_year) for tz, p in self.parsers.items()}
+        parsers = {tz: (p.streams, p.syslog_year) for tz, p in self.parsers.items()}
         return self._pack(parsers=parsers, generation=self.generation)
 
     def restore(self, data: bytes, now: float) -> None:
@@ -347,7 +300,7 @@ class ParseStage(_Stage):
         self.generation = dict(state.get("generation", {}))
         self.parsers = {}
         for tz, (streams, year) in state["parsers"].items():
-            p = _TrackingParser(tz, syslog_year=year, vocab=self.vocab)
+            p = _TrackingParser(tz, syslog_year=year)
             p.streams = streams
             p.activity = {key: now for key in streams}   # idle timers restart
             p.clock = now

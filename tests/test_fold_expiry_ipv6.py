@@ -79,14 +79,11 @@ def _docs(events):
     return [(event_to_doc(ev), ev.ts) for ev in events]
 
 
-def test_apache_lines_with_ipv6_clients_are_access_events_in_both_parse_paths():
+def test_apache_lines_with_ipv6_clients_are_access_events():
     data = ("\n".join(V6_LINES) + "\n").encode()
     per_line = Parser(tz="UTC")
     events = [ev for ln in data.splitlines(keepends=True) for ev in per_line.feed(ln, SRC, None)]
     events += per_line.flush()
-    chunked = Parser(tz="UTC")
-    batch = list(chunked.feed_chunk(data, SRC, None)) + chunked.flush()
-    assert _docs(events) == _docs(batch)
     access = [ev for ev in events if ev.kind == "access"]
     assert [ev.source_ip for ev in access] == ["::1", "fd00::1", "FE80::2", "2001:db8::5"]
     assert [ev.status_code for ev in access] == [401, 401, 403, 401]
@@ -103,48 +100,6 @@ def test_ipv6_401_burst_is_an_auth_failure(tmp_path):
     log.write_text("\n".join(line.format(ip="fd00::9", s=s) for s in range(12)) + "\n")
     incs = analyze_paths(tmp_path)
     assert [(i["type"], i["resources"]["source_ip"]) for i in incs] == [("auth_failure", ["fd00::9"])]
-
-
-# -- the batch fold equals the line-by-line fold with several pids over time ----
-@st.composite
-def multi_pid_logs(draw) -> bytes:
-    t = 0.0
-    lines = []
-    for _ in range(draw(st.integers(1, 30))):
-        t += draw(st.sampled_from([0.0, 0.001, 0.5, 1.0, 3.0, EXPIRE_SECONDS, EXPIRE_SECONDS + 1.0, 30.0]))
-        pid = draw(st.sampled_from([600, 700, 800]))
-        stamp = f"2019-01-01 16:{int(t) // 60 % 60:02d}:{int(t) % 60:02d}.{int(t * 1000) % 1000:03d}"
-        kind = draw(st.sampled_from(["info", "error_tb", "cont", "tb_late", "v6", "v4"]))
-        if kind == "info":
-            lines.append(f"{stamp} {pid} INFO nova.compute.manager [req-{UUID} - - - - -] step")
-        elif kind == "error_tb":
-            lines.append(f"{stamp} {pid} ERROR nova.compute.manager [req-{UUID} - - - - -] failed")
-            for _ in range(draw(st.integers(0, 3))):
-                lines.append(f"{stamp} {pid} ERROR nova.compute.manager   File \"x.py\", line 1")
-        elif kind == "cont":
-            lines.append("    a continuation line")
-        elif kind == "tb_late":     # a traceback line of an older record of this pid, if any
-            lines.append(f"2019-01-01 16:00:00.000 {pid} TRACE nova.compute.manager ValueError: late")
-        elif kind == "v6":
-            lines.append(f'fd00::{pid} - - [01/Jan/2019:16:00:00 +0000] "GET / HTTP/1.1" 401 5 "-" "c" 7')
-        else:
-            lines.append(f'10.0.0.1 - - [01/Jan/2019:16:00:00 +0000] "GET / HTTP/1.1" 200 5 "-" "c" 7')
-    return ("\n".join(lines) + "\n").encode()
-
-
-@settings(max_examples=300, deadline=None)
-@given(multi_pid_logs(), st.integers(1, 7))
-def test_feed_chunk_equals_feed_per_line_across_pids_and_time(data, size):
-    lines = data.splitlines(keepends=True)
-    one = Parser(tz="UTC")
-    expected = [ev for ln in lines for ev in one.feed(ln, SRC, None)] + one.flush()
-    many = Parser(tz="UTC")
-    got = []
-    for i in range(0, len(lines), size):
-        got += many.feed_chunk(b"".join(lines[i:i + size]), SRC, None)
-    got += many.flush()
-    assert _docs(got) == _docs(expected)
-    assert sum(len(ev.original.split("\n")) for ev in got) == len(lines)     # no line lost
 
 
 def test_the_edges_of_the_calendar_never_raise():

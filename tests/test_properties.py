@@ -312,21 +312,3 @@ def test_random_binary_line(garbage):
     check_schema(events)
     check_engine(events)
 
-
-@SETTINGS
-@given(plain_inputs(), st.sampled_from(SOURCES), st.lists(st.integers(1, 40), min_size=1, max_size=8))
-def test_feed_chunk_equals_feed_per_line(data, src, sizes):
-    """The batch API folds any input, cut into chunks of any number of lines,
-    into exactly the events of ``feed`` per line."""
-    lines = split_lines(data)
-    expected = [(event_to_doc(e), e.ts) for e in parse(lines, src)]
-    p = Parser(tz="UTC", redact=False)
-    events, off, i, k = [], 0, 0, 0
-    while i < len(lines):
-        part = lines[i:i + sizes[k % len(sizes)]]
-        events.extend(p.feed_chunk(b"".join(part), src, off) if k % 2 else p.feed_lines(part, src, off))
-        off += sum(map(len, part))
-        i += len(part)
-        k += 1
-    events += p.flush()
-    assert [(event_to_doc(e), e.ts) for e in events] == expected

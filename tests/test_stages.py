@@ -192,3 +192,33 @@ def test_correlate_stage_gives_incidents_their_root_cause(settings):
         final[d["id"]] = d
     inc = next(d for d in final.values() if d["rule"] == "retry_exhausted.volume_not_created")
     assert inc["details"]["root_cause"]["component"] == "cinder-volume"
+
+
+def _raw(host: str, path: str, line: str, offset: int, n: int) -> RawMessage:
+    headers = {"host": host.encode(), "path": path.encode(), "offset": str(offset).encode()}
+    return RawMessage("raw", 0, n, f"{host}|{path}".encode(), line.encode(), headers)
+
+
+def test_an_idle_file_on_one_host_does_not_complete_another_hosts_record_of_the_same_path(settings):
+    """/var/log/nova/nova-compute.log is the same path on every compute node:
+    compute-1 going idle must not cut compute-2's open traceback in two."""
+    path = "/var/log/nova/nova-compute.log"
+    rid = "req-7b1c2a40-5d1e-4f7a-9c55-1e2d3f4a5b6c"
+    t = "2017-06-06 09:20:01.118"
+    stage = ParseStage(settings)
+    out = stage.process([
+        _raw("compute-1", path, f"{t} 11 INFO nova.compute.manager [{rid} - - - - -] one", 0, 0),
+        _raw("compute-2", path, f"{t} 22 ERROR nova.compute.manager [{rid} - - - - -] boom", 0, 1),
+        _raw("compute-2", path, f"{t} 22 ERROR nova.compute.manager Traceback (most recent call last):", 70, 2),
+    ], now=0.0)
+    # compute-1 falls idle (its stream is older than idle_flush); compute-2 is still writing
+    stage.parsers["UTC"].activity[("compute-2", path)] = 4.0
+    out.extend(stage.tick(6.0))
+    out.extend(stage.process([
+        _raw("compute-2", path, f"{t} 22 ERROR nova.compute.manager ValueError: tail", 140, 3)], now=6.5))
+    out.extend(stage.tick(1e9))
+    docs = [json.loads(v) for _k, v in out.events]
+    boom = [d for d in docs if d["host"]["name"] == "compute-2"]
+    assert len(boom) == 1, [d["message"] for d in boom]
+    assert boom[0]["openstack"]["request_id"] == rid
+    assert boom[0]["error"]["stack_trace"].endswith("ValueError: tail")
