@@ -1,7 +1,7 @@
 """known_issue: records that match a known-issue signature.
 
 The signatures are data (``detectors/signatures/<id>.toml``, loaded and
-validated by ``pipeline.rules``); this module only matches them, so it does no
+validated by ``pipeline.signatures``); this module only matches them, so it does no
 file I/O. Each signature names the services/loggers and levels it applies to,
 literal ``keywords`` (the prefilter), ``patterns`` (regexes with named groups)
 and ``exclude`` patterns, the ``fields`` it extracts, the ``dedupe_key`` and

@@ -30,7 +30,7 @@ def signatures() -> list[dict]:
     """The bundled known-issue signatures, loaded and validated once per process."""
     global _signatures
     if _signatures is None:
-        from .rules import load_signatures
+        from pipeline.signatures import load_signatures
         _signatures = load_signatures()
     return _signatures
 

@@ -78,7 +78,7 @@ class RootCauses:
 
 
 class EngineWithRequests:
-    """An Engine stand-in for ``pipeline.analyze.analyze``: feeds the request
+    """An Engine stand-in for ``pipeline.local.analyze.analyze``: feeds the request
     windows with the same events and joins their causes into the incidents."""
 
     def __init__(self, engine, windows: RequestWindows | None = None) -> None:

@@ -18,8 +18,8 @@ SAMPLES = ROOT / "deploy" / "samples"
 def parse_text(text: str | bytes, host: str = "h1", service: str = "nova-compute",
                path: str = "/var/log/nova/nova-compute.log", tz: str = "UTC"):
     """All events of ``text`` fed line by line to a fresh parser, then flushed."""
-    from pipeline.extract import Source
-    from pipeline.parser import Parser
+    from pipeline.parsing.extract import Source
+    from pipeline.parsing.parser import Parser
 
     p = Parser(tz)
     src = Source(host, service, path)
@@ -43,8 +43,8 @@ def parse_file(path: Path, **kw):
 
 
 def analyze_paths(*paths, host=None, **kw):
-    from pipeline.analyze import analyze
-    from pipeline.sources import discover
+    from pipeline.local.analyze import analyze
+    from pipeline.sources.files import discover
 
     return analyze(discover([str(p) for p in paths], host=host), **kw).incidents
 

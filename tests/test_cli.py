@@ -126,8 +126,8 @@ def test_help_explains_the_commands():
 def test_embedded_path_imports_no_streaming_library():
     code = (
         "import sys, detectors\n"
-        "from pipeline.analyze import analyze\n"
-        "from pipeline.sources import discover\n"
+        "from pipeline.local.analyze import analyze\n"
+        "from pipeline.sources.files import discover\n"
         "from pipeline import cli\n"
         f"res = analyze(discover([{str(SAMPLES)!r}]))\n"
         "assert res.incidents\n"

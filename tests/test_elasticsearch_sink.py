@@ -9,7 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from pipeline.elasticsearch_sink import ElasticsearchSink, day_index, wants_event
+from pipeline.sinks.elasticsearch import ElasticsearchSink, day_index, wants_event
 from pipeline.settings import load
 
 

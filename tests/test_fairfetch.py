@@ -1,4 +1,4 @@
-"""pipeline.fairfetch without Kafka: rotate, and the worker's wiring (the
+"""pipeline.streaming.fairfetch without Kafka: rotate, and the worker's wiring (the
 polling itself, on a real broker: tests/integration/test_fair_fetch.py)."""
 import pytest
 
@@ -9,14 +9,14 @@ def test_rotate_moves_served_partitions_last_and_tolerates_other_buffers(caplog,
     from collections import OrderedDict
     from types import SimpleNamespace
 
-    from pipeline.fairfetch import rotate
+    from pipeline.streaming.fairfetch import rotate
 
     fetcher = SimpleNamespace(_records=OrderedDict([("raw-0", 1), ("events-0", 2), ("incidents-0", 3)]))
     rotate(fetcher, {"raw-0": [], "gone-1": []})          # a served partition with nothing left is skipped
     assert list(fetcher._records) == ["events-0", "incidents-0", "raw-0"]
     rotate(fetcher, ["events-0", "incidents-0"])
     assert list(fetcher._records) == ["raw-0", "events-0", "incidents-0"]
-    from pipeline import fairfetch
+    from pipeline.streaming import fairfetch
 
     monkeypatch.setattr(fairfetch, "_warned", False)
     rotate(SimpleNamespace(), ["raw-0"])                    # no buffer of that shape: nothing happens,
@@ -31,7 +31,7 @@ def test_worker_consumer_polls_fairly_unless_told_not_to(tmp_path, fair):
     (worker.fair_polling, on by default), or faust's own when it is off."""
     from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 
-    from pipeline.worker import build_app
+    from pipeline.streaming.worker import build_app
 
     env = {"OSLOSCOPE_WORKER_STATE_DIR": str(tmp_path / "state"), "OSLOSCOPE_WORKER_METRICS_PORT": "0"}
     if not fair:

@@ -7,9 +7,9 @@ from hypothesis import given, settings, strategies as st
 from support import analyze_paths, parse_text
 
 from detectors.model import event_to_doc
-from pipeline.extract import Source
-from pipeline.fold import EXPIRE_SECONDS
-from pipeline.parser import Parser
+from pipeline.parsing.extract import Source
+from pipeline.parsing.fold import EXPIRE_SECONDS
+from pipeline.parsing.parser import Parser
 
 SRC = Source("ctl-1", "nova-conductor", "/var/log/nova/nova-conductor.log")
 UUID = "8d6c1f8e-1b2b-4c33-9a55-0123456789ab"

@@ -127,7 +127,7 @@ def test_corrupt_gz_is_a_warning_not_a_traceback(tmp_path, damage, problem):
 
 
 def test_read_lines_and_read_chunks_stop_at_the_damage_with_read_error(tmp_path):
-    from pipeline.sources import LogFile, ReadError, read_chunks, read_lines
+    from pipeline.sources.files import LogFile, ReadError, read_chunks, read_lines
 
     body = _filler(2000)
     whole = gzip.compress(body)
@@ -181,7 +181,7 @@ def test_unreadable_subdirectory_is_a_warning_and_the_rest_is_analysed(layout, m
 
 
 def test_discover_reports_each_unreadable_directory(layout, monkeypatch):
-    from pipeline.sources import discover
+    from pipeline.sources.files import discover
 
     _deny(monkeypatch, layout / "h1" / "nova", layout / "h2")
     warnings: list[str] = []

@@ -20,7 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import index_templates, kibana
+from pipeline.sinks import index_templates
+
+from pipeline.operations import kibana
 from support import ROOT
 
 NDJSON = ROOT / "deploy" / "kibana" / "osloscope.ndjson"
@@ -56,7 +58,7 @@ def by_title(objects, type_):
 # -- the file ------------------------------------------------------------------------------
 def test_committed_file_equals_generated():
     assert NDJSON.read_text(encoding="utf-8") == kibana.render_ndjson(kibana.build_objects()), \
-        "deploy/kibana/osloscope.ndjson is stale: run `python -m pipeline.kibana --write`"
+        "deploy/kibana/osloscope.ndjson is stale: run `python -m pipeline.operations.kibana --write`"
     assert kibana.main(["--check"]) == 0
 
 
@@ -449,7 +451,7 @@ def test_osloscope_setup_kibana(objects, monkeypatch, capsys):
 
 
 def test_setup_kibana_uses_the_configured_index_names(monkeypatch, objects):
-    from pipeline import provision
+    from pipeline.operations import setup as provision
     from pipeline.settings import load
 
     settings = load(None, env={"OSLOSCOPE_ES_EVENTS_INDEX_PREFIX": "prod-events-",

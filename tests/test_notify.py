@@ -23,9 +23,9 @@ from pathlib import Path
 import pytest
 
 from pipeline import settings as S
-from pipeline.notify import Notifier, NotifierBusy, labels_of, sign, verify
+from pipeline.alerting.notify import Notifier, NotifierBusy, labels_of, sign, verify
 from pipeline.settings import NotifySettings, ReceiverSettings, SettingsError, load
-from pipeline.silences import Matcher, SilenceError, parse_duration, store_for
+from pipeline.alerting.silences import Matcher, SilenceError, parse_duration, store_for
 
 ROOT = Path(__file__).resolve().parent.parent
 T0 = 1_700_000_000.0                  # the fake clock starts here (2023-11-14)

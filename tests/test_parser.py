@@ -7,10 +7,10 @@ from collections import Counter
 
 import pytest
 
-from pipeline.redact import redact_text
+from pipeline.parsing.redact import redact_text
 from support import CORPUS, FIXTURES, SAMPLES, SEEDS, parse_file, parse_text, require_shared
 from detectors.model import event_to_doc
-from pipeline.lineformat import EMBEDDED_HEADER
+from pipeline.parsing.lineformat import EMBEDDED_HEADER
 
 REQ = "req-e4f91dbb-6b8f-4240-8a23-f424f1900e54"
 

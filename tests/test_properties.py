@@ -26,9 +26,9 @@ if str(ROOT) not in sys.path:          # pytest's rootdir is not on sys.path
 
 from detectors import Engine, default_detectors  # noqa: E402
 from detectors.model import event_to_doc  # noqa: E402
-from pipeline.extract import Source  # noqa: E402
-from pipeline.lineformat import HEADER, LEVELS  # noqa: E402
-from pipeline.parser import Parser  # noqa: E402
+from pipeline.parsing.extract import Source  # noqa: E402
+from pipeline.parsing.lineformat import HEADER, LEVELS  # noqa: E402
+from pipeline.parsing.parser import Parser  # noqa: E402
 
 SHARED = Path(os.environ.get("OSLOSCOPE_SHARED", ROOT.parent / "shared"))
 FILES = (sorted((SHARED / "corpus").glob("*.log")) + sorted((ROOT / "tests/fixtures/seeds").glob("*/*/*.log"))
@@ -48,7 +48,7 @@ TS = re.compile(rb"\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d")
 TB = re.compile(rb"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+ \d+ )(?:ERROR|TRACE) (\S+) (?!\[)")
 PID = re.compile(rb"^(\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d(?:[.,]\d+)? )(\d+) ")
 # Where the parser may cut a line: the start of an embedded record header
-# (pipeline.lineformat.EMBEDDED_HEADER, group 1).
+# (pipeline.parsing.lineformat.EMBEDDED_HEADER, group 1).
 CUT = re.compile(r"(?=\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{1,9} \d+ (?:" + LEVELS + r") \S)")
 TB_LINES = [ln for lines in FILE_LINES for ln in lines if TB.match(ln)]
 HEADER_LINES = [ln for lines in FILE_LINES for ln in lines if PID.match(ln) and b" [" in ln]

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from pipeline.redact import needs_redaction, redact_text
+from pipeline.parsing.redact import needs_redaction, redact_text
 from support import CORPUS, parse_text, require_shared
 
 CASES = [

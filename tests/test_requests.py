@@ -16,8 +16,8 @@ import pytest
 from support import FIXTURES, ROOT, SAMPLES, parse_text
 from detectors.request_windows import LINK_CACHE, RES_INDEX, RequestWindows, raised_in
 from detectors.model import Event
-from pipeline.requests import summaries
-from pipeline.sources import discover
+from pipeline.local.requests import summaries
+from pipeline.sources.files import discover
 
 SEEDS = FIXTURES / "seeds"
 S20_REQ = "req-c5016b48-399b-44f8-adea-a86421f1e129"
@@ -263,7 +263,7 @@ def test_trace_by_volume_id_follows_the_request_and_reports_misses():
 
 
 def test_trace_elasticsearch_query_covers_ids_and_resources():
-    from pipeline.trace import Ids, es_query
+    from pipeline.local.trace import Ids, es_query
 
     q = es_query(Ids(requests={S20_REQ}, resources={VOLUME}))["bool"]
     fields = {next(iter(c["terms"])) for c in q["should"]}

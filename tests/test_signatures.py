@@ -16,7 +16,7 @@ from support import CORPUS, FIXTURES, ROOT, SAMPLES, parse_text, require_shared
 from detectors import Engine
 from detectors.known_issues import KnownIssues
 from pipeline import detection
-from pipeline.rules import RulesError, load_signatures, schema_errors, semantic_errors
+from pipeline.signatures import RulesError, load_signatures, schema_errors, semantic_errors
 
 SIG_DIR = ROOT / "detectors" / "signatures"
 SEEDS = FIXTURES / "seeds"
@@ -132,8 +132,8 @@ def test_bundled_library_loads_and_ids_are_rule_safe():
 
 # --- golden: each seed case's real lines -> exactly its incident --------------------
 def _known_issues(*paths):
-    from pipeline.analyze import analyze
-    from pipeline.sources import discover
+    from pipeline.local.analyze import analyze
+    from pipeline.sources.files import discover
 
     result = analyze(discover([str(p) for p in paths]), engine=Engine(detection.build()))
     return [i for i in result.incidents if i["type"] == "known_issue"], result.incidents

@@ -11,9 +11,9 @@ from support import FIXTURES, SAMPLES, analyze_paths
 from detectors import Engine
 from pipeline import detection
 from pipeline.settings import load
-from pipeline.stages import (MAX_EVENT_BYTES, CorrelateStage, ParseStage, RawMessage, event_id,
+from pipeline.streaming.stages import (MAX_EVENT_BYTES, CorrelateStage, ParseStage, RawMessage, event_id,
                              source_of)
-from pipeline.sources import discover
+from pipeline.sources.files import discover
 
 
 @pytest.fixture

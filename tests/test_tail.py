@@ -10,8 +10,8 @@ import socket
 
 import pytest
 
-from pipeline.sources import LogFile, PathError, read_lines
-from pipeline.tail import CheckpointError, Checkpoints, Position, Tailer, check_paths, is_archive
+from pipeline.sources.files import LogFile, PathError, read_lines
+from pipeline.sources.tail import CheckpointError, Checkpoints, Position, Tailer, check_paths, is_archive
 
 
 class Clock:

@@ -14,7 +14,7 @@ import pytest
 
 from support import FIXTURES, ROOT
 from pipeline.settings import load
-from pipeline.watch import Watcher, watch
+from pipeline.local.watch import Watcher, watch
 
 SEEDS = FIXTURES / "seeds"
 S04 = (SEEDS / "S04/compute/nova-compute.log").read_bytes().splitlines(keepends=True)
@@ -202,7 +202,7 @@ def test_table_format_dead_letters_and_index_sink(tmp_path):
 
 
 def test_watch_imports_no_streaming_library():
-    code = ("import sys, pipeline.watch, pipeline.tail, pipeline.ship; "
+    code = ("import sys, pipeline.local.watch, pipeline.sources.tail, pipeline.streaming.ship; "
             "bad = [m for m in sys.modules if m.split('.')[0] in ('kafka', 'aiokafka', 'faust', 'elasticsearch')]; "
             "print(bad); raise SystemExit(1 if bad else 0)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
@@ -215,13 +215,13 @@ def test_watch_imports_no_streaming_library():
     ([str(SEEDS), "--tz", "Mars/Olympus"], "is not a timezone"),
 ])
 def test_cli_usage_errors_exit_2(args, needle):
-    r = subprocess.run([sys.executable, "-m", "pipeline.watch", *args], capture_output=True, text=True,
+    r = subprocess.run([sys.executable, "-m", "pipeline.local.watch", *args], capture_output=True, text=True,
                        cwd=ROOT, timeout=30)
     assert r.returncode == 2 and needle in r.stderr
 
 
 def test_cli_prints_incidents_and_stops_cleanly_on_sigterm(tmp_path):
-    p = subprocess.Popen([sys.executable, "-m", "pipeline.watch", str(SEEDS / "S04"), "--from-start",
+    p = subprocess.Popen([sys.executable, "-m", "pipeline.local.watch", str(SEEDS / "S04"), "--from-start",
                           "--format", "jsonl", "--dead-letter", "-"],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path,
                          env=dict(os.environ, PYTHONPATH=str(ROOT)))

@@ -35,9 +35,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_parse import build_corpus  # noqa: E402
 
 from pipeline import services  # noqa: E402
-from pipeline.extract import Source  # noqa: E402
-from pipeline.parser import Parser  # noqa: E402
-from pipeline.provision import setup  # noqa: E402
+from pipeline.parsing.extract import Source  # noqa: E402
+from pipeline.parsing.parser import Parser  # noqa: E402
+from pipeline.operations.setup import setup  # noqa: E402
 from pipeline.settings import load  # noqa: E402
 
 HOST, PATH = "bench-host", "/var/log/bench/nova-compute.log"
@@ -150,7 +150,7 @@ def main() -> None:
     t_aio = asyncio.run(_aiokafka_consume(settings, n_lines))
     t_kp = kafka_python_consume(settings, n_lines)
 
-    from pipeline.elasticsearch_sink import make_client
+    from pipeline.sinks.elasticsearch import make_client
     client = make_client(settings.elasticsearch)
     log_path = Path(f"/tmp/osloscope-bench/{tag}.worker.log")
     log_path.parent.mkdir(parents=True, exist_ok=True)

@@ -17,7 +17,7 @@ import uuid
 
 import pytest
 
-from pipeline import services
+from pipeline.operations import services
 
 KAFKA_PORT = int(os.environ.get("OSLOSCOPE_IT_KAFKA_PORT", "9092"))
 KAFKA_CONTROLLER_PORT = int(os.environ.get("OSLOSCOPE_IT_KAFKA_CONTROLLER_PORT", "9093"))

@@ -18,7 +18,7 @@ from kafka import KafkaProducer
 from kafka.admin import KafkaAdminClient, NewTopic
 
 from pipeline.settings import load
-from pipeline.worker import build_app
+from pipeline.streaming.worker import build_app
 
 BACKLOG, URGENT, MAX_RECORDS = 20_000, 10, 500
 

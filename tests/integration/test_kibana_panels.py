@@ -2,7 +2,7 @@
 
 deploy/samples go through the real path (ship -> Kafka -> `osloscope worker` -> Elasticsearch,
 with this test's own topics and indices); then the request behind every visualization and
-saved search of deploy/kibana/osloscope.ndjson (``pipeline.kibana.panel_queries``) runs on
+saved search of deploy/kibana/osloscope.ndjson (``pipeline.operations.kibana.panel_queries``) runs on
 those indices. Each answer is compared with the same aggregation computed in Python from the
 documents the worker wrote (filter, time range, nested terms/date_histogram buckets with
 Elasticsearch's ordering, sum/max/avg metrics), and the panels the operator reads first are
@@ -22,8 +22,8 @@ from datetime import datetime, timezone
 
 import pytest
 
-from pipeline import kibana
-from pipeline.kibana import MISSING, get_path
+from pipeline.operations import kibana
+from pipeline.operations.kibana import MISSING, get_path
 from test_pipeline import SAMPLES, Worker, embedded, es_client, load_settings, setup_all, ship_once, wait_for
 
 TIME_RANGE = ("2017-06-06T00:00:00Z", "2017-06-07T00:00:00Z")   # the day the sample incidents happen
@@ -331,7 +331,7 @@ def test_api_panels_order_by_duration_on_request_summaries(settings_env, monkeyp
         "nova-api", "glance-store"}
     assert [r["key"] for r in results["osloscope-search-slowest-requests"]][:2] == [docs[2]["key"], docs[5]["key"]]
 
-    # the same panels from the command line (python -m pipeline.kibana --preview)
+    # the same panels from the command line (python -m pipeline.operations.kibana --preview)
     for k, v in settings_env.items():
         monkeypatch.setenv(k, v)
     assert kibana.main(["--preview", "--from", TIME_RANGE[0], "--to", TIME_RANGE[1]]) == 0

@@ -33,12 +33,12 @@ def load_settings(env: dict):
 
 
 def es_client(settings):
-    from pipeline.elasticsearch_sink import make_client
+    from pipeline.sinks.elasticsearch import make_client
     return make_client(settings.elasticsearch)
 
 
 def setup_all(settings) -> None:
-    from pipeline.provision import setup
+    from pipeline.operations.setup import setup
     setup(settings, log=lambda _m: None)
 
 
@@ -118,14 +118,14 @@ def embedded(paths: list[Path]):
     """What `osloscope analyze` finds in the same files: ids and record count."""
     from detectors import Engine
     from pipeline import detection
-    from pipeline.analyze import analyze
-    from pipeline.sources import discover
+    from pipeline.local.analyze import analyze
+    from pipeline.sources.files import discover
     res = analyze(discover([str(p) for p in paths]), engine=Engine(detection.build()))
     return {d["id"]: d for d in res.incidents}, res.stats.events - res.stats.unparsed
 
 
 def ship_once(paths: list[Path], settings) -> dict:
-    from pipeline.ship import ship
+    from pipeline.streaming.ship import ship
     return ship([str(p) for p in paths], settings, from_start=True, once=True, layout_hosts=True,
                 log=lambda _m: None)
 
@@ -287,7 +287,7 @@ def test_worker_sigkill_mid_stream_loses_and_duplicates_nothing(settings_env, na
 
 def reference_run(settings, names) -> dict:
     """The stages fed the same raw topic in process, uninterrupted (no Kafka commit, no crash)."""
-    from pipeline.stages import CorrelateStage, ParseStage, RawMessage
+    from pipeline.streaming.stages import CorrelateStage, ParseStage, RawMessage
 
     msgs = consume_all(settings, names.raw, 1)
     parse, corr = ParseStage(settings), CorrelateStage(settings)

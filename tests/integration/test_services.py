@@ -19,10 +19,10 @@ import pytest
 pytest.importorskip("kafka", reason="kafka-python is needed for the Kafka round trip")
 
 try:
-    from pipeline import services
+    from pipeline.operations import services
 except ImportError:  # running without the project installed or on sys.path
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-    from pipeline import services
+    from pipeline.operations import services
 
 pytestmark = pytest.mark.integration
 

@@ -22,10 +22,10 @@ pytest.importorskip("kafka")
 from kafka import KafkaConsumer  # noqa: E402
 from kafka.admin import KafkaAdminClient, NewTopic  # noqa: E402
 
-from pipeline.naming import service_from_path  # noqa: E402
+from pipeline.parsing.naming import service_from_path  # noqa: E402
 from pipeline.settings import load  # noqa: E402
-from pipeline.ship import SHIP_MAX_LINE, ship  # noqa: E402
-from pipeline.sources import LogFile, read_lines  # noqa: E402
+from pipeline.streaming.ship import SHIP_MAX_LINE, ship  # noqa: E402
+from pipeline.sources.files import LogFile, read_lines  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = ROOT / "deploy" / "samples"
@@ -120,7 +120,7 @@ def test_once_ships_every_line_exactly_with_keys_and_headers(services_up, names,
     assert got[(str(odd), max(o for p, o in got if p == str(odd)))] == b"no newline at end"
 
     # again, through the command line: everything is checkpointed, nothing is sent twice
-    r = subprocess.run([sys.executable, "-m", "pipeline.ship", str(logs), "--once", "--from-start"],
+    r = subprocess.run([sys.executable, "-m", "pipeline.streaming.ship", str(logs), "--once", "--from-start"],
                        env=dict(os.environ, **settings_env), cwd=ROOT, capture_output=True, text=True,
                        timeout=60)
     assert r.returncode == 0, r.stderr
@@ -130,10 +130,10 @@ def test_once_ships_every_line_exactly_with_keys_and_headers(services_up, names,
 
 def test_bad_paths_and_settings_exit_2(settings_env, tmp_path):
     env = dict(os.environ, **settings_env)
-    r = subprocess.run([sys.executable, "-m", "pipeline.ship", str(tmp_path / "missing.log")],
+    r = subprocess.run([sys.executable, "-m", "pipeline.streaming.ship", str(tmp_path / "missing.log")],
                        env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "missing.log: no such file" in r.stderr
-    r = subprocess.run([sys.executable, "-m", "pipeline.ship", str(tmp_path)],
+    r = subprocess.run([sys.executable, "-m", "pipeline.streaming.ship", str(tmp_path)],
                        env=dict(env, OSLOSCOPE_SHIPPER_COMPRESSION="zip"), cwd=ROOT,
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "shipper.compression" in r.stderr.replace("OSLOSCOPE_SHIPPER_COMPRESSION",
@@ -197,7 +197,7 @@ class Writer(threading.Thread):
 
 
 def start_shipper(root: Path, env: dict) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "pipeline.ship", str(root), "--from-start",
+    return subprocess.Popen([sys.executable, "-m", "pipeline.streaming.ship", str(root), "--from-start",
                              "--host", "it-host", "--stats-interval", "1"],
                             env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 

@@ -24,9 +24,9 @@ import zlib
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
-from .envelope import PLACEHOLDER_HOST
-from .extract import Source
-from .naming import service_from_path
+from pipeline.parsing.envelope import PLACEHOLDER_HOST
+from pipeline.parsing.extract import Source
+from pipeline.parsing.naming import service_from_path
 
 LOG_NAME = re.compile(
     r"(\.(?:log|txt|json|jsonl)(?:[.-]\d{1,8})*(?:\.gz)?|\.log\.\d+\.gz|^(?:messages|syslog)(?:[.-]\d{1,8})?(?:\.gz)?)$")

@@ -32,11 +32,11 @@ from detectors import Engine
 from detectors.model import Event, event_from_doc, event_to_doc
 from detectors.request_windows import RequestWindows
 
-from . import codec, detection
-from .extract import Source
-from .naming import service_from_path
-from .parser import Parser
-from .rootcause import RootCauses
+from pipeline import codec, detection
+from pipeline.parsing.extract import Source
+from pipeline.parsing.naming import service_from_path
+from pipeline.parsing.parser import Parser
+from pipeline.rootcause import RootCauses
 
 log = logging.getLogger("osloscope.worker")
 
@@ -324,7 +324,7 @@ class CorrelateStage(_Stage):
 
     def process(self, messages: list[RawMessage], now: float, sink=None) -> Output:
         """``sink`` builds the Elasticsearch actions (None: nothing to index)."""
-        from .elasticsearch_sink import wants_event
+        from pipeline.sinks.elasticsearch import wants_event
 
         out = Output()
         policy = self.settings.elasticsearch.index_events

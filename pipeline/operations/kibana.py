@@ -1,7 +1,7 @@
 """Kibana saved objects for osloscope: data views, saved searches, visualizations, dashboards.
 
 This module is the single source of truth. ``deploy/kibana/osloscope.ndjson`` is generated
-from it (``python -m pipeline.kibana --write``) and a unit test checks that the committed
+from it (``python -m pipeline.operations.kibana --write``) and a unit test checks that the committed
 file equals what the builders produce, so the two cannot drift apart.
 
 What is built (ids are stable, readable strings):
@@ -24,7 +24,7 @@ visualization 8.8.0, saved search 8.8.0) and carry the ``typeMigrationVersion`` 
 ``panel_queries()`` derives, for every visualization and saved search, the Elasticsearch
 request Kibana sends for it (index, query, time filter, aggregations) and ``tabify()`` turns a
 response into the rows the panel shows, so the panels can be checked against a real
-Elasticsearch without Kibana (``python -m pipeline.kibana --preview``).
+Elasticsearch without Kibana (``python -m pipeline.operations.kibana --preview``).
 
 ``import_saved_objects()`` posts an ndjson file to Kibana's saved objects import API
 (``osloscope setup --kibana URL``).
@@ -48,9 +48,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-ROOT = Path(__file__).resolve().parent.parent
-NDJSON = ROOT / "deploy" / "kibana" / "osloscope.ndjson"
-SCHEMAS = ROOT / "schemas"
+from pipeline import resources
+
+ROOT = Path(__file__).resolve().parents[2]           # the source checkout
+NDJSON = ROOT / "deploy" / "kibana" / "osloscope.ndjson"   # where --write puts it there
 
 # What a Kibana 8.x export writes: coreMigrationVersion is "8.8.0" for every 8.8+ object; the
 # type versions are the last migration of each type before model versions (8.9+ migrate on).
@@ -126,7 +127,7 @@ def _dumps(obj: Any) -> str:
 
 
 def _incident_types() -> list[str]:
-    schema = json.loads((SCHEMAS / "incident.schema.json").read_text())
+    schema = resources.schema("incident")
     return list(schema["properties"]["type"]["enum"])
 
 
@@ -969,8 +970,9 @@ def ndjson_for(indices: Indices) -> Path:
     """The file to import for these index names: the committed one if they are the defaults,
     else a generated temporary file."""
     text = render_ndjson(build_objects(indices))
-    if NDJSON.exists() and NDJSON.read_text(encoding="utf-8") == text:
-        return NDJSON
+    shipped = resources.path("kibana", "osloscope.ndjson")
+    if shipped.read_text(encoding="utf-8") == text:
+        return shipped
     tmp = Path(tempfile.mkdtemp(prefix="osloscope-kibana-")) / "osloscope.ndjson"
     tmp.write_text(text, encoding="utf-8")
     return tmp
@@ -986,8 +988,8 @@ def summarize(result: dict) -> str:
 
 # -- command line -----------------------------------------------------------------------------
 def _preview(settings_file: str | None, time_range: tuple[str, str] | None) -> int:
-    from .elasticsearch_sink import make_client
-    from .settings import load
+    from pipeline.sinks.elasticsearch import make_client
+    from pipeline.settings import load
 
     settings = load(settings_file)
     es = settings.elasticsearch
@@ -1007,7 +1009,7 @@ def _preview(settings_file: str | None, time_range: tuple[str, str] | None) -> i
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m pipeline.kibana",
+    p = argparse.ArgumentParser(prog="python -m pipeline.operations.kibana",
                                 description="Kibana saved objects of osloscope (deploy/kibana/osloscope.ndjson).")
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--write", nargs="?", const=str(NDJSON), metavar="FILE",
@@ -1030,7 +1032,7 @@ def main(argv: list[str] | None = None) -> int:
         want = render_ndjson(build_objects())
         have = NDJSON.read_text(encoding="utf-8") if NDJSON.exists() else ""
         if want != have:
-            print(f"{NDJSON} is out of date: run python -m pipeline.kibana --write", file=sys.stderr)
+            print(f"{NDJSON} is out of date: run python -m pipeline.operations.kibana --write", file=sys.stderr)
             return 1
         problems = validate(build_objects())
         for line in problems:

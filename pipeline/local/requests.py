@@ -1,6 +1,6 @@
 """Request summaries over local files: ``osloscope analyze --requests``.
 
-The analysis of ``pipeline.analyze`` with request windows only (no
+The analysis of ``pipeline.local.analyze`` with request windows only (no
 detectors): the same merged, timestamp-ordered events go through
 ``detectors.request_windows.RequestWindows``; every window closes by its
 inactivity gap or at the end of input, and yields one summary
@@ -15,9 +15,9 @@ from detectors import Engine
 from detectors.model import Event
 from detectors.request_windows import RequestWindows
 
-from .analyze import Stats, analyze
-from .rootcause import EngineWithRequests
-from .sources import LogFile
+from pipeline.local.analyze import Stats, analyze
+from pipeline.rootcause import EngineWithRequests
+from pipeline.sources.files import LogFile
 
 
 def summaries(files: list[LogFile], tz: str | None = "UTC", *, since: float | None = None,

@@ -9,7 +9,7 @@ def query(es_settings, *, status: str | None = None, type_: str | None = None,
           host: str | None = None, severity: str | None = None, since: str | None = None,
           limit: int = 50, client=None) -> list[dict]:
     """Incident documents, most recently seen first."""
-    from .elasticsearch_sink import make_client
+    from pipeline.sinks.elasticsearch import make_client
 
     filters: list[dict] = []
     if status:
@@ -37,7 +37,7 @@ def query(es_settings, *, status: str | None = None, type_: str | None = None,
 
 
 def register(subparsers) -> None:
-    from .settings import add_config_option
+    from pipeline.settings import add_config_option
 
     p = subparsers.add_parser(
         "incidents", help="list incidents stored in Elasticsearch",
@@ -57,8 +57,9 @@ def register(subparsers) -> None:
 
 
 def _cmd(args) -> int:
-    from . import codec, render
-    from .settings import load_for_command
+    from pipeline import codec
+    from pipeline.sinks import terminal as render
+    from pipeline.settings import load_for_command
 
     settings = load_for_command(args.config, "incidents")
     if settings is None:

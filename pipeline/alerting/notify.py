@@ -48,9 +48,9 @@ from pathlib import Path
 from typing import Iterable, Iterator, Mapping, Sequence
 from urllib.parse import unquote, urlsplit
 
-from . import codec
-from .settings import NotifySettings, ReceiverSettings
-from .silences import store_for
+from pipeline import codec
+from pipeline.settings import NotifySettings, ReceiverSettings
+from pipeline.alerting.silences import store_for
 
 log = logging.getLogger("osloscope.notify")
 
@@ -721,7 +721,7 @@ def run(settings, *, stop=None, stats_interval: float = 60.0) -> int:
 def register(subparsers) -> None:
     import argparse
 
-    from .settings import add_config_option
+    from pipeline.settings import add_config_option
 
     p = subparsers.add_parser(
         "notify", help="send incidents to webhooks (json, Alertmanager or Slack format)",
@@ -739,7 +739,7 @@ def register(subparsers) -> None:
 
 
 def _cmd(args) -> int:
-    from .settings import load_for_command
+    from pipeline.settings import load_for_command
 
     settings = load_for_command(args.config, "notify")
     if settings is None:

@@ -41,6 +41,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from string import Template
 
+from pipeline import resources
+
 KAFKA_VERSION = "4.3.1"
 SCALA_VERSION = "2.13"
 ES_VERSION = "8.19.21"
@@ -58,8 +60,13 @@ KAFKA_STORAGE_TOOL = "kafka.tools.StorageTool"
 # Debian's JDK 17 runs both Kafka 4.x and Elasticsearch 8.x; override with OSLOSCOPE_JAVA_HOME.
 PREFERRED_JAVA_HOME = Path("/usr/lib/jvm/java-17-openjdk-amd64")
 
-_PACKAGE_DIR = Path(__file__).resolve().parent
-DEPLOY_DIR = Path(os.environ.get("OSLOSCOPE_DEPLOY_DIR") or _PACKAGE_DIR.parent / "deploy" / "local")
+_PACKAGE_DIR = Path(__file__).resolve().parent.parent        # the pipeline package
+
+
+def template_path(name: str) -> Path:
+    """A service template of deploy/local/ ($OSLOSCOPE_DEPLOY_DIR overrides the directory)."""
+    override = os.environ.get("OSLOSCOPE_DEPLOY_DIR")
+    return Path(override) / name if override else resources.path("services", name)
 
 Log = Callable[[str], None]
 
@@ -269,7 +276,7 @@ def _mvn(args: list[str], *, service: str, log_path: Path, cwd: Path) -> None:
 
 
 def _render(template: str, dest: Path, **values: object) -> None:
-    source = DEPLOY_DIR / template
+    source = template_path(template)
     try:
         text = Template(source.read_text()).substitute(values)
     except OSError as exc:
@@ -303,7 +310,7 @@ def _kafka_classpath(paths: _Paths, log: Log) -> str:
         if classpath and all(Path(jar).is_file() for jar in classpath.split(os.pathsep)):
             return classpath
     log(f"resolving Kafka {KAFKA_VERSION} jars with Maven (cached in ~/.m2; first run downloads ~80 MB)...")
-    _mvn([f"{MAVEN_DEPENDENCY_PLUGIN}:build-classpath", "-f", str(DEPLOY_DIR / "kafka-pom.xml"),
+    _mvn([f"{MAVEN_DEPENDENCY_PLUGIN}:build-classpath", "-f", str(template_path("kafka-pom.xml")),
           f"-Dkafka.version={KAFKA_VERSION}", f"-Dscala.binary={SCALA_VERSION}",
           f"-Dmdep.outputFile={cache}"],
          service="kafka", log_path=paths.log_dir / "maven.log", cwd=paths.root)

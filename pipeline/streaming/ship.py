@@ -44,9 +44,9 @@ import time
 from collections import deque
 from typing import Callable, Iterable
 
-from .graceful import stop_on_signals
-from .sources import PathError
-from .tail import CheckpointError, Checkpoints, Line, Tailer, TailFile, check_paths
+from pipeline.operations.graceful import stop_on_signals
+from pipeline.sources.files import PathError
+from pipeline.sources.tail import CheckpointError, Checkpoints, Line, Tailer, TailFile, check_paths
 
 SHIPPER = b"osloscope/0.1"
 SHIP_MAX_LINE = 1_000_000
@@ -372,7 +372,7 @@ record for good; 2 bad PATH, settings or checkpoint directory.
 
 
 def register(subparsers) -> None:
-    from .settings import add_config_option
+    from pipeline.settings import add_config_option
 
     p = subparsers.add_parser("ship", help="tail log files into Kafka (one record per line)",
                               description=DESCRIPTION, epilog=EPILOG,
@@ -400,7 +400,7 @@ def register(subparsers) -> None:
 def cmd_ship(args) -> int:
     import logging
 
-    from .settings import load_for_command
+    from pipeline.settings import load_for_command
 
     settings = load_for_command(args.config, "ship")
     if settings is None:
@@ -427,6 +427,6 @@ def cmd_ship(args) -> int:
     return 1 if result["error"] else 0
 
 
-if __name__ == "__main__":          # python -m pipeline.ship PATH... (same as osloscope ship)
-    from .cli import main
+if __name__ == "__main__":          # python -m pipeline.streaming.ship PATH... (same as osloscope ship)
+    from pipeline.cli import main
     raise SystemExit(main(["ship", *sys.argv[1:]]))

@@ -22,7 +22,8 @@ import tomllib
 from pathlib import Path
 from typing import Any, Iterable
 
-SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "signature.schema.json"
+from pipeline import resources
+
 EVENT_FIELDS = ("host", "service", "logger", "instance", "request_id")
 PLACEHOLDERS = ("host", "service", "logger")
 _PLACEHOLDER = re.compile(r"\{([a-z_]+)\}")
@@ -102,15 +103,9 @@ def schema_errors(value: Any, schema: dict, path: str = "") -> list[str]:
     return errs
 
 
-_schema_cache: dict | None = None
-
-
-def signature_schema() -> dict | None:
-    """The signature JSON Schema, or None when the file is not installed."""
-    global _schema_cache
-    if _schema_cache is None and SCHEMA_PATH.is_file():
-        _schema_cache = json.loads(SCHEMA_PATH.read_text())
-    return _schema_cache
+def signature_schema() -> dict:
+    """The signature JSON Schema (a missing file raises resources.MissingResource)."""
+    return resources.schema("signature")
 
 
 # -- semantic checks -------------------------------------------------------------
@@ -190,7 +185,7 @@ def load_signatures(dirs: Iterable | None = None) -> list[dict]:
             errors.append(f"{name}: (TOML): {exc}")
             continue
         parsed.append((name, doc))
-        problems = (schema_errors(doc, schema) if schema else []) + semantic_errors(doc, stem)
+        problems = schema_errors(doc, schema) + semantic_errors(doc, stem)
         errors.extend(f"{name}: {p}" for p in problems)
         ident = doc.get("id")
         if isinstance(ident, str) and ident in origin:
@@ -270,8 +265,8 @@ def _cmd_list(args) -> int:
 def _cmd_test(args) -> int:
     from detectors.known_issues import KnownIssues
 
-    from .analyze import Stats, file_events
-    from .sources import PathError, discover
+    from pipeline.local.analyze import Stats, file_events
+    from pipeline.sources.files import PathError, discover
 
     sigs = _load_or_exit(args.signatures)
     if sigs is None:
@@ -289,7 +284,7 @@ def _cmd_test(args) -> int:
     except PathError as exc:
         print(f"osloscope rules: error: {exc}", file=sys.stderr)
         return 2
-    from .timefmt import tz_of
+    from pipeline.parsing.timefmt import tz_of
     try:
         tz_of(args.tz)
     except Exception:

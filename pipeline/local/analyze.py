@@ -24,8 +24,8 @@ from typing import Callable, Iterable, Iterator
 from detectors import Engine, default_detectors
 from detectors.model import Event
 
-from .parser import Parser, split_lines
-from .sources import LogFile, ReadError, read_chunks, warn
+from pipeline.parsing.parser import Parser, split_lines
+from pipeline.sources.files import LogFile, ReadError, read_chunks, warn
 
 REORDER_SLACK = 300.0       # seconds a record may arrive late within one file
 REORDER_MAX = 200_000       # records held at most per file

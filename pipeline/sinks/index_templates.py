@@ -21,12 +21,10 @@ mapped to ``keyword``.
 """
 from __future__ import annotations
 
-import json
-from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
-SCHEMAS = Path(__file__).resolve().parent.parent / "schemas"
+from pipeline import resources
+
 
 # fields holding prose: full-text searchable (dotted paths from the document root)
 TEXT = {
@@ -40,9 +38,8 @@ STORED_ONLY = {"event.original"}
 DYNAMIC_STRINGS = {"match_mapping_type": "string", "mapping": {"type": "keyword", "ignore_above": 4096}}
 
 
-@lru_cache(maxsize=None)
 def load_schema(name: str) -> dict:
-    return json.loads((SCHEMAS / f"{name}.schema.json").read_text())
+    return resources.schema(name)
 
 
 def _resolve(node: dict, root: dict) -> dict:
@@ -148,13 +145,12 @@ def templates(es) -> dict[str, dict]:
             "_meta": {**meta, "schema": "incident.schema.json"},
         },
     }
-    if (SCHEMAS / "request.schema.json").exists():
-        out["osloscope-requests"] = {
-            "index_patterns": [es.requests_index],
-            "priority": 200,
-            "template": {"settings": _settings(), "mappings": mappings("request")},
-            "_meta": {**meta, "schema": "request.schema.json"},
-        }
+    out["osloscope-requests"] = {
+        "index_patterns": [es.requests_index],
+        "priority": 200,
+        "template": {"settings": _settings(), "mappings": mappings("request")},
+        "_meta": {**meta, "schema": "request.schema.json"},
+    }
     # templates for differently named (e.g. per-test) indices must not collide
     suffix = "" if es.events_index_prefix == "osloscope-events-" else "-" + _slug(es.events_index_prefix)
     return {name + suffix: body for name, body in out.items()}

@@ -31,9 +31,9 @@ import sys
 import time
 from pathlib import Path
 
-from . import codec
-from .metrics import Metrics
-from .stages import CorrelateStage, Output, ParseStage, RawMessage
+from pipeline import codec
+from pipeline.streaming.metrics import Metrics
+from pipeline.streaming.stages import CorrelateStage, Output, ParseStage, RawMessage
 
 log = logging.getLogger("osloscope.worker")
 
@@ -99,7 +99,7 @@ def build_app(settings, *, sink=None):
     """The faust App with its agents, timers and metrics page."""
     import faust
 
-    from .fairfetch import fair_transport
+    from pipeline.streaming.fairfetch import fair_transport
 
     w, k, t = settings.worker, settings.kafka, settings.topics
     web = w.metrics_port != 0
@@ -152,7 +152,7 @@ def build_app(settings, *, sink=None):
     _restore(parse_stage, store, now)
     _restore(correlate_stage, store, now)
     if sink is None and settings.elasticsearch.enabled:
-        from .elasticsearch_sink import ElasticsearchSink
+        from pipeline.sinks.elasticsearch import ElasticsearchSink
         sink = ElasticsearchSink(settings.elasticsearch)
     locks = {"parse": asyncio.Lock(), "correlate": asyncio.Lock()}
     loop_run = asyncio.get_event_loop
@@ -290,7 +290,7 @@ def run(settings, *, loglevel: str = "info") -> int:
 
 
 def register(subparsers) -> None:
-    from .settings import add_config_option
+    from pipeline.settings import add_config_option
 
     import argparse
 
@@ -309,7 +309,7 @@ def register(subparsers) -> None:
 
 
 def _cmd(args) -> int:
-    from .settings import load_for_command
+    from pipeline.settings import load_for_command
 
     settings = load_for_command(args.config, "worker")
     if settings is None:

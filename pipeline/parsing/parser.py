@@ -13,12 +13,12 @@ from __future__ import annotations
 
 from detectors.model import Event
 
-from . import envelope
-from .extract import Extractor, Source
-from .fold import Folder
-from .naming import service_from_path
-from .redact import needs_redaction, redact_event, redact_text
-from .timefmt import InvalidTimestamp, TimeParser
+from pipeline.parsing import envelope
+from pipeline.parsing.extract import Extractor, Source
+from pipeline.parsing.fold import Folder
+from pipeline.parsing.naming import service_from_path
+from pipeline.parsing.redact import needs_redaction, redact_event, redact_text
+from pipeline.parsing.timefmt import InvalidTimestamp, TimeParser
 
 EMPTY: tuple = ()
 

@@ -42,11 +42,13 @@ from typing import Any, Callable, Iterable
 
 from detectors import Engine
 
-from . import codec, detection, render
-from .parser import Parser
-from .graceful import stop_on_signals
-from .sources import PathError
-from .tail import Tailer, check_paths
+from pipeline import codec, detection
+
+from pipeline.sinks import terminal as render
+from pipeline.parsing.parser import Parser
+from pipeline.operations.graceful import stop_on_signals
+from pipeline.sources.files import PathError
+from pipeline.sources.tail import Tailer, check_paths
 
 TICK = 1.0
 _NO_TS = float("-inf")
@@ -338,7 +340,7 @@ exit status: 0 stopped by SIGINT/SIGTERM; 2 bad PATH, --tz or settings.
 
 
 def register(subparsers) -> None:
-    from .settings import add_config_option
+    from pipeline.settings import add_config_option
 
     p = subparsers.add_parser("watch", help="live incident detection on local files (embedded mode)",
                               description=DESCRIPTION, epilog=EPILOG,
@@ -367,8 +369,8 @@ def register(subparsers) -> None:
 
 
 def cmd_watch(args) -> int:
-    from .settings import load_for_command
-    from .timefmt import tz_of
+    from pipeline.settings import load_for_command
+    from pipeline.parsing.timefmt import tz_of
 
     settings = load_for_command(args.config, "watch")
     if settings is None:
@@ -391,7 +393,7 @@ def cmd_watch(args) -> int:
             print("osloscope: error: --elasticsearch needs elasticsearch.url in the settings",
                   file=sys.stderr)
             return 2
-        from .elasticsearch_sink import BufferedIndexer, install_templates, make_client
+        from pipeline.sinks.elasticsearch import BufferedIndexer, install_templates, make_client
 
         try:
             client = make_client(settings.elasticsearch)
@@ -412,6 +414,6 @@ def cmd_watch(args) -> int:
     return 0
 
 
-if __name__ == "__main__":          # python -m pipeline.watch PATH... (same as osloscope watch)
-    from .cli import main
+if __name__ == "__main__":          # python -m pipeline.local.watch PATH... (same as osloscope watch)
+    from pipeline.cli import main
     raise SystemExit(main(["watch", *sys.argv[1:]]))

@@ -35,7 +35,10 @@ lines before the damage and the other files are analysed as usual.
 
 
 # modules that add a subcommand with register(subparsers); their heavy imports are lazy
-STREAMING_COMMANDS = ("settings", "provision", "ship", "worker", "watch", "incidents", "notify", "silences", "trace", "rules")
+STREAMING_COMMANDS = ("pipeline.settings", "pipeline.operations.setup", "pipeline.streaming.ship",
+                      "pipeline.streaming.worker", "pipeline.local.watch", "pipeline.sinks.incidents",
+                      "pipeline.alerting.notify", "pipeline.alerting.silences", "pipeline.local.trace",
+                      "pipeline.signatures")
 
 
 def _add_input_args(p: argparse.ArgumentParser) -> None:
@@ -100,12 +103,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("args", nargs=argparse.REMAINDER)
     p.set_defaults(func=cmd_services)
     for module in STREAMING_COMMANDS:
-        importlib.import_module(f"pipeline.{module}").register(sub)
+        importlib.import_module(module).register(sub)
     return ap
 
 
 def _discover(args):
-    from .sources import PathError, discover, warn
+    from pipeline.sources.files import PathError, discover, warn
     try:
         return discover(args.paths, host=args.host, on_warning=warn)
     except PathError as exc:
@@ -115,7 +118,7 @@ def _discover(args):
 
 def _warner(bar):
     """Warnings on stderr that do not land in the middle of the progress bar."""
-    from .sources import warn
+    from pipeline.sources.files import warn
 
     def on_warning(message: str) -> None:
         if bar.enabled:
@@ -125,7 +128,7 @@ def _warner(bar):
 
 
 def _check_tz(name: str) -> None:
-    from .timefmt import tz_of
+    from pipeline.parsing.timefmt import tz_of
     try:
         tz_of(name)
     except Exception:
@@ -135,7 +138,7 @@ def _check_tz(name: str) -> None:
 
 
 def _time_arg(name: str, value: str | None) -> float | None:
-    from .timefmt import iso_to_epoch
+    from pipeline.parsing.timefmt import iso_to_epoch
     if value is None:
         return None
     try:
@@ -149,10 +152,12 @@ def _time_arg(name: str, value: str | None) -> float | None:
 def cmd_analyze(args) -> int:
     from detectors import Engine
 
-    from . import codec, detection, render
-    from .analyze import analyze
-    from .progress import Progress
-    from .rootcause import EngineWithRequests
+    from pipeline import codec, detection
+
+    from pipeline.sinks import terminal as render
+    from pipeline.local.analyze import analyze
+    from pipeline.cli.progress import Progress
+    from pipeline.rootcause import EngineWithRequests
 
     _check_tz(args.tz)
     since, until = _time_arg("--since", args.since), _time_arg("--until", args.until)
@@ -189,9 +194,10 @@ def cmd_analyze(args) -> int:
 
 
 def _analyze_requests(args, files, since, until) -> int:
-    from . import codec, requests
-    from .analyze import Stats
-    from .progress import Progress
+    from pipeline import codec
+    from pipeline.local import requests
+    from pipeline.local.analyze import Stats
+    from pipeline.cli.progress import Progress
 
     bar = Progress(sum(f.size for f in files), "analyzing", enabled=args.progress)
     dead = _DeadLetters(args.dead_letter)
@@ -222,7 +228,7 @@ class _DeadLetters:
         self._fh = None
 
     def write(self, ev) -> None:
-        from . import codec
+        from pipeline import codec
         if self.path == "-":
             return
         if self._fh is None:
@@ -236,9 +242,9 @@ class _DeadLetters:
 
 
 def cmd_parse(args) -> int:
-    from . import codec
-    from .analyze import Stats, file_events
-    from .sources import warn
+    from pipeline import codec
+    from pipeline.local.analyze import Stats, file_events
+    from pipeline.sources.files import warn
 
     _check_tz(args.tz)
     files = _discover(args)
@@ -252,14 +258,14 @@ def cmd_parse(args) -> int:
 
 
 def cmd_services(args) -> int:
-    from . import services
+    from pipeline.operations import services
     return services.main(args.args)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["services"]:          # its own argparse, including --help
-        from . import services
+        from pipeline.operations import services
         return services.main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
@@ -271,5 +277,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())

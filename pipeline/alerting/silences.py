@@ -30,7 +30,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator, Mapping, Sequence
 
-from .settings import NOTIFY_LABELS
+from pipeline.settings import NOTIFY_LABELS
 
 log = logging.getLogger("osloscope.notify")
 
@@ -269,7 +269,7 @@ def store_for(state_dir: str | os.PathLike) -> SilenceStore:
 def register(subparsers) -> None:
     import argparse
 
-    from .settings import add_config_option
+    from pipeline.settings import add_config_option
 
     p = subparsers.add_parser(
         "silence", help="mute notifications of matching incidents for a while",
@@ -309,7 +309,7 @@ def register(subparsers) -> None:
 
 
 def _store(args) -> SilenceStore | None:
-    from .settings import load_for_command
+    from pipeline.settings import load_for_command
     settings = load_for_command(args.config, "silence")
     return None if settings is None else store_for(settings.notify.state_dir)
 

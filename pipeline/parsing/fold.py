@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from .lineformat import APACHE, EMBEDDED_HEADER, HEADER, SHORT, SYSLOG, SYSLOG_ISO, context_end
+from pipeline.parsing.lineformat import APACHE, EMBEDDED_HEADER, HEADER, SHORT, SYSLOG, SYSLOG_ISO, context_end
 
 MAX_RECORD_LINES = 5000
 # A record completes when the next record of its pid starts. A process that
@@ -40,7 +40,7 @@ _HEX_START = frozenset("abcdefABCDEF:")
 MAX_SPLIT_CHARS = 1 << 16
 
 class Record:
-    """A record under construction; ``pipeline.extract`` turns it into an Event."""
+    """A record under construction; ``pipeline.parsing.extract`` turns it into an Event."""
 
     # rarely set fields default at class level
     orphan = False

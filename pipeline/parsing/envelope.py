@@ -18,9 +18,9 @@ import orjson
 
 from detectors.model import Event
 
-from .extract import (UUID_RE, access_fields, exception_of, is_request_id, parse_context, resources_of,
+from pipeline.parsing.extract import (UUID_RE, access_fields, exception_of, is_request_id, parse_context, resources_of,
                       service_from_logger)
-from .timefmt import InvalidTimestamp, TimeParser
+from pipeline.parsing.timefmt import InvalidTimestamp, TimeParser
 
 
 class Unwrapped(NamedTuple):

@@ -70,10 +70,10 @@ from typing import Callable, Iterable, Mapping, NamedTuple
 
 import orjson
 
-from .extract import Source
-from .naming import service_from_path
-from .envelope import PLACEHOLDER_HOST
-from .sources import MAX_LINE, PathError, _host_for, _is_log
+from pipeline.parsing.extract import Source
+from pipeline.parsing.naming import service_from_path
+from pipeline.parsing.envelope import PLACEHOLDER_HOST
+from pipeline.sources.files import MAX_LINE, PathError, _host_for, _is_log
 
 FP_BYTES = 256
 READ_BLOCK = 1 << 16

@@ -111,7 +111,7 @@ def follow(fetch: Callable[[Ids], list[Event]], ids: Ids, hops: int) -> tuple[li
 
 
 def from_files(files, tz: str | None, ids: Ids, hops: int) -> tuple[list[Event], Ids]:
-    from .analyze import Stats, merged_events
+    from pipeline.local.analyze import Stats, merged_events
 
     return follow(lambda ids: [ev for ev in merged_events(files, tz, Stats())
                                if ev.kind != "unparsed" and matches(ev, ids)], ids, hops)
@@ -132,7 +132,7 @@ def es_query(ids: Ids) -> dict:
 def _event_of(doc: dict) -> Event:
     from detectors.model import event_from_doc
 
-    from .timefmt import InvalidTimestamp, TimeParser
+    from pipeline.parsing.timefmt import InvalidTimestamp, TimeParser
 
     ev = event_from_doc(doc)
     if ev.timestamp:
@@ -257,8 +257,8 @@ def _cmd(args) -> int:
     if args.hops < 0 or args.limit < 1:
         return _err("--hops must be >= 0 and --limit >= 1")
     if args.logs:
-        from .sources import PathError, discover
-        from .timefmt import tz_of
+        from pipeline.sources.files import PathError, discover
+        from pipeline.parsing.timefmt import tz_of
         try:
             tz_of(args.tz)
         except Exception:
@@ -283,7 +283,7 @@ def _cmd(args) -> int:
 
 
 def _from_settings(args, seed: Ids):
-    from .settings import load_for_command
+    from pipeline.settings import load_for_command
 
     settings = load_for_command(args.config, "trace")
     if settings is None:
@@ -294,7 +294,7 @@ def _from_settings(args, seed: Ids):
         return None, None
     from elasticsearch import ApiError, TransportError
 
-    from .elasticsearch_sink import make_client
+    from pipeline.sinks.elasticsearch import make_client
 
     client = make_client(es)
     try:

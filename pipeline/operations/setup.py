@@ -69,7 +69,7 @@ def setup(settings, *, kafka: bool = True, elasticsearch: bool = True,
         if not settings.elasticsearch.enabled:
             log("Elasticsearch disabled (elasticsearch.url is empty): no index templates")
             return
-        from .elasticsearch_sink import install_templates, make_client
+        from pipeline.sinks.elasticsearch import install_templates, make_client
 
         client = make_client(settings.elasticsearch)
         try:
@@ -83,7 +83,7 @@ def setup_kibana(settings, url: str, *, space: str | None = None, api_key: str |
                  wait: float = 0.0, log: Callable[[str], None] = print) -> dict:
     """Import the Kibana saved objects (data views, searches, visualizations, dashboards) of
     deploy/kibana/osloscope.ndjson, their data views pointing at the configured indices."""
-    from .kibana import NDJSON, Indices, import_saved_objects, ndjson_for, summarize
+    from pipeline.operations.kibana import NDJSON, Indices, import_saved_objects, ndjson_for, summarize
 
     path = ndjson_for(Indices.from_settings(settings.elasticsearch))
     try:
@@ -98,7 +98,7 @@ def setup_kibana(settings, url: str, *, space: str | None = None, api_key: str |
 
 
 def register(subparsers) -> None:
-    from .settings import add_config_option
+    from pipeline.settings import add_config_option
 
     p = subparsers.add_parser(
         "setup", help="create the Kafka topics and Elasticsearch index templates (idempotent)",
@@ -126,7 +126,7 @@ def register(subparsers) -> None:
 
 
 def _cmd(args) -> int:
-    from .settings import load_for_command
+    from pipeline.settings import load_for_command
 
     settings = load_for_command(args.config, "setup")
     if settings is None:
@@ -134,7 +134,7 @@ def _cmd(args) -> int:
     try:
         setup(settings, kafka=not args.skip_kafka, elasticsearch=not args.skip_elasticsearch)
         if getattr(args, "kibana", None):
-            from .kibana import KibanaError
+            from pipeline.operations.kibana import KibanaError
 
             try:
                 setup_kibana(settings, args.kibana, **_kibana_options(args))

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Callable
 
-from . import codec
+from pipeline import codec
 
 log = logging.getLogger("osloscope.elasticsearch")
 
@@ -180,7 +180,7 @@ class ElasticsearchSink:
 
 def install_templates(es, client=None, log_fn: Callable[[str], None] | None = None) -> list[str]:
     """PUT the index templates (idempotent); returns their names."""
-    from .index_templates import templates
+    from pipeline.sinks.index_templates import templates
 
     client = client or make_client(es)
     names = []
@@ -208,7 +208,7 @@ class BufferedIndexer:
     def add(self, events, incidents) -> None:
         from detectors.model import event_to_doc
 
-        from .stages import event_id
+        from pipeline.streaming.stages import event_id
 
         policy = self.sink.settings.index_events
         actions = [self.sink.event_action(event_to_doc(ev), event_id(ev), ev.ts)

@@ -10,9 +10,9 @@ from typing import NamedTuple
 
 from detectors.model import Event
 
-from .fold import Record
-from .lineformat import ANSI, context_end
-from .timefmt import InvalidTimestamp, TimeParser
+from pipeline.parsing.fold import Record
+from pipeline.parsing.lineformat import ANSI, context_end
+from pipeline.parsing.timefmt import InvalidTimestamp, TimeParser
 
 UUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 UUID_RE = re.compile(UUID)

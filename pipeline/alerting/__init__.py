@@ -1,0 +1,1 @@
+"""Alerting: the notifier (consumer, grouping, payloads, delivery, outbox) and silences."""

@@ -1,0 +1,1 @@
+"""Local runs without Kafka or Elasticsearch: analyze, watch, trace, request summaries."""

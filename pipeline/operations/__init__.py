@@ -1,0 +1,1 @@
+"""Operations: setup (topics, index templates), local services, Kibana objects, process signals."""

@@ -1,0 +1,1 @@
+"""Sinks: Elasticsearch (client, indexing policy, index templates, queries) and terminal rendering."""

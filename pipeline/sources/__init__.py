@@ -1,0 +1,1 @@
+"""Sources: log files on disk (discovery, reading, damage) and tailing them live (rotation, checkpoints)."""

@@ -1,0 +1,1 @@
+"""Streaming: the only place faust, aiokafka and kafka-python are imported (worker, stages, state, ship, metrics)."""
