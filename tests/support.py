@@ -8,10 +8,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED = Path(os.environ.get("OSLOSCOPE_SHARED", ROOT.parent / "shared"))
-CORPUS = SHARED / "corpus"
-SEEDS = SHARED / "seeds"
 FIXTURES = ROOT / "tests" / "fixtures"
+CORPUS = FIXTURES / "corpus"          # real oslo.log excerpts; sources in its README.md
 SAMPLES = ROOT / "deploy" / "samples"
 
 
@@ -64,7 +62,3 @@ def incident_validator():
     schema = json.loads((ROOT / "schemas" / "incident.schema.json").read_text())
     return Draft202012Validator(schema, format_checker=FormatChecker())
 
-
-def require_shared():
-    if not CORPUS.is_dir():
-        pytest.fail(f"../shared is missing ({SHARED}); the tests need the real corpus and seeds")

@@ -12,7 +12,7 @@ import json
 
 import pytest
 
-from support import CORPUS, FIXTURES, SAMPLES, analyze_paths, parse_text, require_shared, oslo_line as line
+from support import CORPUS, FIXTURES, SAMPLES, analyze_paths, parse_text, oslo_line as line
 from detectors import Engine
 from detectors.absence import RequestStalled, ServiceSilent, accepted_operation
 from pipeline import detection
@@ -303,7 +303,6 @@ def _absence(incidents):
 
 
 def test_healthy_corpus_samples_and_seeds_have_no_absence_incident():
-    require_shared()
     engine = lambda: Engine(detection.build())  # noqa: E731
     assert _absence(analyze_paths(*sorted(CORPUS.glob("*.log")),
                                   CORPUS / "elastic-recheck_logstash_oslofmt_events_2013.jsonl",

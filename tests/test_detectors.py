@@ -5,7 +5,7 @@ import datetime as dt
 
 import pytest
 
-from support import CORPUS, FIXTURES, SAMPLES, analyze_paths, parse_text, require_shared
+from support import CORPUS, FIXTURES, SAMPLES, analyze_paths, parse_text
 from detectors import Engine, default_detectors
 from detectors.auth_failures import AuthFailures
 
@@ -68,7 +68,6 @@ def test_seed_cases_of_other_detectors_do_not_fire_here(case):
 def test_the_real_corpus_is_healthy_for_these_detectors():
     """AMQP outage that recovers, SQL retries forever (-1 attempts left) that
     recover, one 401 for a missing token: all normal, no incident."""
-    require_shared()
     assert analyze_paths(*sorted(CORPUS.glob("*.log")),
                          CORPUS / "elastic-recheck_logstash_oslofmt_events_2013.jsonl") == []
 

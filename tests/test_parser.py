@@ -1,4 +1,4 @@
-"""Table-driven parser tests on the real lines of ../shared/corpus and ../shared/seeds,
+"""Table-driven parser tests on the real lines of tests/fixtures (corpus and seeds),
 and on every oslo.log era and envelope format of the reference."""
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from collections import Counter
 import pytest
 
 from pipeline.parsing.redact import redact_text
-from support import CORPUS, FIXTURES, SAMPLES, SEEDS, parse_file, parse_text, require_shared
+from support import CORPUS, FIXTURES, SAMPLES, parse_file, parse_text
 from detectors.model import event_to_doc
 from pipeline.parsing.lineformat import EMBEDDED_HEADER
 
@@ -88,7 +88,6 @@ def _path(rel: str):
 @pytest.mark.parametrize("rel,select,expected", REAL_CASES,
                          ids=[f"{c[0]}-{i}" for i, c in enumerate(REAL_CASES)])
 def test_real_lines_parse_with_the_right_fields(rel, select, expected):
-    require_shared()
     ev = _find(parse_file(_path(rel)), select)
     got = {k: getattr(ev, k) for k in expected}
     assert got == expected
@@ -111,7 +110,6 @@ def test_s20_folds_the_traceback_and_the_hard_wrapped_fragments():
 
 
 def test_every_real_line_is_kept_and_every_corpus_file_parses(event_validator):
-    require_shared()
     files = sorted(CORPUS.glob("*.log")) + sorted((FIXTURES / "seeds").glob("*/*/*.log")) + \
         sorted(SAMPLES.glob("*/*/*.log"))
     assert len(files) >= 20
@@ -293,7 +291,6 @@ def test_envelope_lines_of_one_traceback_fold_per_host_and_file():
 
 
 def test_logstash_oslofmt_events_from_elastic_recheck():
-    require_shared()
     events = parse_file(CORPUS / "elastic-recheck_logstash_oslofmt_events_2013.jsonl", service=None)
     assert not [e for e in events if e.kind == "unparsed"]
     verify = [e for e in events if (e.message or "").startswith("Verify error")]

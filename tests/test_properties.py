@@ -30,11 +30,11 @@ from pipeline.parsing.extract import Source  # noqa: E402
 from pipeline.parsing.lineformat import HEADER, LEVELS  # noqa: E402
 from pipeline.parsing.parser import Parser  # noqa: E402
 
-SHARED = Path(os.environ.get("OSLOSCOPE_SHARED", ROOT.parent / "shared"))
-FILES = (sorted((SHARED / "corpus").glob("*.log")) + sorted((ROOT / "tests/fixtures/seeds").glob("*/*/*.log"))
+CORPUS = ROOT / "tests" / "fixtures" / "corpus"
+FILES = (sorted(CORPUS.glob("*.log")) + sorted((ROOT / "tests/fixtures/seeds").glob("*/*/*.log"))
          + sorted((ROOT / "deploy/samples").glob("**/*.log")))
 FILE_LINES = [p.read_bytes().rstrip(b"\n").split(b"\n") for p in FILES]
-JSONL = [ln for p in sorted((SHARED / "corpus").glob("*.jsonl")) for ln in p.read_bytes().splitlines() if ln]
+JSONL = [ln for p in sorted(CORPUS.glob("*.jsonl")) for ln in p.read_bytes().splitlines() if ln]
 
 VALIDATOR = Draft202012Validator(json.loads((ROOT / "schemas/event.schema.json").read_text()),
                                  format_checker=FormatChecker())
@@ -52,7 +52,7 @@ PID = re.compile(rb"^(\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d(?:[.,]\d+)? )(\d+) ")
 CUT = re.compile(r"(?=\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{1,9} \d+ (?:" + LEVELS + r") \S)")
 TB_LINES = [ln for lines in FILE_LINES for ln in lines if TB.match(ln)]
 HEADER_LINES = [ln for lines in FILE_LINES for ln in lines if PID.match(ln) and b" [" in ln]
-assert len(FILE_LINES) >= 20 and TB_LINES and JSONL, f"real fixtures missing under {SHARED} / {ROOT}"
+assert len(FILE_LINES) >= 20 and TB_LINES and JSONL, f"real fixtures missing under {CORPUS} / {ROOT}"
 JUNK = st.sampled_from([b"\x00", b"\xff\xfe\xc3", b"\xc3", b"\xe2\x82", b"\xed\xa0\x80", b"\r", b"\n", b"\r\n",
                         b"\x1b[31m", b"\t", b"\xc3\xa9", b"[", b"]", b'"', b"{", b".", b"0" * 320])
 JUNK |= st.binary(max_size=6)

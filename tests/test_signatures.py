@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from support import CORPUS, FIXTURES, ROOT, SAMPLES, parse_text, require_shared
+from support import CORPUS, FIXTURES, ROOT, SAMPLES, parse_text
 from detectors import Engine
 from detectors.known_issues import KnownIssues
 from pipeline import detection
@@ -192,7 +192,6 @@ def test_s20_volume_not_created_stays_retry_exhaustion_only_s21_is_added():
 def test_the_healthy_corpus_yields_no_known_issue():
     """The RabbitMQ restart (6 s, reconnects), SQL retries forever, a 401, neutron's
     `Caught error` in nova-api, live migration refused for shared storage: no known issue."""
-    require_shared()
     found, _ = _known_issues(*sorted(CORPUS.glob("*.log")))
     assert found == []
 
@@ -201,7 +200,6 @@ def test_elastic_recheck_samples_yield_only_their_production_signatures():
     """The 2013 events are samples of failures, not healthy traffic: the MySQL lock-wait timeout
     and the LVM volume in use are production problems with a signature; PKI token verify,
     the neutron/PostgreSQL races and SubnetInUse have none (see the signature README)."""
-    require_shared()
     found, _ = _known_issues(CORPUS / "elastic-recheck_logstash_oslofmt_events_2013.jsonl")
     assert {i["rule"] for i in found} == {"known_issue.db_lock_wait_timeout",
                                           "known_issue.lvm_volume_not_deactivated"}
