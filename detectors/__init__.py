@@ -1,9 +1,11 @@
 """osloscope detectors: pure domain code (events, incidents, detectors, engine).
 
 Imports no streaming or storage library and never reads the wall clock;
-time arrives with the events or as the argument of ``advance``.
+time arrives with the events or as the argument of ``advance``. The
+detectors are listed in ``registry``; ``topology`` holds what is known of
+how the OpenStack services fit together.
 """
-from .engine import Engine, default_detectors
+from .engine import Emitted, Engine
 from .model import Event, event_from_doc, event_to_doc
 
-__all__ = ["Engine", "Event", "default_detectors", "event_from_doc", "event_to_doc"]
+__all__ = ["Emitted", "Engine", "Event", "event_from_doc", "event_to_doc"]

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import re
 from collections import OrderedDict, deque
+from dataclasses import dataclass
 
 from .base import Detector
 from .incident import Incident, evidence_of
@@ -104,15 +105,23 @@ BURST_REMEDIATION = (
 )
 
 
+@dataclass(frozen=True)
+class AuthFailuresConfig:
+    threshold: int = 10          # rejected authentications per source address or user that make a burst
+    window: float = 300.0        # seconds the burst must fit in (sliding)
+    max_keys: int = 100_000      # source addresses and users followed at once
+
+
 class AuthFailures(Detector):
     name = "auth_failure"
     quiet_period = 900.0
 
-    def __init__(self, threshold: int = 10, window: float = 300.0, max_keys: int = 100_000) -> None:
+    def __init__(self, config: AuthFailuresConfig = AuthFailuresConfig()) -> None:
         super().__init__()
-        self.threshold = threshold
-        self.window = window
-        self.max_keys = max_keys
+        self.config = config
+        self.threshold = config.threshold
+        self.window = config.window
+        self.max_keys = config.max_keys
         # key -> deque[(ts, source_ip)], at most `threshold` entries each
         self.recent: OrderedDict[tuple, deque] = OrderedDict()
 

@@ -5,6 +5,8 @@ A detector is a synchronous state machine (see ../shared/DESIGN.md):
 * ``feed(event) -> list[dict]``   incident documents opened or updated by it;
 * ``advance(now) -> list[dict]``  time passed (event watermark or timer):
   incidents quiet for their type's period resolve, keyed state expires;
+* ``flush() -> list[dict]``       end of input: what the end means to the
+  detector (nothing is judged absent because a file ends);
 * ``snapshot() -> dict`` / ``restore(dict)``  JSON-safe state.
 
 Time arrives only as an argument. Outputs are returned, never stored for
@@ -24,13 +26,16 @@ class IncidentBook:
 
     An incident whose last occurrence is older than ``quiet_period`` seconds
     resolves on the next ``advance``; the same key occurring later opens a new
-    incident (new window start, so a new id).
+    incident (new window start, so a new id). Past ``max_open`` incidents the
+    least recently touched one is forgotten, never reported "resolved": its
+    last version (open) stands; ``evicted`` counts them.
     """
 
     def __init__(self, quiet_period: float, max_open: int = 10_000) -> None:
         self.quiet_period = quiet_period
         self.max_open = max_open
         self.open: OrderedDict[tuple, Incident] = OrderedDict()
+        self.evicted = 0
 
     def get(self, key: tuple, ts: float | None = None) -> Incident | None:
         inc = self.open.get(key)
@@ -53,8 +58,8 @@ class IncidentBook:
             inc = factory()
             self.open[key] = inc
             while len(self.open) > self.max_open:
-                oldest = next(iter(self.open))
-                out.append(self._resolve(oldest))
+                self.open.popitem(last=False)
+                self.evicted += 1
         else:
             self.open.move_to_end(key)
         return inc
@@ -103,6 +108,10 @@ class Detector:
 
     def advance(self, now: float) -> list[dict]:
         return self.book.advance(now)
+
+    def flush(self) -> list[dict]:
+        """End of input: open incidents stay open (a log that ends proves nothing)."""
+        return []
 
     def snapshot(self) -> dict:
         return {"incidents": self.book.snapshot()}

@@ -1,63 +1,120 @@
-"""The engine: runs a set of detectors over a stream of events.
+"""The engine: runs detectors, request windows and root causes over a
+stream of events.
 
 It keeps the event-time watermark (the highest event timestamp seen) and
 calls ``advance`` on every detector when the watermark moves on by at least
 ``advance_every`` seconds, so quiet incidents resolve during a replay exactly
 as they would live. A streaming runtime calls ``advance(now)`` from a timer
-when no events arrive. Output is a list of incident documents (upserts).
+when no events arrive; ``flush()`` is the end of input.
+
+With request windows (``windows``), every event also goes into its request's
+session window; a closed window yields a request summary, and the root
+causes those summaries name are joined into the incidents whose evidence
+carries their request ids (``detectors.rootcause``).
+
+Every call returns what it produced (``Emitted``): incident documents
+(upserts: the latest version of an id wins) and request summaries.
 """
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Iterable, NamedTuple
 
-from .auth_failures import AuthFailures
 from .base import Detector
-from .disk_full import DiskFull
 from .model import Event
-from .retry_exhaustion import RetryExhaustion
+from .request_windows import RequestWindows
+from .rootcause import RootCauses
 
 
-def default_detectors(*, auth_threshold: int = 10, auth_window: float = 300.0) -> list[Detector]:
-    return [RetryExhaustion(), AuthFailures(threshold=auth_threshold, window=auth_window), DiskFull()]
+class Emitted(NamedTuple):
+    incidents: list[dict]
+    requests: list[dict]
+
+
+NOTHING = Emitted([], [])
 
 
 class Engine:
-    def __init__(self, detectors: Iterable[Detector] | None = None, *, advance_every: float = 10.0) -> None:
-        self.detectors = list(detectors) if detectors is not None else default_detectors()
+    def __init__(self, detectors: Iterable[Detector], *, windows: RequestWindows | None = None,
+                 advance_every: float = 10.0) -> None:
+        self.detectors = list(detectors)
+        self.windows = windows
+        self.causes = RootCauses() if windows is not None else None
         self.advance_every = advance_every
         self.watermark: float | None = None
         self._last_advance: float | None = None
 
-    def feed(self, ev: Event) -> list[dict]:
-        out: list[dict] = []
+    # -- the contract ---------------------------------------------------------------
+    def feed(self, ev: Event) -> Emitted:
+        incidents: list[dict] = []
         ts = ev.ts
         if ts is not None and (self.watermark is None or ts > self.watermark):
             self.watermark = ts
             if self._last_advance is None:
                 self._last_advance = ts
             elif ts - self._last_advance >= self.advance_every:
-                out.extend(self.advance(ts))
+                self._last_advance = ts
+                for det in self.detectors:
+                    incidents.extend(det.advance(ts))
         for det in self.detectors:
             found = det.feed(ev)
             if found:
-                out.extend(found)
-        return out
+                incidents.extend(found)
+        if self.windows is None:
+            return Emitted(incidents, []) if incidents else NOTHING
+        causes = self.causes
+        if incidents:
+            incidents = causes.track(incidents)
+        closed = self.windows.feed(ev)
+        if closed:
+            incidents.extend(causes.learn(closed))
+            return Emitted(incidents, closed)
+        return Emitted(incidents, []) if incidents else NOTHING
 
-    def advance(self, now: float) -> list[dict]:
+    def advance(self, now: float) -> Emitted:
+        """Time passed without events: windows close (their causes first),
+        then detectors resolve quiet incidents and judge absences."""
         self._last_advance = now
         if self.watermark is None or now > self.watermark:
             self.watermark = now
-        out: list[dict] = []
+        closed: list[dict] = []
+        incidents: list[dict] = []
+        if self.windows is not None:
+            closed = self.windows.advance(now)
+            if closed:
+                incidents.extend(self.causes.learn(closed))
+        found: list[dict] = []
         for det in self.detectors:
-            out.extend(det.advance(now))
-        return out
+            found.extend(det.advance(now))
+        if found:
+            incidents.extend(self.causes.track(found) if self.causes is not None else found)
+        return Emitted(incidents, closed)
 
+    def flush(self) -> Emitted:
+        """End of input: every window closes, and each detector says what
+        the end means to it (an absence is never judged on it)."""
+        incidents: list[dict] = []
+        for det in self.detectors:
+            incidents.extend(det.flush())
+        closed: list[dict] = []
+        if self.windows is not None:
+            if incidents:
+                incidents = self.causes.track(incidents)
+            closed = self.windows.flush()
+            if closed:
+                incidents.extend(self.causes.learn(closed))
+        return Emitted(incidents, closed)
+
+    # -- state ----------------------------------------------------------------------
     def snapshot(self) -> dict:
-        return {
+        state = {
             "watermark": self.watermark,
             "last_advance": self._last_advance,
             "detectors": {d.name: d.snapshot() for d in self.detectors},
         }
+        if self.windows is not None:
+            state["windows"] = self.windows.snapshot()
+            state["causes"] = self.causes.snapshot()
+        return state
 
     def restore(self, state: dict) -> None:
         self.watermark = state.get("watermark")
@@ -65,3 +122,8 @@ class Engine:
         for d in self.detectors:
             if d.name in state.get("detectors", {}):
                 d.restore(state["detectors"][d.name])
+        if self.windows is not None:
+            if "windows" in state:
+                self.windows.restore(state["windows"])
+            if "causes" in state:
+                self.causes.restore(state["causes"])

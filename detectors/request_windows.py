@@ -40,7 +40,8 @@ from __future__ import annotations
 import re
 from collections import OrderedDict
 
-from .absence import WORKERS, accepted_operation
+from .topology import (EXCEPTION_COMPONENT, GENERIC_PACKAGES, OWNER, PACKAGE_COMPONENT, WORKERS,
+                       accepted_operation, depth, project_of)
 from .incident import incident_id
 from .model import Event
 
@@ -53,40 +54,9 @@ SWEEP_EVERY = 1.0         # seconds of event time between looks for idle windows
 LINK_CACHE = 5_000        # closed windows remembered for linking
 RES_INDEX = 20_000        # owned ids remembered for linking
 SUMMARY_KINDS = ("instance", "volume", "image")
-OWNER = {"volume": "cinder", "image": "glance", "port": "neutron"}   # id kind -> project owning it
 
 _FRAME = re.compile(r'File "([^"]+)", line (\d+), in (\S+)')
 _PKG = re.compile(r"(?:site|dist)-packages/([A-Za-z_]\w*)")
-GENERIC_PACKAGES = frozenset((
-    "six", "oslo_utils", "eventlet", "greenlet", "webob", "routes", "paste", "decorator", "wrapt",
-    "retrying", "tenacity", "futurist"))
-PACKAGE_COMPONENT = {
-    "pymysql": "database", "MySQLdb": "database", "sqlalchemy": "database", "oslo_db": "database",
-    "oslo_messaging": "message queue", "kombu": "message queue", "amqp": "message queue",
-    "libvirt": "libvirt", "rbd": "ceph", "rados": "ceph",
-}
-EXCEPTION_COMPONENT = {
-    "VolumeNotCreated": "cinder-volume", "NoValidHost": "nova-scheduler",
-    "MaxRetriesExceeded": "nova-scheduler", "PortBindingFailed": "neutron",
-    "VirtualInterfaceCreateException": "neutron", "MessagingTimeout": "message queue",
-    "DBConnectionError": "database", "libvirtError": "libvirt",
-}
-
-
-def project_of(service: str | None) -> str | None:
-    return service.split("-", 1)[0] if service else None
-
-
-def depth(service: str | None) -> int:
-    """How far down a call chain a service sits: API 0, conductor/scheduler 1, workers 2."""
-    s = service or ""
-    if s.endswith(("-api", "-server", "-registry")) or s in ("keystone", "horizon", "httpd"):
-        return 0
-    if s.endswith(("-conductor", "-scheduler")):
-        return 1
-    return 2
-
-
 def raised_in(stack: str | None) -> tuple[str | None, str | None]:
     """(package, "path:line in func") of the frame that raised: the last
     traceback frame outside generic helper packages (six.reraise, excutils)."""

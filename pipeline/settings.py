@@ -24,8 +24,13 @@ import sys
 import tomllib
 from dataclasses import dataclass, field, fields
 from fnmatch import fnmatchcase
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 from zoneinfo import ZoneInfo
+
+if TYPE_CHECKING:
+    import faust
+
+    from detectors.registry import DetectorConfig
 
 DEFAULT_FILE = "osloscope.toml"
 ENV_PREFIX = "OSLOSCOPE_"
@@ -230,6 +235,22 @@ class ParserSettings:
 class DetectorSettings:
     auth_threshold: int = _f(10, ge=1)
     auth_window: float = _f(300.0, gt=0)
+    request_stalled_timeout: float = _f(120.0, gt=0)
+    service_silent_factor: float = _f(5.0, gt=0)
+    service_silent_floor: float = _f(300.0, gt=0)
+
+    def config(self) -> "DetectorConfig":
+        """The detectors' frozen configuration (detectors.registry.DetectorConfig)."""
+        from detectors.auth_failures import AuthFailuresConfig
+        from detectors.registry import DetectorConfig
+        from detectors.request_stalled import RequestStalledConfig
+        from detectors.service_silent import ServiceSilentConfig
+
+        return DetectorConfig(
+            auth_failures=AuthFailuresConfig(threshold=self.auth_threshold, window=self.auth_window),
+            request_stalled=RequestStalledConfig(timeout=self.request_stalled_timeout),
+            service_silent=ServiceSilentConfig(factor=self.service_silent_factor,
+                                               floor=self.service_silent_floor))
 
 
 @dataclass(frozen=True)

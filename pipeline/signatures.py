@@ -171,6 +171,26 @@ def _files(dirs: Iterable | None) -> list[tuple[str, str, str]]:
     return out
 
 
+_bundled: list[dict] | None = None
+
+
+def bundled() -> list[dict]:
+    """The bundled signatures, loaded and validated once per process."""
+    global _bundled
+    if _bundled is None:
+        _bundled = load_signatures()
+    return _bundled
+
+
+def engine(scope: str = "all", settings=None, *, windows: bool | None = None):
+    """The detectors' engine for ``scope`` (detectors.registry) with the bundled
+    signatures and the detector settings of ``settings`` (None: defaults)."""
+    from detectors import registry
+
+    config = settings.detectors.config() if settings is not None else None
+    return registry.engine(scope, config, bundled(), windows=windows)
+
+
 def load_signatures(dirs: Iterable | None = None) -> list[dict]:
     """Every signature, validated; raises RulesError listing all problems."""
     schema = signature_schema()

@@ -40,6 +40,14 @@ def parse_file(path: Path, **kw):
     return parse_text(path.read_bytes(), path=str(path), **kw)
 
 
+def engine(scope: str = "all", *, windows: bool = False):
+    """The registry's detectors for ``scope`` (bundled signatures, default
+    settings) in one engine; request windows and root causes if ``windows``."""
+    from pipeline.signatures import engine as build
+
+    return build(scope, windows=windows)
+
+
 def analyze_paths(*paths, host=None, **kw):
     from pipeline.local.analyze import analyze
     from pipeline.sources.files import discover

@@ -12,10 +12,12 @@ import json
 
 import pytest
 
-from support import CORPUS, FIXTURES, SAMPLES, analyze_paths, parse_text, oslo_line as line
+from support import engine as support_engine, CORPUS, FIXTURES, SAMPLES, analyze_paths, parse_text, oslo_line as line
 from detectors import Engine
-from detectors.absence import RequestStalled, ServiceSilent, accepted_operation
-from pipeline import detection
+from detectors.request_stalled import RequestStalled
+from detectors.service_silent import ServiceSilent
+from detectors.topology import accepted_operation
+from detectors import registry
 
 T0 = dt.datetime(2017, 6, 6, 9, 0, 0)
 USER = "c49d86f8a39148bb809d2da44811ca3b f19126d9035d4209b363386e8e267129 - - -"
@@ -64,9 +66,9 @@ def run(events, detectors, *, end=None):
     engine = Engine(detectors)
     docs = []
     for ev in events:
-        docs.extend(engine.feed(ev))
+        docs.extend(engine.feed(ev).incidents)
     if end is not None:
-        docs.extend(engine.advance(end))
+        docs.extend(engine.advance(end).incidents)
     for det in detectors:
         docs.extend(det.flush())
     return docs
@@ -303,7 +305,7 @@ def _absence(incidents):
 
 
 def test_healthy_corpus_samples_and_seeds_have_no_absence_incident():
-    engine = lambda: Engine(detection.build())  # noqa: E731
+    engine = lambda: support_engine()  # noqa: E731
     assert _absence(analyze_paths(*sorted(CORPUS.glob("*.log")),
                                   CORPUS / "elastic-recheck_logstash_oslofmt_events_2013.jsonl",
                                   engine=engine())) == []
@@ -313,5 +315,5 @@ def test_healthy_corpus_samples_and_seeds_have_no_absence_incident():
 
 
 def test_scopes_place_them_where_their_state_lives():
-    assert any(isinstance(d, ServiceSilent) for d in detection.build("host"))
-    assert any(isinstance(d, RequestStalled) for d in detection.build("request"))
+    assert any(isinstance(d, ServiceSilent) for d in registry.build("host"))
+    assert any(isinstance(d, RequestStalled) for d in registry.build("request"))

@@ -5,11 +5,18 @@ import datetime as dt
 
 import pytest
 
-from support import CORPUS, FIXTURES, SAMPLES, analyze_paths, parse_text
-from detectors import Engine, default_detectors
-from detectors.auth_failures import AuthFailures
+from support import engine as support_engine, CORPUS, FIXTURES, SAMPLES, analyze_paths, parse_text
+from detectors import Engine
+from detectors.auth_failures import AuthFailures, AuthFailuresConfig
+from detectors.disk_full import DiskFull
+from detectors.retry_exhaustion import RetryExhaustion
 
 SEEDS = FIXTURES / "seeds"
+
+
+def these() -> Engine:
+    """The three detectors this module tests, as analyze runs them."""
+    return Engine([RetryExhaustion(), AuthFailures(), DiskFull()])
 
 
 def _only(incidents, **match):
@@ -20,7 +27,7 @@ def _only(incidents, **match):
 
 # --- golden: each seed case with a signature of these detectors ---------------
 def test_s20_volume_not_created_is_retry_exhaustion_with_its_evidence():
-    (inc,) = analyze_paths(SEEDS / "S20")
+    (inc,) = analyze_paths(SEEDS / "S20", engine=these())
     assert (inc["type"], inc["rule"], inc["severity"]) == (
         "retry_exhausted", "retry_exhausted.volume_not_created", "error")
     assert (inc["host"], inc["service"]) == ("compute", "nova-compute")
@@ -36,7 +43,7 @@ def test_s20_volume_not_created_is_retry_exhaustion_with_its_evidence():
 
 
 def test_s04_qemu_img_enospc_is_disk_full_on_instances_filesystem():
-    (inc,) = analyze_paths(SEEDS / "S04")
+    (inc,) = analyze_paths(SEEDS / "S04", engine=these())
     assert (inc["type"], inc["severity"], inc["host"]) == ("disk_full", "critical", "compute")
     assert inc["details"]["filesystem"] == "/var/lib/nova/instances"
     assert inc["resources"]["path"] == [
@@ -46,14 +53,14 @@ def test_s04_qemu_img_enospc_is_disk_full_on_instances_filesystem():
 
 
 def test_s10_image_not_authorized_is_auth_failure():
-    (inc,) = analyze_paths(SEEDS / "S10")
+    (inc,) = analyze_paths(SEEDS / "S10", engine=these())
     assert (inc["type"], inc["rule"]) == ("auth_failure", "auth_failure.image")
     assert inc["resources"]["image"] == ["dcd85799-92f6-4294-91ec-48670a218651"]
     assert "auth_strategy=keystone" in inc["remediation"]
 
 
 def test_s16_mysql_access_denied_is_auth_failure():
-    (inc,) = analyze_paths(SEEDS / "S16")
+    (inc,) = analyze_paths(SEEDS / "S16", engine=these())
     assert (inc["rule"], inc["severity"], inc["service"]) == ("auth_failure.database", "critical", "nova-manage")
     assert inc["resources"]["user"] == ["nova"]
     assert inc["resources"]["database"] == ["nova_api"]
@@ -62,18 +69,18 @@ def test_s16_mysql_access_denied_is_auth_failure():
 
 @pytest.mark.parametrize("case", ["S01", "S08", "S09", "S11", "S23"])
 def test_seed_cases_of_other_detectors_do_not_fire_here(case):
-    assert analyze_paths(SEEDS / case) == []
+    assert analyze_paths(SEEDS / case, engine=these()) == []
 
 
 def test_the_real_corpus_is_healthy_for_these_detectors():
     """AMQP outage that recovers, SQL retries forever (-1 attempts left) that
     recover, one 401 for a missing token: all normal, no incident."""
     assert analyze_paths(*sorted(CORPUS.glob("*.log")),
-                         CORPUS / "elastic-recheck_logstash_oslofmt_events_2013.jsonl") == []
+                         CORPUS / "elastic-recheck_logstash_oslofmt_events_2013.jsonl", engine=these()) == []
 
 
 def test_demo_sample_has_one_incident_of_each_type():
-    incidents = analyze_paths(SAMPLES)
+    incidents = analyze_paths(SAMPLES, engine=these())
     assert {i["type"] for i in incidents} == {"retry_exhausted", "auth_failure", "disk_full"}
     disk = _only(incidents, type="disk_full")
     assert (disk["host"], disk["count"]) == ("compute-2", 2)
@@ -96,10 +103,10 @@ REQ = "[req-c5016b48-399b-44f8-adea-a86421f1e129 c49d86f8a39148bb809d2da44811ca3
 
 
 def _run(text: str, engine: Engine | None = None, host: str = "cmp1", service: str = "nova-compute"):
-    engine = engine or Engine(default_detectors())
+    engine = engine or support_engine()
     latest = {}
     for ev in sorted(parse_text(text, host=host, service=service), key=lambda e: e.ts or 0):
-        for doc in engine.feed(ev):
+        for doc in engine.feed(ev).incidents:
             latest[doc["id"]] = doc
     return list(latest.values())
 
@@ -229,25 +236,25 @@ def test_replay_gives_the_same_incident_ids_and_snapshot_restore_continues_exact
     def run(evs, engine):
         out = {}
         for ev in evs:
-            for doc in engine.feed(ev):
+            for doc in engine.feed(ev).incidents:
                 out[doc["id"]] = doc
         return out
 
-    whole = run(events, Engine(default_detectors()))
-    assert whole == run(events, Engine(default_detectors()))
+    whole = run(events, support_engine())
+    assert whole == run(events, support_engine())
     half = len(events) // 2
-    first = Engine(default_detectors())
+    first = support_engine()
     part1 = run(events[:half], first)
     import json
     state = json.loads(json.dumps(first.snapshot()))        # must be JSON-safe
-    second = Engine(default_detectors())
+    second = support_engine()
     second.restore(state)
     part2 = run(events[half:], second)
     assert {**part1, **part2} == whole
 
 
 def test_detector_state_is_bounded_by_key_count():
-    det = AuthFailures(threshold=10, window=300, max_keys=100)
+    det = AuthFailures(AuthFailuresConfig(threshold=10, window=300, max_keys=100))
     engine = Engine([det])
     text = "".join(_access_401(T0 + dt.timedelta(milliseconds=i), ip=f"10.9.{i // 250}.{i % 250}")
                    for i in range(1000))

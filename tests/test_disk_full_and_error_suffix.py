@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from support import parse_text
-from detectors import Engine, default_detectors
+from support import engine as support_engine, parse_text
+from detectors import Engine
 from detectors.disk_full import DiskFull
 
 INSTANCE = "2c5a8e62-62d0-430d-8747-795350bb6939"
@@ -63,10 +63,10 @@ def _events(*streams):
 
 
 def _incidents(evs, engine=None):
-    engine = engine or Engine(default_detectors())
+    engine = engine or support_engine()
     latest = {}
     for ev in evs:
-        for doc in engine.feed(ev):
+        for doc in engine.feed(ev).incidents:
             latest[doc["id"]] = doc
     return [d for d in latest.values() if d["type"] == "disk_full"]
 
@@ -126,7 +126,7 @@ def test_the_path_record_coming_second_names_the_filesystem_of_the_same_incident
     assert "_base" in inc["remediation"] and "names no path" not in inc["remediation"]
     assert inc["first_seen"] == "2018-03-12T14:02:11.530+00:00"
     # the id is the one the guessed incident was opened with: same logs, same id
-    (first_doc,) = [d for d in Engine([DiskFull()]).feed(evs[0])]
+    (first_doc,) = [d for d in Engine([DiskFull()]).feed(evs[0]).incidents]
     assert inc["id"] == first_doc["id"] and first_doc["details"]["filesystem"] == "unknown"
     # and it stays the same incident through a snapshot between the two
     det = DiskFull()

@@ -12,8 +12,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 
-from support import parse_text, oslo_line as _line
-from detectors import Engine, default_detectors
+from support import engine as support_engine, parse_text, oslo_line as _line
+from detectors import Engine
 from detectors.retry_exhaustion import RetryExhaustion
 
 T0 = dt.datetime(2018, 3, 14, 11, 20, 0)
@@ -34,10 +34,10 @@ def _ctx(req: str) -> str:
 
 
 def _run(text: str, host: str = "cmp1", service: str = "nova-compute") -> list[dict]:
-    engine = Engine(default_detectors())
+    engine = support_engine()
     latest = {}
     for ev in sorted(parse_text(text, host=host, service=service), key=lambda e: e.ts or 0):
-        for doc in engine.feed(ev):
+        for doc in engine.feed(ev).incidents:
             latest[doc["id"]] = doc
     return list(latest.values())
 

@@ -8,7 +8,7 @@ import sys
 
 from support import FIXTURES, ROOT
 
-from pipeline.rootcause import RootCauses
+from detectors.rootcause import RootCauses
 
 SEEDS = FIXTURES / "seeds"
 

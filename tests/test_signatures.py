@@ -12,10 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from support import CORPUS, FIXTURES, ROOT, SAMPLES, parse_text
-from detectors import Engine
+from support import engine as support_engine, CORPUS, FIXTURES, ROOT, SAMPLES, parse_text
 from detectors.known_issues import KnownIssues
-from pipeline import detection
 from pipeline.signatures import RulesError, load_signatures, schema_errors, semantic_errors
 
 SIG_DIR = ROOT / "detectors" / "signatures"
@@ -135,7 +133,7 @@ def _known_issues(*paths):
     from pipeline.local.analyze import analyze
     from pipeline.sources.files import discover
 
-    result = analyze(discover([str(p) for p in paths]), engine=Engine(detection.build()))
+    result = analyze(discover([str(p) for p in paths]), engine=support_engine())
     return [i for i in result.incidents if i["type"] == "known_issue"], result.incidents
 
 

@@ -6,10 +6,8 @@ import json
 
 import pytest
 
-from support import FIXTURES, SAMPLES, analyze_paths
+from support import engine as support_engine, FIXTURES, SAMPLES, analyze_paths
 
-from detectors import Engine
-from pipeline import detection
 from pipeline.settings import load
 from pipeline.streaming.stages import (MAX_EVENT_BYTES, CorrelateStage, ParseStage, RawMessage, event_id,
                              source_of)
@@ -53,7 +51,7 @@ def run(settings, msgs, parse=None, corr=None, flush=True):
 def test_streaming_stages_find_what_analyze_finds(settings):
     msgs = raw_messages([SAMPLES])
     out, incidents = run(settings, msgs)
-    expected = {d["id"]: d for d in analyze_paths(SAMPLES, engine=Engine(detection.build()))}
+    expected = {d["id"]: d for d in analyze_paths(SAMPLES, engine=support_engine())}
     assert {(k, v["rule"]) for k, v in incidents.items()} == {(k, v["rule"]) for k, v in expected.items()}
     assert {d["type"] for d in incidents.values()} >= {"retry_exhausted", "auth_failure", "disk_full"}
     n_events = len(out.events)
@@ -186,7 +184,7 @@ def test_correlate_stage_gives_incidents_their_root_cause(settings):
     ev = [RawMessage("events", 0, i, k, v) for i, (k, v) in enumerate(out.events)]
     docs = c.process(ev, 0.0).incidents + c.tick(1e12).incidents
     # the window closes when time moves on; flush what is left the way a quiet stream would
-    docs += c.causes.learn(c.windows.flush())
+    docs += c.engine.flush().incidents
     final = {}
     for d in docs:
         final[d["id"]] = d

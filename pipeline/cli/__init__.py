@@ -150,14 +150,14 @@ def _time_arg(name: str, value: str | None) -> float | None:
 
 
 def cmd_analyze(args) -> int:
-    from detectors import Engine
+    from detectors import registry
+    from detectors.auth_failures import AuthFailuresConfig
 
-    from pipeline import codec, detection
-
-    from pipeline.sinks import terminal as render
-    from pipeline.local.analyze import analyze
+    from pipeline import codec
     from pipeline.cli.progress import Progress
-    from pipeline.rootcause import EngineWithRequests
+    from pipeline.local.analyze import analyze
+    from pipeline.signatures import bundled
+    from pipeline.sinks import terminal as render
 
     _check_tz(args.tz)
     since, until = _time_arg("--since", args.since), _time_arg("--until", args.until)
@@ -169,12 +169,12 @@ def cmd_analyze(args) -> int:
         return _analyze_requests(args, files, since, until)
     bar = Progress(sum(f.size for f in files), "analyzing", enabled=args.progress)
     dead = _DeadLetters(args.dead_letter)
-    engine = EngineWithRequests(Engine(detection.build(auth_threshold=args.auth_threshold,
-                                                       auth_window=args.auth_window)))
+    config = registry.DetectorConfig(
+        auth_failures=AuthFailuresConfig(threshold=args.auth_threshold, window=args.auth_window))
+    engine = registry.engine("all", config, bundled())
     try:
         result = analyze(files, tz=args.tz, since=since, until=until, engine=engine,
                          on_progress=bar.advance, on_unparsed=dead.write, on_warning=_warner(bar))
-        result.incidents = engine.finish(result.incidents)
     finally:
         bar.close()
         dead.close()
@@ -202,23 +202,28 @@ def _analyze_requests(args, files, since, until) -> int:
     bar = Progress(sum(f.size for f in files), "analyzing", enabled=args.progress)
     dead = _DeadLetters(args.dead_letter)
     stats = Stats()
+    out = sys.stdout.buffer
+    counts = {"requests": 0, "errors": 0}
+
+    def write(doc: dict) -> None:         # jsonl: each summary as soon as its place is known
+        counts["requests"] += 1
+        counts["errors"] += doc["outcome"] == "error"
+        out.write(codec.dumps(doc) + b"\n")
+
     try:
         docs = requests.summaries(files, args.tz, since=since, until=until, stats=stats,
-                                  on_progress=bar.advance, on_unparsed=dead.write)
+                                  on_progress=bar.advance, on_unparsed=dead.write,
+                                  on_summary=write if args.format == "jsonl" else None)
     finally:
         bar.close()
         dead.close()
-    out = sys.stdout.buffer
-    if args.format == "jsonl":
-        for doc in docs:
-            out.write(codec.dumps(doc) + b"\n")
-    else:
+    if args.format != "jsonl":
+        counts = {"requests": len(docs), "errors": sum(1 for d in docs if d["outcome"] == "error")}
         out.write(requests.table(docs).encode())
     out.flush()
-    errors = sum(1 for d in docs if d["outcome"] == "error")
     print(f"osloscope: {stats.files} file(s), {stats.lines} lines, {stats.events} records, "
-          f"{len(docs)} request(s), {errors} ended in error", file=sys.stderr)
-    return 1 if errors else 0
+          f"{counts['requests']} request(s), {counts['errors']} ended in error", file=sys.stderr)
+    return 1 if counts["errors"] else 0
 
 
 class _DeadLetters:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Callable, Iterable, Iterator
 
-from detectors import Engine, default_detectors
+from detectors.engine import Engine
 from detectors.model import Event
 
 from pipeline.parsing.parser import Parser, split_lines
@@ -116,11 +116,28 @@ def analyze(files: list[LogFile], *, tz: str | None = "UTC", since: float | None
             until: float | None = None, engine: Engine | None = None,
             on_progress: Callable[[int], None] | None = None,
             on_unparsed: Callable[[Event], None] | None = None,
-            on_warning: Callable[[str], None] | None = None) -> Result:
-    """Run the detectors over ``files``; the latest version of each incident."""
-    engine = engine or Engine(default_detectors())
+            on_warning: Callable[[str], None] | None = None,
+            on_request: Callable[[dict], None] | None = None) -> Result:
+    """Run the engine over ``files``: the latest version of each incident.
+
+    ``engine`` defaults to every detector with request windows (the bundled
+    signatures, default settings). Request summaries go to ``on_request`` as
+    their windows close (none are kept here: memory stays flat in the number
+    of request ids)."""
+    if engine is None:
+        from pipeline.signatures import engine as default_engine
+        engine = default_engine()
     stats = Stats()
     latest: dict[str, dict] = {}
+
+    def take(emitted) -> None:
+        for doc in emitted.incidents:
+            latest[doc["id"]] = doc
+        if on_request is not None:
+            for doc in emitted.requests:
+                on_request(doc)
+
+    feed = engine.feed
     for ev in merged_events(files, tz, stats, on_progress, on_warning):
         stats.events += 1
         stats.by_kind[ev.kind] = stats.by_kind.get(ev.kind, 0) + 1
@@ -133,7 +150,9 @@ def analyze(files: list[LogFile], *, tz: str | None = "UTC", since: float | None
                                   (until is not None and ev.ts > until)):
             stats.filtered += 1
             continue
-        for doc in engine.feed(ev):
-            latest[doc["id"]] = doc
+        emitted = feed(ev)
+        if emitted.incidents or emitted.requests:
+            take(emitted)
+    take(engine.flush())
     incidents = sorted(latest.values(), key=lambda d: (d["first_seen"] or "", d["id"]))
     return Result(incidents, stats)

@@ -8,30 +8,70 @@ inactivity gap or at the end of input, and yields one summary
 """
 from __future__ import annotations
 
+import heapq
 import textwrap
-from typing import Callable
+from typing import Callable, Iterator
 
-from detectors import Engine
+from detectors.engine import Engine
 from detectors.model import Event
 from detectors.request_windows import RequestWindows
 
-from pipeline.local.analyze import Stats, analyze
-from pipeline.rootcause import EngineWithRequests
+from pipeline.local.analyze import REORDER_SLACK, Stats, analyze
+from pipeline.parsing.timefmt import iso_to_epoch
 from pipeline.sources.files import LogFile
+
+
+class InOrder:
+    """Request summaries re-sorted by (first_seen, id) as they close, holding
+    only those that a later one could still precede: a window still open
+    started at most ``max_length + gap`` (plus analyze's reorder slack)
+    before the newest first record, so older summaries are final."""
+
+    def __init__(self, emit: Callable[[dict], None], gap: float, max_length: float) -> None:
+        self.emit = emit
+        self.slack = max_length + gap + REORDER_SLACK + 60.0
+        self.heap: list[tuple] = []
+        self.high = float("-inf")
+
+    def add(self, doc: dict) -> None:
+        first = doc["first_seen"] or ""
+        ts = _epoch(first)
+        if ts > self.high:
+            self.high = ts
+        heapq.heappush(self.heap, (first, doc["id"], ts, doc))
+        limit = self.high - self.slack
+        while self.heap and self.heap[0][2] < limit:
+            self.emit(heapq.heappop(self.heap)[3])
+
+    def close(self) -> None:
+        while self.heap:
+            self.emit(heapq.heappop(self.heap)[3])
+
+
+def _epoch(text: str) -> float:
+    try:
+        return iso_to_epoch(text)
+    except ValueError:
+        return float("-inf")
 
 
 def summaries(files: list[LogFile], tz: str | None = "UTC", *, since: float | None = None,
               until: float | None = None, gap: float = 120.0, max_length: float = 3600.0,
               stats: Stats | None = None, on_progress: Callable[[int], None] | None = None,
-              on_unparsed: Callable[[Event], None] | None = None) -> list[dict]:
-    """Every request summary of ``files``, in order of first record."""
-    windows = EngineWithRequests(Engine([]), RequestWindows(gap=gap, max_length=max_length))
-    result = analyze(files, tz=tz, since=since, until=until, engine=windows,
-                     on_progress=on_progress, on_unparsed=on_unparsed)
-    windows.finish([])
+              on_unparsed: Callable[[Event], None] | None = None,
+              on_summary: Callable[[dict], None] | None = None) -> list[dict]:
+    """Every request summary of ``files``, in order of first record: passed to
+    ``on_summary`` as soon as its place is certain (then nothing is kept), or
+    returned as a list."""
+    kept: list[dict] = []
+    order = InOrder(on_summary or kept.append, gap, max_length)
+    engine = Engine([], windows=RequestWindows(gap=gap, max_length=max_length))
+    result = analyze(files, tz=tz, since=since, until=until, engine=engine,
+                     on_progress=on_progress, on_unparsed=on_unparsed, on_request=order.add)
+    order.close()
     if stats is not None:
         vars(stats).update(vars(result.stats))
-    return sorted(windows.summaries, key=lambda d: (d["first_seen"] or "", d["id"]))
+    return kept
 
 
 COLUMNS = (("TIME", 19), ("REQUEST ID", 40), ("OUTCOME", 10), ("SERVICES", 44), ("API CALL", 44),

@@ -40,9 +40,7 @@ import time
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterable
 
-from detectors import Engine
-
-from pipeline import codec, detection
+from pipeline import codec, signatures
 
 from pipeline.sinks import terminal as render
 from pipeline.parsing.parser import Parser
@@ -169,7 +167,7 @@ class Watcher:
                              from_start=from_start, rescan_interval=max(1.0, 4 * self.poll_interval),
                              on_error=lambda m: log(f"warning: {m}"), on_notice=log, clock=clock,
                              exclude=_own_files(out, dead_letter))
-        self.engine = Engine(detection.for_settings(settings))
+        self.engine = signatures.engine("all", settings)
         self.printer = IncidentPrinter(out, fmt)
         self.dead = DeadLetters(dead_letter)
         self.sink = index_sink
@@ -223,7 +221,7 @@ class Watcher:
             if ev.ts is not None and (self.event_wm is None or ev.ts > self.event_wm):
                 self.event_wm = ev.ts
                 self.wm_moved = now
-            docs.extend(engine.feed(ev))
+            docs.extend(engine.feed(ev).incidents)
         if self.sink is not None and parsed:
             self.sink.add(parsed, [])
 
@@ -256,7 +254,7 @@ class Watcher:
             self.last_tick = now
             estimate = self.event_wm + (now - self.wm_moved)
             if self.engine.watermark is None or estimate > self.engine.watermark:
-                docs.extend(self.engine.advance(estimate))
+                docs.extend(self.engine.advance(estimate).incidents)
         if docs:
             changed = self.printer.emit(docs)
             if changed:
@@ -274,6 +272,7 @@ class Watcher:
         docs: list[dict] = []
         if events:
             self._process(events, docs, self.clock())
+        docs.extend(self.engine.flush().incidents)      # windows close: causes join their incidents
         if docs:
             changed = self.printer.emit(docs)
             self.stats["updates"] += len(changed)

@@ -17,9 +17,9 @@ from typing import Any, NamedTuple
 import orjson
 
 from detectors.model import Event
+from detectors.topology import service_from_logger
 
-from pipeline.parsing.extract import (UUID_RE, access_fields, exception_of, is_request_id, parse_context, resources_of,
-                      service_from_logger)
+from pipeline.parsing.extract import UUID_RE, access_fields, exception_of, is_request_id, parse_context, resources_of
 from pipeline.parsing.timefmt import InvalidTimestamp, TimeParser
 
 

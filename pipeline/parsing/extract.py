@@ -9,6 +9,7 @@ import re
 from typing import NamedTuple
 
 from detectors.model import Event
+from detectors.topology import service_from_logger
 
 from pipeline.parsing.fold import Record
 from pipeline.parsing.lineformat import ANSI, context_end
@@ -46,32 +47,11 @@ ERRNO = re.compile(r"\[Errno (\d+)\]")
 INSTANCE_PREFIX = "[instance: "
 RESOURCE_SCAN = 4096
 
-LOGGER_SERVICE = (
-    ("nova.api", "nova-api"), ("nova.osapi_compute", "nova-api"), ("nova.metadata", "nova-api-metadata"),
-    ("nova.compute", "nova-compute"), ("nova.virt", "nova-compute"), ("nova.conductor", "nova-conductor"),
-    ("nova.scheduler", "nova-scheduler"), ("cinder.volume", "cinder-volume"), ("cinder.api", "cinder-api"),
-    ("cinder.scheduler", "cinder-scheduler"), ("cinder.backup", "cinder-backup"),
-    ("glance.registry", "glance-registry"), ("glance", "glance-api"), ("keystone", "keystone"),
-    ("neutron", "neutron-server"), ("placement", "placement-api"),
-)
-
-
 class Source(NamedTuple):
     """Where a stream's lines come from. ``service`` None: infer per record."""
     host: str | None
     service: str | None
     path: str | None
-
-
-def service_from_logger(logger: str | None, prog: str | None = None) -> str | None:
-    if prog and prog not in ("python", "python3", "python2", "uwsgi", "httpd", "apache2"):
-        return prog
-    if not logger:
-        return None
-    for prefix, service in LOGGER_SERVICE:
-        if logger.startswith(prefix):
-            return service
-    return logger.split(".", 1)[0]
 
 
 def parse_context(ctx: str, ev: Event) -> None:

@@ -28,15 +28,12 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-from detectors import Engine
 from detectors.model import Event, event_from_doc, event_to_doc
-from detectors.request_windows import RequestWindows
 
-from pipeline import codec, detection
+from pipeline import codec, signatures
 from pipeline.parsing.extract import Source
 from pipeline.parsing.naming import service_from_path
 from pipeline.parsing.parser import Parser
-from pipeline.rootcause import RootCauses
 
 log = logging.getLogger("osloscope.worker")
 
@@ -180,6 +177,14 @@ class _Stage:
             out.incidents.extend(latest)
             self.stats["incidents_out"] += len(latest)
 
+    def _emitted(self, emitted, out: Output, sink=None) -> None:
+        """An engine's output: incidents, and request summaries to index."""
+        self._incidents(emitted.incidents, out)
+        if emitted.requests:
+            self.stats["requests_out"] = self.stats.get("requests_out", 0) + len(emitted.requests)
+            if sink is not None:
+                out.es_actions.extend(sink.request_action(s) for s in emitted.requests)
+
     def _pack(self, **state) -> bytes:
         return pickle.dumps({"version": STATE_VERSION, "stage": self.name, "offsets": self.offsets,
                              "engine": self.engine.snapshot(), **state},
@@ -206,7 +211,7 @@ class ParseStage(_Stage):
         super().__init__()
         self.settings = settings
         self.parsers: dict[str, _TrackingParser] = {}
-        self.engine = Engine(detection.for_settings(settings, "host"))
+        self.engine = signatures.engine("host", settings)
         self.generation: dict[tuple, str] = {}     # (host, path) -> file identity (inode header)
         self.idle = _IdleClock()
         self.stats.update(events_out=0, dead_letters=0, incidents_out=0)
@@ -271,7 +276,7 @@ class ParseStage(_Stage):
                     self._emit(events, out, now)
         virtual = self.idle.virtual_now(now, self.engine.watermark)
         if virtual is not None:
-            self._incidents(self.engine.advance(virtual), out)
+            self._emitted(self.engine.advance(virtual), out)
         return out
 
     def _emit(self, events, out: Output, now: float) -> None:
@@ -288,7 +293,7 @@ class ParseStage(_Stage):
             self.stats["events_out"] += 1
             if ev.ts is not None:
                 self.idle.saw(now, ev.ts)
-            self._incidents(self.engine.feed(ev), out)
+            self._emitted(self.engine.feed(ev), out)
 
     # -- state -----------------------------------------------------------------
     def snapshot(self) -> bytes:
@@ -313,9 +318,7 @@ class CorrelateStage(_Stage):
     def __init__(self, settings) -> None:
         self.settings = settings
         super().__init__()
-        self.engine = Engine(detection.for_settings(settings, "request"))
-        self.windows = RequestWindows()
-        self.causes = RootCauses()
+        self.engine = signatures.engine("request", settings)
         self.seen: OrderedDict[str, None] = OrderedDict()
         self.seen_max = SEEN_PER_BATCH * settings.worker.batch_size + 1000
         self.idle = _IdleClock()
@@ -353,41 +356,22 @@ class CorrelateStage(_Stage):
             ev = event_from_doc({**doc, "_ts": ts})
             if ts is not None:
                 self.idle.saw(now, ts)
-            docs = self.engine.feed(ev)
-            if docs:
-                self._incidents(self.causes.track(docs), out)
-            self._requests(self.windows.feed(ev), out, sink)
+            self._emitted(self.engine.feed(ev), out, sink)
         return out
-
-    def _requests(self, summaries: list[dict], out: Output, sink) -> None:
-        if summaries:
-            out.incidents.extend(self.causes.learn(summaries))   # incidents now knowing their cause
-            self.stats["requests_out"] += len(summaries)
-            if sink is not None:
-                out.es_actions.extend(sink.request_action(s) for s in summaries)
 
     def tick(self, now: float, sink=None) -> Output:
         out = Output()
         virtual = self.idle.virtual_now(now, self.engine.watermark)
         if virtual is not None:
-            self._requests(self.windows.advance(virtual), out, sink)   # causes first, then resolve
-            docs = self.engine.advance(virtual)
-            out.incidents.extend(_latest(self.causes.track(docs)))
+            self._emitted(self.engine.advance(virtual), out, sink)
         return out
 
     def snapshot(self) -> bytes:
-        return self._pack(seen=list(self.seen), windows=self.windows.snapshot(),
-                          causes=(list(self.causes.by_request.items()),
-                                  list(self.causes.incidents.items())))
+        return self._pack(seen=list(self.seen))
 
     def restore(self, data: bytes, now: float) -> None:
         state = self._unpack(data)
         self.seen = OrderedDict((k, None) for k in state["seen"])
-        if "windows" in state:
-            self.windows.restore(state["windows"])
-        if "causes" in state:
-            self.causes.by_request = OrderedDict(state["causes"][0])
-            self.causes.incidents = OrderedDict(state["causes"][1])
 
 
 class _IdleClock:

@@ -35,7 +35,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from detectors.absence import RequestStalled  # noqa: E402
+from detectors.request_stalled import RequestStalled  # noqa: E402
 from detectors.model import Event  # noqa: E402
 from detectors.request_windows import RequestWindows  # noqa: E402
 

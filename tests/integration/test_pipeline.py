@@ -116,11 +116,10 @@ def counts(client, settings) -> tuple[int, int]:
 
 def embedded(paths: list[Path]):
     """What `osloscope analyze` finds in the same files: ids and record count."""
-    from detectors import Engine
-    from pipeline import detection
     from pipeline.local.analyze import analyze
+    from pipeline.signatures import engine
     from pipeline.sources.files import discover
-    res = analyze(discover([str(p) for p in paths]), engine=Engine(detection.build()))
+    res = analyze(discover([str(p) for p in paths]), engine=engine("all", windows=False))
     return {d["id"]: d for d in res.incidents}, res.stats.events - res.stats.unparsed
 
 

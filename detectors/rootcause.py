@@ -8,23 +8,23 @@ first error of the deepest service was raised. ``RootCauses`` joins the two:
 ``details.root_cause`` (component, service, host, exception, reason) and
 ``details.linked`` (downstream request ids, instance/volume/image ids).
 
-Used the same way by ``osloscope analyze`` (one pass: the engine and the
-request windows see the same events) and by the worker's correlate stage
-(incidents re-emitted with the cause once the window has closed).
-Bounded: at most ``max_requests`` request ids and ``max_incidents``
-incident documents are remembered.
+The engine (``detectors.engine``) owns it: ``osloscope analyze``, ``watch``
+and the worker's correlate stage get the same joins. An incident without a
+cause yet (open or resolved) is remembered, and re-emitted with the cause
+once a window that explains one of its requests closes. Bounded: at most
+``max_requests`` request ids and ``max_incidents`` incident documents.
 """
 from __future__ import annotations
 
 from collections import OrderedDict
 
-from detectors.request_windows import RequestWindows
+RC_FIELDS = ("component", "service", "host", "exception_type", "exception_message", "raised_in", "reason")
 
 
 class RootCauses:
     def __init__(self, max_requests: int = 20_000, max_incidents: int = 2_000) -> None:
         self.by_request: OrderedDict[str, dict] = OrderedDict()
-        self.incidents: OrderedDict[str, dict] = OrderedDict()
+        self.incidents: OrderedDict[str, dict] = OrderedDict()     # id -> doc still without a cause
         self.max_requests = max_requests
         self.max_incidents = max_incidents
 
@@ -41,9 +41,10 @@ class RootCauses:
             while len(self.by_request) > self.max_requests:
                 self.by_request.popitem(last=False)
             ids = set(s.get("request_ids") or ())
-            for iid, doc in self.incidents.items():
-                if ids.intersection(doc.get("request_ids") or ()) and "root_cause" not in doc["details"]:
-                    self.incidents[iid] = changed[iid] = self.attach(doc)
+            for iid, doc in list(self.incidents.items()):
+                if ids.intersection(doc.get("request_ids") or ()):
+                    changed[iid] = self.attach(doc)
+                    del self.incidents[iid]
         return list(changed.values())
 
     def attach(self, doc: dict) -> dict:
@@ -53,56 +54,30 @@ class RootCauses:
             if info is not None:
                 details = dict(doc.get("details") or {})
                 rc = info["root_cause"]
-                details["root_cause"] = {k: rc.get(k) for k in ("component", "service", "host", "exception_type",
-                                                                "exception_message", "raised_in", "reason")}
+                details["root_cause"] = {k: rc.get(k) for k in RC_FIELDS}
                 details["root_cause"]["request_id"] = info["request"]
                 details["linked"] = info["linked"]
-                doc = {**doc, "details": details}
-                break
+                return {**doc, "details": details}
         return doc
 
     def track(self, docs: list[dict]) -> list[dict]:
-        """Attach what is known, remember open incidents for later causes."""
+        """Attach what is known; remember the incidents still without a cause."""
         out = []
         for doc in docs:
             doc = self.attach(doc)
-            if doc.get("status") == "open":
+            if "root_cause" in doc["details"]:
+                self.incidents.pop(doc["id"], None)
+            else:
                 self.incidents[doc["id"]] = doc
                 self.incidents.move_to_end(doc["id"])
                 while len(self.incidents) > self.max_incidents:
                     self.incidents.popitem(last=False)
-            else:
-                self.incidents.pop(doc["id"], None)
             out.append(doc)
         return out
 
+    def snapshot(self) -> dict:
+        return {"by_request": list(self.by_request.items()), "incidents": list(self.incidents.items())}
 
-class EngineWithRequests:
-    """An Engine stand-in for ``pipeline.local.analyze.analyze``: feeds the request
-    windows with the same events and joins their causes into the incidents."""
-
-    def __init__(self, engine, windows: RequestWindows | None = None) -> None:
-        self.engine = engine
-        self.windows = windows or RequestWindows()
-        self.causes = RootCauses()
-        self.summaries: list[dict] = []
-
-    @property
-    def detectors(self) -> list:
-        return self.engine.detectors
-
-    def feed(self, ev) -> list[dict]:
-        docs = self.engine.feed(ev)
-        closed = self.windows.feed(ev)
-        out = self.causes.track(docs) if docs else []
-        if closed:
-            self.summaries.extend(closed)
-            out.extend(self.causes.learn(closed))
-        return out
-
-    def finish(self, incidents: list[dict]) -> list[dict]:
-        """End of input: close every window and complete the incidents."""
-        closed = self.windows.flush()
-        self.summaries.extend(closed)
-        self.causes.learn(closed)
-        return [self.causes.attach(doc) for doc in incidents]
+    def restore(self, state: dict) -> None:
+        self.by_request = OrderedDict((k, v) for k, v in state.get("by_request", []))
+        self.incidents = OrderedDict((k, v) for k, v in state.get("incidents", []))

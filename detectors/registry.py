@@ -1,0 +1,76 @@
+"""The detectors: the one list every path builds them from.
+
+``osloscope analyze`` and ``watch`` run every detector in one engine; the
+worker splits them by the key their state needs (../shared/DESIGN.md, "Data
+flow"): ``host`` detectors run in the parse stage, next to the per-file order
+of the raw topic; ``request`` detectors run in the correlate stage on events
+keyed by request id. Tests and benchmarks build them here too, so every path
+runs the same detectors with the same parameters.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+from .auth_failures import AuthFailures, AuthFailuresConfig
+from .base import Detector
+from .disk_full import DiskFull
+from .engine import Engine
+from .known_issues import KnownIssues
+from .request_stalled import RequestStalled, RequestStalledConfig
+from .request_windows import RequestWindows
+from .retry_exhaustion import RetryExhaustion
+from .service_silent import ServiceSilent, ServiceSilentConfig
+
+SCOPES = ("all", "host", "request")
+
+
+@dataclass(frozen=True)
+class DetectorConfig:
+    """Every detector's parameters (each detector reads its own part)."""
+    auth_failures: AuthFailuresConfig = AuthFailuresConfig()
+    request_stalled: RequestStalledConfig = RequestStalledConfig()
+    service_silent: ServiceSilentConfig = ServiceSilentConfig()
+
+
+@dataclass(frozen=True)
+class Entry:
+    type: str            # the incident type it emits
+    scope: str           # "host" or "request": the key its state lives under
+    fires_on: str        # one line for the CLI's description
+    make: Callable[[DetectorConfig, Sequence[dict]], Detector]
+
+
+ENTRIES: tuple[Entry, ...] = (
+    Entry("retry_exhausted", "request", "a retry budget that ran out (volume creation, scheduling, DB, "
+          "glance, keystoneauth, network setup, ...)", lambda c, s: RetryExhaustion()),
+    Entry("request_stalled", "request", "an API accepted work that no worker service ever picked up",
+          lambda c, s: RequestStalled(c.request_stalled)),
+    Entry("auth_failure", "host", "bursts of rejected logins per source address and user; database, "
+          "RabbitMQ, image and service credentials rejected", lambda c, s: AuthFailures(c.auth_failures)),
+    Entry("disk_full", "host", "a filesystem out of space (ENOSPC, qemu-img write errors, glance "
+          "store full)", lambda c, s: DiskFull()),
+    Entry("service_silent", "host", "a service that logged steadily and fell silent while the fleet "
+          "keeps logging", lambda c, s: ServiceSilent(c.service_silent)),
+    Entry("known_issue", "host", "a failure of the signature library (one TOML file each)",
+          lambda c, s: KnownIssues(s)),
+)
+
+
+def build(scope: str = "all", config: DetectorConfig | None = None,
+          signatures: Sequence[dict] = ()) -> list[Detector]:
+    """The detectors of ``scope``, request-scoped first."""
+    if scope not in SCOPES:
+        raise ValueError(f"scope must be one of {SCOPES}, not {scope!r}")
+    config = config or DetectorConfig()
+    order = [e for e in ENTRIES if e.scope == "request"] + [e for e in ENTRIES if e.scope == "host"]
+    return [e.make(config, signatures) for e in order if scope in ("all", e.scope)]
+
+
+def engine(scope: str = "all", config: DetectorConfig | None = None, signatures: Sequence[dict] = (),
+           *, windows: bool | None = None) -> Engine:
+    """An engine with the detectors of ``scope``; request windows (and root
+    causes) wherever request-scoped detectors run, unless ``windows`` says."""
+    if windows is None:
+        windows = scope != "host"
+    return Engine(build(scope, config, signatures), windows=RequestWindows() if windows else None)

@@ -1,0 +1,255 @@
+"""request_stalled (seed 001, method step 5): accepted but never processed.
+
+An API accepted a request that starts work in other services (nova ``POST
+/servers`` answered 202, a server action such as migrate/resize/live-migrate,
+a volume attach, cinder ``POST /volumes`` ...) and no conductor/scheduler/
+compute record (cinder-scheduler/volume for cinder) of that request -- same
+request id or global request id -- followed within ``timeout`` seconds. The
+message queue or a worker service is the likely fault.
+
+The absence rule: absence is only judged against evidence that time moved on
+elsewhere -- the event watermark, the highest timestamp of the events *fed*
+to the detector. ``advance(now)`` never moves the absence clock beyond it (a
+timer is no evidence that anything else was logged). At end of input,
+``flush()`` emits nothing and drops what was pending: a file that simply ends
+is never an incident. The detector also needs evidence that the logs of the
+workers that handle this API's requests are in the input: the workers picked
+up at least one accepted request of the same family (nova, cinder) before,
+and their last record (for any request) is less than ``horizon`` seconds older
+than the accepted request -- otherwise logs of the API alone, or of unrelated
+hosts, would make every request "stalled". On a partial collection (some
+compute hosts missing) a request scheduled to a missing host still looks
+stalled: collect all of them.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from .base import Detector
+from .incident import MAX_LIST, Incident, evidence_of
+from .model import Event
+from .topology import ACTION_LINE, WORKERS, accepted_operation, worker_family
+
+
+STALL_CAUSE = (
+    "The {api} accepted the request and handed it to the message queue, but no record of the "
+    "request from {workers} followed within {timeout:g} s while the other services kept logging: "
+    "RabbitMQ is down, partitioned or not delivering (queues growing, consumers gone), or "
+    "{workers} are stuck or not consuming (seed 001, step 5)."
+)
+STALL_FIX = {
+    "nova": (
+        "Check RabbitMQ: `rabbitmqctl cluster_status`, `rabbitmqctl list_queues name messages "
+        "consumers` (conductor/scheduler/compute queues with messages and 0 consumers); check "
+        "`openstack compute service list` and that nova-conductor and nova-scheduler run "
+        "(`systemctl status openstack-nova-conductor openstack-nova-scheduler`) and their logs for "
+        "AMQP errors (Connection refused, MessagingTimeout); compare transport_url in nova.conf on "
+        "the API and worker hosts; restart conductor/scheduler once RabbitMQ is healthy, then "
+        "retry or delete the stuck instances (`openstack server list --status BUILD`)."
+    ),
+    "cinder": (
+        "Check RabbitMQ: `rabbitmqctl cluster_status`, `rabbitmqctl list_queues name messages "
+        "consumers` (cinder-scheduler/cinder-volume queues with messages and 0 consumers); check "
+        "`openstack volume service list` and that cinder-scheduler and cinder-volume run and their "
+        "logs for AMQP errors; compare transport_url in cinder.conf on the API and volume hosts; "
+        "restart them once RabbitMQ is healthy, then reset stuck volumes (`cinder reset-state`)."
+    ),
+}
+
+
+@dataclass(frozen=True)
+class RequestStalledConfig:
+    timeout: float = 120.0       # seconds an accepted request may wait for its first worker record
+    horizon: float = 3600.0      # the workers' logs count as present if they logged this recently
+    max_pending: int = 50_000    # accepted requests waiting at once
+    max_recent: int = 20_000     # request ids remembered as picked up / fired
+
+
+class RequestStalled(Detector):
+    """request_stalled: accepted but never processed. See the module docstring
+    for the absence rule (event watermark only; nothing at end of input)."""
+
+    name = "request_stalled"
+    quiet_period = 900.0
+
+    def __init__(self, config: RequestStalledConfig = RequestStalledConfig()) -> None:
+        super().__init__()
+        self.config = config
+        self.timeout = config.timeout
+        self.horizon = config.horizon
+        self.max_pending = config.max_pending
+        self.max_recent = config.max_recent
+        self.wm: float | None = None
+        # request id -> [accepted ts, family, operation, evidence item, resource id, global id]
+        self.pending: OrderedDict[str, list] = OrderedDict()
+        self.alias: dict[str, str] = {}                    # global id -> pending request id
+        self.actions: OrderedDict[str, str] = OrderedDict()  # request id -> action name (API DEBUG)
+        self.recent: OrderedDict[str, float] = OrderedDict()  # ids the workers logged lately
+        self.worker_seen: dict[str, float] = {}            # family -> last worker record ts
+        self.picked: dict[str, int] = {}                   # family -> accepted requests picked up
+        self.stalled: OrderedDict[str, tuple] = OrderedDict()  # fired request id -> incident key
+
+    # -- feeding ---------------------------------------------------------------
+    def feed(self, ev: Event) -> list[dict]:
+        if ev.kind == "unparsed":
+            return []
+        out: list[dict] = []
+        ts = ev.ts
+        family = worker_family(ev)
+        rid, gid = ev.request_id, ev.global_request_id
+        if family is not None:
+            if ts is not None and ts > self.worker_seen.get(family, float("-inf")):
+                self.worker_seen[family] = ts
+            if rid or gid:
+                self._picked_up(family, rid, gid, ts, out)
+        elif rid and ev.status_code is not None and ev.http_method == "POST":
+            self._accepted(ev, out)
+        elif rid and ev.level == "DEBUG" and "Action: '" in (ev.message or ""):
+            m = ACTION_LINE.search(ev.message)
+            if m:
+                self.actions[rid] = m.group(1)
+                while len(self.actions) > self.max_recent:
+                    self.actions.popitem(last=False)
+        if ts is not None and (self.wm is None or ts > self.wm):
+            self.wm = ts
+            self._judge(out)
+        return out
+
+    def _picked_up(self, family: str, rid: str | None, gid: str | None, ts: float | None,
+                   out: list[dict]) -> None:
+        for i in (rid, gid):
+            if not i:
+                continue
+            key = i if i in self.pending else self.alias.get(i)
+            if key is not None and key in self.pending:
+                self._drop(key)
+                self.picked[family] = self.picked.get(family, 0) + 1
+            fired = self.stalled.get(i)
+            if fired is not None:              # picked up after the incident fired
+                inc = self.book.open.get(fired)
+                if inc is not None:
+                    inc.details["picked_up_late"] = inc.details.get("picked_up_late", 0) + 1
+                    out.append(inc.to_doc())
+                del self.stalled[i]
+            self.recent[i] = ts if ts is not None else (self.wm or 0.0)
+            self.recent.move_to_end(i)
+        while len(self.recent) > self.max_recent:
+            self.recent.popitem(last=False)
+
+    def _accepted(self, ev: Event, out: list[dict]) -> None:
+        rid = ev.request_id
+        op = accepted_operation(ev.http_method, ev.url_path, ev.status_code, self.actions.pop(rid, None))
+        if op is None or ev.ts is None:
+            return
+        ts = ev.ts
+        gid = ev.global_request_id
+        for i in (rid, gid):                   # the workers were faster than the access line
+            seen = self.recent.get(i) if i else None
+            if seen is not None and seen >= ts - self.timeout:
+                self.picked[op[0]] = self.picked.get(op[0], 0) + 1
+                return
+        if rid in self.pending:
+            return
+        family, operation, resource = op
+        self.pending[rid] = [ts, family, operation, evidence_of(ev), resource, gid]
+        if gid and gid != rid:
+            self.alias[gid] = rid
+        while len(self.pending) > self.max_pending:      # oldest first: never judged, no evidence
+            self._drop(next(iter(self.pending)))
+
+    def _drop(self, key: str) -> list:
+        item = self.pending.pop(key)
+        gid = item[5]
+        if gid and self.alias.get(gid) == key:
+            del self.alias[gid]
+        return item
+
+    def _judge(self, out: list[dict]) -> None:
+        """Pending requests whose deadline the event watermark has passed."""
+        wm = self.wm
+        while self.pending:
+            key, item = next(iter(self.pending.items()))
+            if item[0] + self.timeout > wm:
+                break
+            self._drop(key)
+            ts, family = item[0], item[1]
+            if self.worker_seen.get(family, float("-inf")) < ts - self.horizon or not self.picked.get(family):
+                continue                       # these workers' logs are not in the input: cannot judge
+            self._fire(key, item, out)
+
+    def _fire(self, rid: str, item: list, out: list[dict]) -> None:
+        ts, family, operation, evidence, resource, gid = item
+        workers = "/".join(sorted(WORKERS[family]))
+        api = f"{family}-api"
+        key = ("request_stalled", family)
+        inc = self.book.touch(key, ts, lambda: Incident(
+            rule=f"request_stalled.{family}", type="request_stalled", key=key, window_start=ts,
+            severity="error",
+            title=f"{family} requests accepted but never picked up by {workers}",
+            probable_cause=STALL_CAUSE.format(api=api, workers=workers, timeout=self.timeout),
+            remediation=STALL_FIX[family]), out)
+        inc.add_item(evidence, ts)
+        if gid and gid not in inc.request_ids and len(inc.request_ids) < MAX_LIST:
+            inc.request_ids.append(gid)
+        if resource:
+            kind = "instance" if family == "nova" else "volume"
+            lst = inc.resources.setdefault(kind, [])
+            if resource not in lst and len(lst) < MAX_LIST:
+                lst.append(resource)
+        d = inc.details
+        d["timeout_seconds"] = self.timeout
+        d["expected_services"] = sorted(WORKERS[family])
+        ops = d.setdefault("operations", {})
+        ops[operation] = ops.get(operation, 0) + 1
+        d["waited_seconds"] = round(self.wm - ts, 3)
+        inc.summary = (f"{inc.count} accepted request(s) ({', '.join(f'{k}: {v}' for k, v in ops.items())}) "
+                       f"with no record from {workers} within {self.timeout:g} s while other services "
+                       f"kept logging; last: {rid} at {evidence['@timestamp']}")
+        self.stalled[rid] = key
+        if gid:
+            self.stalled[gid] = key
+        while len(self.stalled) > self.max_recent:
+            self.stalled.popitem(last=False)
+        out.append(inc.to_doc())
+
+    # -- time --------------------------------------------------------------------
+    def advance(self, now: float) -> list[dict]:
+        """Resolve quiet incidents and expire small maps. Absence is never
+        judged past the event watermark, whatever ``now`` says."""
+        out = self.book.advance(now)
+        limit = min(now, self.wm) if self.wm is not None else now
+        while self.recent and next(iter(self.recent.values())) < limit - max(self.timeout, 60.0):
+            self.recent.popitem(last=False)
+        if out:
+            open_keys = set(self.book.open)
+            for r in [r for r, k in self.stalled.items() if k not in open_keys]:
+                del self.stalled[r]
+        return out
+
+    def flush(self) -> list[dict]:
+        """End of input: nothing is judged; pending requests are dropped."""
+        self.pending.clear()
+        self.alias.clear()
+        return []
+
+    # -- state -------------------------------------------------------------------
+    def snapshot(self) -> dict:
+        return {
+            "incidents": self.book.snapshot(), "wm": self.wm,
+            "pending": [[k, v] for k, v in self.pending.items()],
+            "actions": list(self.actions.items()), "recent": list(self.recent.items()),
+            "worker_seen": dict(self.worker_seen), "picked": dict(self.picked),
+            "stalled": [[r, list(k)] for r, k in self.stalled.items()],
+        }
+
+    def restore(self, state: dict) -> None:
+        self.book.restore(state.get("incidents", []))
+        self.wm = state.get("wm")
+        self.pending = OrderedDict((k, list(v)) for k, v in state.get("pending", []))
+        self.alias = {v[5]: k for k, v in self.pending.items() if v[5] and v[5] != k}
+        self.actions = OrderedDict((k, v) for k, v in state.get("actions", []))
+        self.recent = OrderedDict((k, v) for k, v in state.get("recent", []))
+        self.worker_seen = dict(state.get("worker_seen", {}))
+        self.picked = dict(state.get("picked", {}))
+        self.stalled = OrderedDict((r, tuple(k)) for r, k in state.get("stalled", []))
