@@ -18,12 +18,13 @@ Two kinds of signal:
 from __future__ import annotations
 
 import re
-from collections import OrderedDict, deque
+from collections import deque
 from dataclasses import dataclass
 
 from .base import Detector
 from .incident import Incident, evidence_of
 from .model import UUID, Event
+from .store import KeyedStore
 
 
 KEYSTONE_AUTHZ = re.compile(r"Authorization failed\. .*? from (\S+?)\s*$", re.S)
@@ -123,7 +124,7 @@ class AuthFailures(Detector):
         self.window = config.window
         self.max_keys = config.max_keys
         # key -> deque[(ts, source_ip)], at most `threshold` entries each
-        self.recent: OrderedDict[tuple, deque] = OrderedDict()
+        self.recent: KeyedStore[tuple, deque] = KeyedStore(config.max_keys)
 
     # -- burst signals -------------------------------------------------------
     def _signal(self, ev: Event, text: str) -> tuple[str | None, str | None] | None:
@@ -142,15 +143,7 @@ class AuthFailures(Detector):
         return None
 
     def _count(self, key: tuple, ts: float, ip: str | None, ev: Event) -> deque:
-        q = self.recent.get(key)
-        if q is None:
-            q = self.recent[key] = deque(maxlen=self.threshold)
-            while len(self.recent) > self.max_keys:
-                self.recent.popitem(last=False)
-        else:
-            self.recent.move_to_end(key)
-        q.append((ts, ip, evidence_of(ev)))
-        return q
+        return self.recent.append(key, (ts, ip, evidence_of(ev)), self.threshold)
 
     def _burst(self, kind: str, who: str, ev: Event, ip: str | None, user: str | None,
                out: list[dict]) -> None:
@@ -242,18 +235,14 @@ class AuthFailures(Detector):
         return out
 
     def advance(self, now: float) -> list[dict]:
-        stale = [k for k, q in self.recent.items() if not q or now - q[-1][0] > self.window]
-        for k in stale:
-            del self.recent[k]
+        self.recent.expire(lambda _k, q: not q or now - q[-1][0] > self.window)
         return self.book.advance(now)
 
     def snapshot(self) -> dict:
         return {"incidents": self.book.snapshot(),
-                "recent": [[list(k), [list(x) for x in q]] for k, q in self.recent.items()]}
+                "recent": self.recent.snapshot(lambda q: [list(x) for x in q])}
 
     def restore(self, state: dict) -> None:
         self.book.restore(state.get("incidents", []))
-        self.recent = OrderedDict(
-            (tuple(k), deque((tuple(x) for x in q), maxlen=self.threshold))
-            for k, q in state.get("recent", []))
+        self.recent.restore(state.get("recent", []), lambda q: deque(map(tuple, q), maxlen=self.threshold))
 

@@ -14,11 +14,11 @@ someone to drain.
 """
 from __future__ import annotations
 
-from collections import OrderedDict
 from typing import Callable
 
 from .incident import Incident
 from .model import Event
+from .store import KeyedStore
 
 
 class IncidentBook:
@@ -28,14 +28,13 @@ class IncidentBook:
     resolves on the next ``advance``; the same key occurring later opens a new
     incident (new window start, so a new id). Past ``max_open`` incidents the
     least recently touched one is forgotten, never reported "resolved": its
-    last version (open) stands; ``evicted`` counts them.
+    last version (open) stands; ``open.evicted`` counts them.
     """
 
     def __init__(self, quiet_period: float, max_open: int = 10_000) -> None:
         self.quiet_period = quiet_period
         self.max_open = max_open
-        self.open: OrderedDict[tuple, Incident] = OrderedDict()
-        self.evicted = 0
+        self.open: KeyedStore[tuple, Incident] = KeyedStore(max_open)
 
     def get(self, key: tuple, ts: float | None = None) -> Incident | None:
         inc = self.open.get(key)
@@ -56,12 +55,9 @@ class IncidentBook:
             inc = None
         if inc is None:
             inc = factory()
-            self.open[key] = inc
-            while len(self.open) > self.max_open:
-                self.open.popitem(last=False)
-                self.evicted += 1
+            self.open.put(key, inc)          # past max_open the least recent is forgotten
         else:
-            self.open.move_to_end(key)
+            self.open.touch(key)
         return inc
 
     def rekey(self, old: tuple, new: tuple, out: list[dict]) -> Incident:
@@ -72,7 +68,7 @@ class IncidentBook:
             out.append(self._resolve(new))
         inc = self.open.pop(old)
         inc.key = new
-        self.open[new] = inc
+        self.open.put(new, inc)
         return inc
 
     def _resolve(self, key: tuple) -> dict:
@@ -88,10 +84,8 @@ class IncidentBook:
         return [inc.to_state() for inc in self.open.values()]
 
     def restore(self, states: list[dict]) -> None:
-        self.open = OrderedDict()
-        for st in states:
-            inc = Incident.from_state(st)
-            self.open[inc.key] = inc
+        incidents = [Incident.from_state(st) for st in states]
+        self.open.restore([(inc.key, inc) for inc in incidents])
 
 
 class Detector:

@@ -31,12 +31,12 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from collections import OrderedDict
 from typing import Any, Iterable
 
 from .base import Detector, IncidentBook
 from .incident import Incident, evidence_of
 from .model import Event
+from .store import KeyedStore
 
 DEFAULT_LEVELS = ("WARNING", "WARN", "ERROR", "CRITICAL", "FATAL", "TRACE")
 DEFAULT_QUIET = 1800.0
@@ -185,9 +185,9 @@ class KnownIssues(Detector):
         self.recovery_prefilter = (literal_union({k for s in self._recovering for k in s.keywords})
                                    if self._recovering else None)
         # (signature id, key) -> {"first_ts", "last_ts", "count", "items"}: persist_seconds not yet reached
-        self.pending: OrderedDict[tuple, dict] = OrderedDict()
+        self.pending: KeyedStore[tuple, dict] = KeyedStore(MAX_PENDING)
         # request id -> (signature id, key, ts) of a signature that explains others
-        self.recent: OrderedDict[str, tuple] = OrderedDict()
+        self.recent: KeyedStore[str, tuple] = KeyedStore(MAX_RECENT)
 
     # -- matching (also used by `osloscope rules test`) ----------------------
     def candidates(self, ev: Event) -> tuple[str, list[Signature]]:
@@ -253,9 +253,8 @@ class KnownIssues(Detector):
         if sig.persist > 0 and book.get(key, ts) is None:
             p = self.pending.get((sig.id, key))
             if p is None:
-                p = self.pending[(sig.id, key)] = {"first_ts": ts, "last_ts": ts, "count": 0, "items": []}
-                while len(self.pending) > MAX_PENDING:
-                    self.pending.popitem(last=False)
+                p = {"first_ts": ts, "last_ts": ts, "count": 0, "items": []}
+                self.pending.put((sig.id, key), p)
             p["count"] += 1
             p["last_ts"] = ts
             if ts - p["first_ts"] < sig.persist:
@@ -276,10 +275,7 @@ class KnownIssues(Detector):
         inc.summary = self._summary(inc, sig)
         if sig.explains:
             for rid in rids:
-                self.recent[rid] = (sig.id, key, ts)
-                self.recent.move_to_end(rid)
-            while len(self.recent) > MAX_RECENT:
-                self.recent.popitem(last=False)
+                self.recent.put(rid, (sig.id, key, ts))
         out.append(inc.to_doc())
 
     def _touch(self, sig: Signature, key: tuple, fields: dict, ev: Event, start: float,
@@ -340,11 +336,8 @@ class KnownIssues(Detector):
         out: list[dict] = []
         for book in self.books.values():
             out.extend(book.advance(now))
-        for pk in [pk for pk, p in self.pending.items()
-                   if now - p["last_ts"] > max(self.signatures[pk[0]].persist, 60.0)]:
-            del self.pending[pk]
-        for rid in [r for r, (_s, _k, ts) in self.recent.items() if now - ts > RECENT_TTL]:
-            del self.recent[rid]
+        self.pending.expire(lambda pk, p: now - p["last_ts"] > max(self.signatures[pk[0]].persist, 60.0))
+        self.recent.expire(lambda _r, v: now - v[2] > RECENT_TTL)
         return out
 
     # -- state ---------------------------------------------------------------
@@ -361,7 +354,7 @@ class KnownIssues(Detector):
         for sid, states in (state.get("books") or {}).items():
             if sid in self.books:            # a retired signature's incidents are dropped
                 self.books[sid].restore(states)
-        self.pending = OrderedDict(
-            ((sid, tuple(key)), dict(p)) for sid, key, p in state.get("pending", []) if sid in self.signatures)
-        self.recent = OrderedDict(
-            (rid, (sid, tuple(key), ts)) for rid, sid, key, ts in state.get("recent", []) if sid in self.signatures)
+        self.pending.restore([((sid, tuple(key)), dict(p)) for sid, key, p in state.get("pending", [])
+                              if sid in self.signatures])
+        self.recent.restore([(rid, (sid, tuple(key), ts)) for rid, sid, key, ts in state.get("recent", [])
+                             if sid in self.signatures])

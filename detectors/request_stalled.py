@@ -23,12 +23,12 @@ stalled: collect all of them.
 """
 from __future__ import annotations
 
-from collections import OrderedDict
 from dataclasses import dataclass
 
 from .base import Detector
 from .incident import MAX_LIST, Incident, evidence_of
 from .model import Event
+from .store import KeyedStore
 from .topology import ACTION_LINE, WORKERS, accepted_operation, worker_family
 
 
@@ -82,13 +82,13 @@ class RequestStalled(Detector):
         self.max_recent = config.max_recent
         self.wm: float | None = None
         # request id -> [accepted ts, family, operation, evidence item, resource id, global id]
-        self.pending: OrderedDict[str, list] = OrderedDict()
+        self.pending: KeyedStore[str, list] = KeyedStore(self.max_pending)
         self.alias: dict[str, str] = {}                    # global id -> pending request id
-        self.actions: OrderedDict[str, str] = OrderedDict()  # request id -> action name (API DEBUG)
-        self.recent: OrderedDict[str, float] = OrderedDict()  # ids the workers logged lately
+        self.actions: KeyedStore[str, str] = KeyedStore(self.max_recent)  # request id -> action (API DEBUG)
+        self.recent: KeyedStore[str, float] = KeyedStore(self.max_recent)  # ids the workers logged lately
         self.worker_seen: dict[str, float] = {}            # family -> last worker record ts
         self.picked: dict[str, int] = {}                   # family -> accepted requests picked up
-        self.stalled: OrderedDict[str, tuple] = OrderedDict()  # fired request id -> incident key
+        self.stalled: KeyedStore[str, tuple] = KeyedStore(self.max_recent)  # fired request id -> incident key
 
     # -- feeding ---------------------------------------------------------------
     def feed(self, ev: Event) -> list[dict]:
@@ -108,9 +108,7 @@ class RequestStalled(Detector):
         elif rid and ev.level == "DEBUG" and "Action: '" in (ev.message or ""):
             m = ACTION_LINE.search(ev.message)
             if m:
-                self.actions[rid] = m.group(1)
-                while len(self.actions) > self.max_recent:
-                    self.actions.popitem(last=False)
+                self.actions.put(rid, m.group(1))
         if ts is not None and (self.wm is None or ts > self.wm):
             self.wm = ts
             self._judge(out)
@@ -132,10 +130,7 @@ class RequestStalled(Detector):
                     inc.details["picked_up_late"] = inc.details.get("picked_up_late", 0) + 1
                     out.append(inc.to_doc())
                 del self.stalled[i]
-            self.recent[i] = ts if ts is not None else (self.wm or 0.0)
-            self.recent.move_to_end(i)
-        while len(self.recent) > self.max_recent:
-            self.recent.popitem(last=False)
+            self.recent.put(i, ts if ts is not None else (self.wm or 0.0))
 
     def _accepted(self, ev: Event, out: list[dict]) -> None:
         rid = ev.request_id
@@ -152,24 +147,27 @@ class RequestStalled(Detector):
         if rid in self.pending:
             return
         family, operation, resource = op
-        self.pending[rid] = [ts, family, operation, evidence_of(ev), resource, gid]
         if gid and gid != rid:
             self.alias[gid] = rid
-        while len(self.pending) > self.max_pending:      # oldest first: never judged, no evidence
-            self._drop(next(iter(self.pending)))
+        # past max_pending the oldest are dropped: never judged, no evidence
+        for key, item in self.pending.put(rid, [ts, family, operation, evidence_of(ev), resource, gid]):
+            self._unalias(key, item)
 
     def _drop(self, key: str) -> list:
         item = self.pending.pop(key)
+        self._unalias(key, item)
+        return item
+
+    def _unalias(self, key: str, item: list) -> None:
         gid = item[5]
         if gid and self.alias.get(gid) == key:
             del self.alias[gid]
-        return item
 
     def _judge(self, out: list[dict]) -> None:
         """Pending requests whose deadline the event watermark has passed."""
         wm = self.wm
         while self.pending:
-            key, item = next(iter(self.pending.items()))
+            key, item = self.pending.oldest()
             if item[0] + self.timeout > wm:
                 break
             self._drop(key)
@@ -206,11 +204,9 @@ class RequestStalled(Detector):
         inc.summary = (f"{inc.count} accepted request(s) ({', '.join(f'{k}: {v}' for k, v in ops.items())}) "
                        f"with no record from {workers} within {self.timeout:g} s while other services "
                        f"kept logging; last: {rid} at {evidence['@timestamp']}")
-        self.stalled[rid] = key
+        self.stalled.put(rid, key)
         if gid:
-            self.stalled[gid] = key
-        while len(self.stalled) > self.max_recent:
-            self.stalled.popitem(last=False)
+            self.stalled.put(gid, key)
         out.append(inc.to_doc())
 
     # -- time --------------------------------------------------------------------
@@ -219,12 +215,11 @@ class RequestStalled(Detector):
         judged past the event watermark, whatever ``now`` says."""
         out = self.book.advance(now)
         limit = min(now, self.wm) if self.wm is not None else now
-        while self.recent and next(iter(self.recent.values())) < limit - max(self.timeout, 60.0):
-            self.recent.popitem(last=False)
+        while self.recent and self.recent.oldest()[1] < limit - max(self.timeout, 60.0):
+            self.recent.pop_oldest()
         if out:
             open_keys = set(self.book.open)
-            for r in [r for r, k in self.stalled.items() if k not in open_keys]:
-                del self.stalled[r]
+            self.stalled.expire(lambda _r, k: k not in open_keys)
         return out
 
     def flush(self) -> list[dict]:
@@ -237,19 +232,19 @@ class RequestStalled(Detector):
     def snapshot(self) -> dict:
         return {
             "incidents": self.book.snapshot(), "wm": self.wm,
-            "pending": [[k, v] for k, v in self.pending.items()],
-            "actions": list(self.actions.items()), "recent": list(self.recent.items()),
+            "pending": self.pending.snapshot(),
+            "actions": self.actions.snapshot(), "recent": self.recent.snapshot(),
             "worker_seen": dict(self.worker_seen), "picked": dict(self.picked),
-            "stalled": [[r, list(k)] for r, k in self.stalled.items()],
+            "stalled": self.stalled.snapshot(list),
         }
 
     def restore(self, state: dict) -> None:
         self.book.restore(state.get("incidents", []))
         self.wm = state.get("wm")
-        self.pending = OrderedDict((k, list(v)) for k, v in state.get("pending", []))
+        self.pending.restore(state.get("pending", []), list)
         self.alias = {v[5]: k for k, v in self.pending.items() if v[5] and v[5] != k}
-        self.actions = OrderedDict((k, v) for k, v in state.get("actions", []))
-        self.recent = OrderedDict((k, v) for k, v in state.get("recent", []))
+        self.actions.restore(state.get("actions", []))
+        self.recent.restore(state.get("recent", []))
         self.worker_seen = dict(state.get("worker_seen", {}))
         self.picked = dict(state.get("picked", {}))
-        self.stalled = OrderedDict((r, tuple(k)) for r, k in state.get("stalled", []))
+        self.stalled.restore(state.get("stalled", []), tuple)

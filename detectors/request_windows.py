@@ -38,12 +38,12 @@ capped and expire. Pure: time only from the events and ``advance(now)``.
 from __future__ import annotations
 
 import re
-from collections import OrderedDict
 
 from .topology import (EXCEPTION_COMPONENT, GENERIC_PACKAGES, OWNER, PACKAGE_COMPONENT, WORKERS,
                        accepted_operation, depth, project_of)
 from .incident import incident_id
 from .model import Event
+from .store import KeyedStore
 
 ERROR_LEVELS = frozenset(("ERROR", "CRITICAL", "FATAL", "TRACE"))
 MAX_IDS = 20              # request ids, services, hosts, each kind of linked id
@@ -281,9 +281,9 @@ class RequestWindows:
         self.gap = gap
         self.max_length = max_length
         self.max_open = max_open
-        self.open: OrderedDict[str, Window] = OrderedDict()     # least recently active first
-        self.closed: OrderedDict[str, dict] = OrderedDict()     # key -> link info (capped, expiring)
-        self.owned: OrderedDict[str, list] = OrderedDict()      # owned id -> window keys
+        self.open: KeyedStore[str, Window] = KeyedStore(max_open)     # least recently active first
+        self.closed: KeyedStore[str, dict] = KeyedStore(LINK_CACHE)   # key -> link info (expiring)
+        self.owned: KeyedStore[str, list] = KeyedStore(RES_INDEX)     # owned id -> window keys
         self.wm: float | None = None
         self._sweep_at = float("-inf")      # next watermark at which idle windows are looked for
 
@@ -306,11 +306,11 @@ class RequestWindows:
                     out.append(self._close(key, "max_length"))
                     w = None
                 else:
-                    self.open.move_to_end(key)
+                    self.open.touch(key)
             if w is None:
-                w = self.open[key] = Window(key, ts, ev.timestamp)
-                if len(self.open) > self.max_open:
-                    out.append(self._close(next(iter(self.open)), "evicted"))
+                w = Window(key, ts, ev.timestamp)
+                for old_key, old in self.open.put(key, w):
+                    out.append(self._summary(old_key, old, "evicted"))
             w.add(ev, ts)
             if ev.resources:
                 self._own(ev, key)
@@ -326,11 +326,9 @@ class RequestWindows:
             for rid in ev.resources.get(kind, ())[:5]:
                 keys = self.owned.get(rid)
                 if keys is None:
-                    self.owned[rid] = [key]
-                    while len(self.owned) > RES_INDEX:
-                        self.owned.popitem(last=False)
+                    self.owned.put(rid, [key])
                 else:
-                    self.owned.move_to_end(rid)
+                    self.owned.touch(rid)
                     if key not in keys:
                         keys.append(key)
                         del keys[:-4]
@@ -341,7 +339,7 @@ class RequestWindows:
         self._sweep_at = now + SWEEP_EVERY
         limit = now - self.gap
         while self.open:
-            key, w = next(iter(self.open.items()))
+            key, w = self.open.oldest()
             if w.last_ts >= limit:
                 break
             out.append(self._close(key, "gap"))
@@ -351,20 +349,22 @@ class RequestWindows:
         out: list[dict] = []
         self._sweep(now, out)
         limit = now - self.max_length
-        while self.closed and next(iter(self.closed.values()))["last_ts"] < limit:
-            self.closed.popitem(last=False)
+        while self.closed and self.closed.oldest()[1]["last_ts"] < limit:
+            self.closed.pop_oldest()
         return out
 
     def flush(self) -> list[dict]:
         """End of input: close every open window."""
         out: list[dict] = []
         while self.open:
-            out.append(self._close(next(iter(self.open)), "end_of_input"))
+            out.append(self._close(self.open.oldest()[0], "end_of_input"))
         return out
 
     # -- closing ----------------------------------------------------------------------
     def _close(self, key: str, closed_by: str) -> dict:
-        w = self.open.pop(key)
+        return self._summary(key, self.open.pop(key), closed_by)
+
+    def _summary(self, key: str, w: Window, closed_by: str) -> dict:
         accepted = w.accepted()
         waiting = accepted is not None and not (WORKERS[accepted] & set(w.services))
         if w.errors:
@@ -405,10 +405,7 @@ class RequestWindows:
             "root_cause": root,
         }
         if w.errors or any(k in w.linked for k in OWNER):
-            self.closed[key] = _link_info(w)
-            self.closed.move_to_end(key)
-            while len(self.closed) > LINK_CACHE:
-                self.closed.popitem(last=False)
+            self.closed.put(key, _link_info(w))
         return doc
 
     def _info(self, key: str) -> dict | None:
@@ -460,10 +457,10 @@ class RequestWindows:
     # -- state ----------------------------------------------------------------------------
     def snapshot(self) -> dict:
         return {"wm": self.wm, "open": [w.to_state() for w in self.open.values()],
-                "closed": list(self.closed.items()), "owned": list(self.owned.items())}
+                "closed": self.closed.snapshot(), "owned": self.owned.snapshot()}
 
     def restore(self, state: dict) -> None:
         self.wm = state.get("wm")
-        self.open = OrderedDict((st["key"], Window.from_state(st)) for st in state.get("open", []))
-        self.closed = OrderedDict((k, v) for k, v in state.get("closed", []))
-        self.owned = OrderedDict((k, list(v)) for k, v in state.get("owned", []))
+        self.open.restore([(st["key"], Window.from_state(st)) for st in state.get("open", [])])
+        self.closed.restore(state.get("closed", []))
+        self.owned.restore(state.get("owned", []), list)

@@ -29,12 +29,13 @@ attached as evidence, so the incident shows the whole failing operation.
 from __future__ import annotations
 
 import re
-from collections import OrderedDict, deque
+from collections import deque
 from typing import NamedTuple
 
 from .base import Detector
 from .incident import Incident, evidence_of
 from .model import UUID, Event
+from .store import KeyedStore
 
 WARN_UP = frozenset(("WARNING", "WARN", "ERROR", "CRITICAL", "FATAL", "TRACE"))
 
@@ -222,15 +223,8 @@ def _sql_attempts_left(item: dict) -> int | None:
     return int(m.group(1)) if m else None
 
 
-def _bounded_put(store: OrderedDict, key, item, maxlen: int) -> None:
-    q = store.get(key)
-    if q is None:
-        q = store[key] = deque(maxlen=maxlen)
-        while len(store) > MAX_KEYS:
-            store.popitem(last=False)
-    else:
-        store.move_to_end(key)
-    q.append(item)
+def _queue(q: deque) -> list:
+    return [list(x) for x in q]
 
 
 class RetryExhaustion(Detector):
@@ -239,15 +233,15 @@ class RetryExhaustion(Detector):
 
     def __init__(self) -> None:
         super().__init__()
-        self.attempts: OrderedDict[tuple, deque] = OrderedDict()   # key -> (ts, evidence, host)
-        self.related: OrderedDict[str, deque] = OrderedDict()      # request id -> (ts, evidence)
-        self.refs: OrderedDict[str, tuple] = OrderedDict()          # request/instance -> incident key
+        self.attempts: KeyedStore[tuple, deque] = KeyedStore(MAX_KEYS)   # key -> (ts, evidence, host)
+        self.related: KeyedStore[str, deque] = KeyedStore(MAX_KEYS)      # request id -> (ts, evidence)
+        self.refs: KeyedStore[str, tuple] = KeyedStore(MAX_KEYS)         # request/instance -> incident key
         # keystoneauth retries pending per API call: (host, service, correlation id or None)
-        self.ksa: OrderedDict[tuple, deque] = OrderedDict()         # -> (ts, evidence, host)
+        self.ksa: KeyedStore[tuple, deque] = KeyedStore(MAX_KEYS)        # -> (ts, evidence, host)
 
     # -- helpers -------------------------------------------------------------
     def _remember_attempt(self, key: tuple, ev: Event) -> None:
-        _bounded_put(self.attempts, key, (ev.ts or 0.0, evidence_of(ev), ev.host), 10)
+        self.attempts.append(key, (ev.ts or 0.0, evidence_of(ev), ev.host), 10)
 
     def _open(self, rule: Rule, groups: dict, ev: Event, out: list[dict],
               attempts: tuple = ()) -> Incident:
@@ -291,10 +285,7 @@ class RetryExhaustion(Detector):
         for ref in (ev.request_id, ev.global_request_id, ev.instance_id, groups.get("instance"),
                     groups.get("volume")):
             if ref:
-                self.refs[ref] = key
-                self.refs.move_to_end(ref)
-        while len(self.refs) > MAX_KEYS:
-            self.refs.popitem(last=False)
+                self.refs.put(ref, key)
         inc.summary = self._summary(inc)
         out.append(inc.to_doc())
         return inc
@@ -382,7 +373,7 @@ class RetryExhaustion(Detector):
             self._followup(ev, out)
         rid = ev.correlation_id
         if rid:
-            _bounded_put(self.related, rid, (ev.ts or 0.0, evidence_of(ev)), 5)
+            self.related.append(rid, (ev.ts or 0.0, evidence_of(ev)), 5)
         return out
 
     def _sequences(self, ev: Event, text: str, host: str, service: str, out: list[dict],
@@ -399,7 +390,7 @@ class RetryExhaustion(Detector):
                 return True
             m = KSA_RETRY.search(text)
             if m:
-                _bounded_put(self.ksa, (host, service, ev.correlation_id),
+                self.ksa.append((host, service, ev.correlation_id),
                              (ev.ts or 0.0, evidence_of(ev), ev.host), 10)
                 return True
         if ev.level in ("ERROR", "CRITICAL", "FATAL"):
@@ -428,31 +419,25 @@ class RetryExhaustion(Detector):
     def advance(self, now: float) -> list[dict]:
         for store, ttl in ((self.attempts, ATTEMPT_TTL), (self.related, RELATED_TTL),
                            (self.ksa, KSA_WINDOW)):
-            stale = [k for k, q in store.items() if not q or now - q[-1][0] > ttl]
-            for k in stale:
-                del store[k]
+            store.expire(lambda _k, q, ttl=ttl: not q or now - q[-1][0] > ttl)
         out = self.book.advance(now)
         if out:
             open_keys = set(self.book.open)
-            for ref in [r for r, k in self.refs.items() if k not in open_keys]:
-                del self.refs[ref]
+            self.refs.expire(lambda _r, k: k not in open_keys)
         return out
 
     def snapshot(self) -> dict:
         return {
             "incidents": self.book.snapshot(),
-            "attempts": [[list(k), [list(x) for x in q]] for k, q in self.attempts.items()],
-            "related": [[k, [list(x) for x in q]] for k, q in self.related.items()],
-            "refs": [[r, list(k)] for r, k in self.refs.items()],
-            "ksa": [[list(k), [list(x) for x in q]] for k, q in self.ksa.items()],
+            "attempts": self.attempts.snapshot(_queue),
+            "related": self.related.snapshot(_queue),
+            "refs": self.refs.snapshot(list),
+            "ksa": self.ksa.snapshot(_queue),
         }
 
     def restore(self, state: dict) -> None:
         self.book.restore(state.get("incidents", []))
-        self.attempts = OrderedDict((tuple(k), deque((tuple(x) for x in q), maxlen=10))
-                                    for k, q in state.get("attempts", []))
-        self.related = OrderedDict((k, deque((tuple(x) for x in q), maxlen=5))
-                                   for k, q in state.get("related", []))
-        self.refs = OrderedDict((r, tuple(k)) for r, k in state.get("refs", []))
-        self.ksa = OrderedDict((tuple(k), deque((tuple(x) for x in q), maxlen=10))
-                               for k, q in state.get("ksa", []))
+        self.attempts.restore(state.get("attempts", []), lambda q: deque(map(tuple, q), maxlen=10))
+        self.related.restore(state.get("related", []), lambda q: deque(map(tuple, q), maxlen=5))
+        self.refs.restore(state.get("refs", []), tuple)
+        self.ksa.restore(state.get("ksa", []), lambda q: deque(map(tuple, q), maxlen=10))

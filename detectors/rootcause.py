@@ -16,17 +16,15 @@ once a window that explains one of its requests closes. Bounded: at most
 """
 from __future__ import annotations
 
-from collections import OrderedDict
+from .store import KeyedStore
 
 RC_FIELDS = ("component", "service", "host", "exception_type", "exception_message", "raised_in", "reason")
 
 
 class RootCauses:
     def __init__(self, max_requests: int = 20_000, max_incidents: int = 2_000) -> None:
-        self.by_request: OrderedDict[str, dict] = OrderedDict()
-        self.incidents: OrderedDict[str, dict] = OrderedDict()     # id -> doc still without a cause
-        self.max_requests = max_requests
-        self.max_incidents = max_incidents
+        self.by_request: KeyedStore[str, dict] = KeyedStore(max_requests)
+        self.incidents: KeyedStore[str, dict] = KeyedStore(max_incidents)   # id -> doc still without a cause
 
     def learn(self, summaries: list[dict]) -> list[dict]:
         """Remember the causes of closed windows; the incidents they complete."""
@@ -36,10 +34,7 @@ class RootCauses:
                 continue
             info = {"request": s.get("key"), "root_cause": s["root_cause"], "linked": s.get("linked") or {}}
             for rid in s.get("request_ids") or ():
-                self.by_request[rid] = info
-                self.by_request.move_to_end(rid)
-            while len(self.by_request) > self.max_requests:
-                self.by_request.popitem(last=False)
+                self.by_request.put(rid, info)
             ids = set(s.get("request_ids") or ())
             for iid, doc in list(self.incidents.items()):
                 if ids.intersection(doc.get("request_ids") or ()):
@@ -68,16 +63,13 @@ class RootCauses:
             if "root_cause" in doc["details"]:
                 self.incidents.pop(doc["id"], None)
             else:
-                self.incidents[doc["id"]] = doc
-                self.incidents.move_to_end(doc["id"])
-                while len(self.incidents) > self.max_incidents:
-                    self.incidents.popitem(last=False)
+                self.incidents.put(doc["id"], doc)
             out.append(doc)
         return out
 
     def snapshot(self) -> dict:
-        return {"by_request": list(self.by_request.items()), "incidents": list(self.incidents.items())}
+        return {"by_request": self.by_request.snapshot(), "incidents": self.incidents.snapshot()}
 
     def restore(self, state: dict) -> None:
-        self.by_request = OrderedDict((k, v) for k, v in state.get("by_request", []))
-        self.incidents = OrderedDict((k, v) for k, v in state.get("incidents", []))
+        self.by_request.restore(state.get("by_request", []))
+        self.incidents.restore(state.get("incidents", []))

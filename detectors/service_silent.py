@@ -14,12 +14,13 @@ that, and a fleet-wide gap in the events (every stream quiet for longer than
 """
 from __future__ import annotations
 
-from collections import OrderedDict, deque
+from collections import deque
 from dataclasses import dataclass
 
 from .base import Detector
 from .incident import Incident, evidence_of
 from .model import Event
+from .store import KeyedStore
 
 
 SILENT_CAUSE = (
@@ -84,7 +85,7 @@ class ServiceSilent(Detector):
         self.check_every = config.check_every
         self.forget_after = config.forget_after
         self.max_streams = config.max_streams
-        self.streams: OrderedDict[tuple, _Stream] = OrderedDict()
+        self.streams: KeyedStore[tuple, _Stream] = KeyedStore(self.max_streams)
         self.wm: float | None = None
         self.wm_time: str | None = None
         self.resume_ts: float | None = None     # first event after a fleet-wide gap
@@ -108,11 +109,11 @@ class ServiceSilent(Detector):
         key = (ev.host or "unknown", ev.service or "unknown")
         s = self.streams.get(key)
         if s is None:
-            s = self.streams[key] = _Stream(ts, ev)
-            while len(self.streams) > self.max_streams:
-                self._forget(next(iter(self.streams)))
+            s = _Stream(ts, ev)
+            for gone, _ in self.streams.put(key, s):
+                self.book.open.pop(gone, None)
         else:
-            self.streams.move_to_end(key)
+            self.streams.touch(key)
             if ts > s.last_ts:
                 gap = ts - s.last_ts
                 inc = self.book.open.get(key)
@@ -169,7 +170,7 @@ class ServiceSilent(Detector):
         inc.summary = (f"no record from {service} on {host} since {item['@timestamp']} "
                        f"({now - s.last_ts:.0f} s; usual gap {usual:.0f} s, threshold "
                        f"{self.threshold(s):.0f} s) while other streams kept logging")
-        self.book.open[key] = inc
+        self.book.open.put(key, inc)
         out.append(inc.to_doc())
 
     def _resolve(self, key: tuple, inc: Incident, ev: Event, gap: float, out: list[dict]) -> None:
@@ -214,9 +215,9 @@ class ServiceSilent(Detector):
         self.book.restore(state.get("incidents", []))
         self.wm, self.wm_time = state.get("wm"), state.get("wm_time")
         self.resume_ts, self.last_check = state.get("resume_ts"), state.get("last_check")
-        self.streams = OrderedDict()
+        self.streams.clear()
         for key, last_ts, last, gaps, n, mark in state.get("streams", []):
             s = _Stream(last_ts, last)
             s.gaps.extend(gaps)
             s.n, s.mark = n, mark
-            self.streams[tuple(key)] = s
+            self.streams.put(tuple(key), s)

@@ -171,7 +171,7 @@ def test_advance_closes_idle_windows():
     rw.feed(_ev(_req(1), T0.timestamp()))
     assert rw.advance(T0.timestamp() + 60) == []
     (s,) = rw.advance(T0.timestamp() + 121)
-    assert s["closed_by"] == "gap" and rw.open == {}
+    assert s["closed_by"] == "gap" and len(rw.open) == 0
 
 
 def test_open_windows_are_bounded_and_the_oldest_is_evicted_as_incomplete():

@@ -16,7 +16,7 @@ def test_an_incident_evicted_under_memory_pressure_is_never_reported_resolved():
     for i, key in enumerate([("a",), ("b",), ("c",)]):
         book.touch(key, float(i), _factory(key), out)
     assert out == []                          # nothing claims "resolved" for ("a",)
-    assert list(book.open) == [("b",), ("c",)] and book.evicted == 1
+    assert list(book.open) == [("b",), ("c",)] and book.open.evicted == 1
 
 
 def test_a_quiet_incident_resolves_on_advance():

@@ -1,0 +1,41 @@
+"""The bounded keyed store: capacity, least-recently-used order, snapshot."""
+from __future__ import annotations
+
+import json
+from collections import deque
+
+from detectors.store import KeyedStore
+
+
+def test_past_capacity_the_least_recently_used_entries_go_and_are_counted():
+    s: KeyedStore = KeyedStore(2)
+    assert s.put("a", 1) == [] and s.put("b", 2) == []
+    s.touch("a")                                   # "b" is now the least recently used
+    assert s.put("c", 3) == [("b", 2)]
+    assert list(s) == ["a", "c"] and s.evicted == 1
+
+
+def test_append_keeps_the_last_items_of_each_key():
+    s: KeyedStore = KeyedStore(10)
+    for i in range(5):
+        s.append(("ip", "10.0.0.1"), i, maxlen=3)
+    assert list(s.get(("ip", "10.0.0.1"))) == [2, 3, 4]
+
+
+def test_snapshot_is_json_and_restores_tuple_keys_in_order():
+    s: KeyedStore = KeyedStore(10)
+    s.append(("burst", "user", "alice"), (1.0, "x"), maxlen=3)
+    s.put(("burst", "ip", "10.0.0.9"), deque([(2.0, "y")], maxlen=3))
+    data = json.loads(json.dumps(s.snapshot(lambda q: [list(x) for x in q])))
+    back: KeyedStore = KeyedStore(10)
+    back.restore(data, lambda q: deque(map(tuple, q), maxlen=3))
+    assert list(back) == list(s)
+    assert [list(q) for q in back.values()] == [list(q) for q in s.values()]
+
+
+def test_expire_drops_what_is_stale():
+    s: KeyedStore = KeyedStore(10)
+    for k, ts in (("a", 1.0), ("b", 5.0), ("c", 2.0)):
+        s.put(k, ts)
+    s.expire(lambda _k, ts: ts < 3.0)
+    assert list(s) == ["b"]
