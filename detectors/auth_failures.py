@@ -21,6 +21,7 @@ import re
 from collections import deque
 from dataclasses import dataclass
 
+from . import texts
 from .base import Detector
 from .incident import Incident, evidence_of
 from .model import UUID, Event
@@ -51,59 +52,8 @@ AUTH_PHRASES = (
 )
 _PREFILTER = re.compile("|".join(map(re.escape, AUTH_PHRASES)))
 
-HARD = {
-    "database": (
-        "critical", "Database credentials rejected",
-        "MySQL/MariaDB rejected the service's database account (error 1044/1045): wrong "
-        "password in the service's [database] connection URL, or a missing GRANT for that "
-        "user@host on the database (seed S16: `nova-manage api_db sync` failing with "
-        "Access denied for user 'nova'@'%' to database 'nova_api').",
-        "Check the [database]/[api_database] `connection` URL in the service's config on {host}; "
-        "as the DB root user run `SHOW GRANTS FOR '<user>'@'%';` and, if missing, "
-        "`GRANT ALL PRIVILEGES ON <db>.* TO '<user>'@'%' IDENTIFIED BY '<password>';` "
-        "(and for 'localhost'); then re-run the db sync / restart the service.",
-    ),
-    "rabbitmq": (
-        "critical", "RabbitMQ login refused",
-        "The message broker refused the service's AMQP credentials: wrong user/password or "
-        "vhost in transport_url, or the user was deleted/has no permissions on the vhost. "
-        "RPC between services stops while this lasts.",
-        "Compare [DEFAULT] transport_url on {host} with `rabbitmqctl list_users` and "
-        "`rabbitmqctl list_permissions -p <vhost>`; fix the password (`rabbitmqctl "
-        "change_password`) or `rabbitmqctl set_permissions -p <vhost> <user> '.*' '.*' '.*'`; "
-        "check the broker log for `invalid credentials`; restart the service.",
-    ),
-    "image": (
-        "error", "Not authorized for image",
-        "Glance answered 401/403 to nova for the image: the compute service cannot "
-        "authenticate to glance, or the image is private to another project. Seed S10: a "
-        "typo `auth_strategy=keyston` in nova.conf [DEFAULT] made every build on the host "
-        "re-schedule with ImageNotAuthorized.",
-        "On {host}: check nova.conf [DEFAULT] auth_strategy=keystone (spelling), "
-        "[keystone_authtoken] and [glance] credentials; `openstack image show <image>` for its "
-        "visibility/owner/members; restart nova-compute and rebuild the instance.",
-    ),
-    "service_credentials": (
-        "critical", "Service cannot authenticate to keystone",
-        "A service could not obtain or validate a token with its own service credentials: "
-        "wrong password/user/project in [keystone_authtoken] (or [neutron]/[placement] "
-        "sections), a disabled service user, or keystone unreachable from the host.",
-        "Check the auth sections of the service config on {host} against `openstack user "
-        "show <service-user>`; test with `openstack --os-auth-url ... token issue` using "
-        "those credentials; restart the service after fixing.",
-    ),
-}
-
-BURST_CAUSE = (
-    "Repeated rejected authentications from one source or against one user: a client "
-    "or service with a wrong/rotated password or expired application credential retrying, "
-    "a misconfigured monitoring probe, or password guessing."
-)
-BURST_REMEDIATION = (
-    "Identify the client at {who} (keystone log lines and access logs in the evidence); "
-    "fix its credentials or stop it; if unknown, block the address and consider keystone "
-    "[security_compliance] lockout_failure_attempts/lockout_duration."
-)
+TEXTS = texts.load("auth_failure")     # detectors/texts/auth_failure.toml
+HARD = ("database", "rabbitmq", "image", "service_credentials")
 
 
 @dataclass(frozen=True)
@@ -160,8 +110,8 @@ class AuthFailures(Detector):
             inc = self.book.touch(key, ts, lambda: Incident(
                 rule="auth_failure.burst", type="auth_failure", key=key, window_start=q[0][0],
                 severity="warning", title=f"Authentication failures from {label} {who}",
-                probable_cause=BURST_CAUSE,
-                remediation=BURST_REMEDIATION.format(who=f"{label} {who}"),
+                probable_cause=TEXTS["burst"]["probable_cause"],
+                remediation=TEXTS["burst"]["remediation"].format(who=f"{label} {who}"),
             ), out)
             for earlier_ts, _, item in list(q)[:-1]:   # the window that crossed the threshold
                 inc.add_item(item, earlier_ts)
@@ -210,7 +160,8 @@ class AuthFailures(Detector):
         hard = self._hard(ev, text) if ev.status_code is None else None
         if hard:
             what, account, resources = hard
-            severity, title, cause, remediation = HARD[what]
+            t = TEXTS[what]
+            severity, title, cause, remediation = t["severity"], t["title"], t["probable_cause"], t["remediation"]
             host = ev.host or "unknown"
             key = ("hard", what, host, ev.service, account)
             ts = ev.ts or 0.0

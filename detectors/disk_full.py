@@ -26,6 +26,7 @@ from __future__ import annotations
 import posixpath
 import re
 
+from . import texts
 from .base import Detector
 from .incident import Incident
 from .model import UUID, Event
@@ -63,46 +64,9 @@ KNOWN_ROOTS = (
 _VOLUME = re.compile(r"\b[Vv]olume[ _-](?:id[: ]+)?(" + UUID + ")")
 _IMAGE = re.compile(r"\b[Ii]mage (" + UUID + ")")
 
-PROBABLE_CAUSE = (
-    "The filesystem behind {fs} on {host} is full (ENOSPC). On compute hosts "
-    "this is usually the image cache in instances/_base (qemu-img converts "
-    "the downloaded image to raw there, which needs the image's full virtual "
-    "size); on cinder hosts the image_conversion_dir; on glance the "
-    "filesystem store. Builds and uploads fail until space is freed."
-)
-REMEDIATION = {
-    "/var/lib/nova/instances": (
-        "On {host}: `df -h /var/lib/nova/instances` and `du -sh /var/lib/nova/instances/_base`; "
-        "remove unused cached base images (nova's image cache manager: [image_cache] "
-        "remove_unused_base_images=True, remove_unused_original_minimum_age_seconds), delete "
-        "orphaned instance directories, or grow the filesystem. Then rebuild the failed instances."
-    ),
-    "/var/lib/cinder": (
-        "On {host}: `df -h` on cinder's [DEFAULT] image_conversion_dir (default "
-        "/var/lib/cinder/conversion); point it at a larger filesystem or free space, "
-        "and retry the volume create from image."
-    ),
-    "/var/lib/glance/images": (
-        "On {host}: free space or grow glance's [glance_store] filesystem_store_datadir; "
-        "delete unused images (`openstack image list --status killed`), consider a "
-        "ceph/swift store; then retry the upload."
-    ),
-}
+TEXTS = texts.load("disk_full")        # detectors/texts/disk_full.toml
+PROBABLE_CAUSE = TEXTS["probable_cause"]
 GLANCE_STORE = "/var/lib/glance/images"     # [glance_store] filesystem_store_datadir default
-GLANCE_STORE_NOTE = (
-    "The log names no path; {fs} is glance's default [glance_store] filesystem_store_datadir: "
-    "check the configured one (glance-api.conf, or the per-store datadir of enabled_backends). "
-)
-REMEDIATION_UNKNOWN = (
-    "On {host}: the log names no path; `df -h` to find the full filesystem, then `du -xsh "
-    "<mountpoint>/* | sort -h`; free space or grow it, then retry the failed operations listed "
-    "in the evidence."
-)
-REMEDIATION_DEFAULT = (
-    "On {host}: `df -h {fs}` and `du -xsh {fs}/* | sort -h`; free space (rotate or "
-    "compress logs, remove stale files) or grow the filesystem, then retry the failed "
-    "operations listed in the evidence."
-)
 
 
 def filesystem_of(path: str | None) -> str:
@@ -175,7 +139,7 @@ class DiskFull(Detector):
             del inc.details["filesystem_assumed"]
             inc.remediation = remediation_of(host, fs, False)
         elif assumed and inc.count == 0:
-            inc.details["filesystem_assumed"] = GLANCE_STORE_NOTE.format(fs=fs).strip()
+            inc.details["filesystem_assumed"] = TEXTS["glance_store_note"].format(fs=fs).strip()
         inc.add(ev, resources=resources)
         hit = inc.resources["instance"] + inc.resources["volume"]
         inc.summary = (
@@ -245,6 +209,6 @@ class DiskFull(Detector):
 
 def remediation_of(host: str, fs: str, assumed: bool) -> str:
     if fs == "unknown":
-        return REMEDIATION_UNKNOWN.format(host=host)
-    text = REMEDIATION.get(fs, REMEDIATION_DEFAULT).format(host=host, fs=fs)
-    return GLANCE_STORE_NOTE.format(fs=fs) + text if assumed else text
+        return TEXTS["remediation_unknown"].format(host=host)
+    text = TEXTS["remediation_by_filesystem"].get(fs, TEXTS["remediation"]).format(host=host, fs=fs)
+    return TEXTS["glance_store_note"].format(fs=fs) + text if assumed else text

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from . import texts
 from .base import Detector
 from .incident import MAX_LIST, Incident, evidence_of
 from .model import Event
@@ -32,30 +33,7 @@ from .store import KeyedStore
 from .topology import ACTION_LINE, WORKERS, accepted_operation, worker_family
 
 
-STALL_CAUSE = (
-    "The {api} accepted the request and handed it to the message queue, but no record of the "
-    "request from {workers} followed within {timeout:g} s while the other services kept logging: "
-    "RabbitMQ is down, partitioned or not delivering (queues growing, consumers gone), or "
-    "{workers} are stuck or not consuming (seed 001, step 5)."
-)
-STALL_FIX = {
-    "nova": (
-        "Check RabbitMQ: `rabbitmqctl cluster_status`, `rabbitmqctl list_queues name messages "
-        "consumers` (conductor/scheduler/compute queues with messages and 0 consumers); check "
-        "`openstack compute service list` and that nova-conductor and nova-scheduler run "
-        "(`systemctl status openstack-nova-conductor openstack-nova-scheduler`) and their logs for "
-        "AMQP errors (Connection refused, MessagingTimeout); compare transport_url in nova.conf on "
-        "the API and worker hosts; restart conductor/scheduler once RabbitMQ is healthy, then "
-        "retry or delete the stuck instances (`openstack server list --status BUILD`)."
-    ),
-    "cinder": (
-        "Check RabbitMQ: `rabbitmqctl cluster_status`, `rabbitmqctl list_queues name messages "
-        "consumers` (cinder-scheduler/cinder-volume queues with messages and 0 consumers); check "
-        "`openstack volume service list` and that cinder-scheduler and cinder-volume run and their "
-        "logs for AMQP errors; compare transport_url in cinder.conf on the API and volume hosts; "
-        "restart them once RabbitMQ is healthy, then reset stuck volumes (`cinder reset-state`)."
-    ),
-}
+TEXTS = texts.load("request_stalled")  # detectors/texts/request_stalled.toml
 
 
 @dataclass(frozen=True)
@@ -185,8 +163,8 @@ class RequestStalled(Detector):
             rule=f"request_stalled.{family}", type="request_stalled", key=key, window_start=ts,
             severity="error",
             title=f"{family} requests accepted but never picked up by {workers}",
-            probable_cause=STALL_CAUSE.format(api=api, workers=workers, timeout=self.timeout),
-            remediation=STALL_FIX[family]), out)
+            probable_cause=TEXTS["probable_cause"].format(api=api, workers=workers, timeout=self.timeout),
+            remediation=TEXTS["remediation"][family]), out)
         inc.add_item(evidence, ts)
         if gid and gid not in inc.request_ids and len(inc.request_ids) < MAX_LIST:
             inc.request_ids.append(gid)

@@ -32,6 +32,7 @@ import re
 from collections import deque
 from typing import NamedTuple
 
+from . import texts
 from .base import Detector
 from .incident import Incident, evidence_of
 from .model import UUID, Event
@@ -40,87 +41,35 @@ from .store import KeyedStore
 WARN_UP = frozenset(("WARNING", "WARN", "ERROR", "CRITICAL", "FATAL", "TRACE"))
 
 
+TEXTS = texts.load("retry_exhausted")    # title, probable_cause, remediation per rule name
+
+
 class Rule(NamedTuple):
     name: str
     pattern: re.Pattern
     key: tuple[str, ...]      # group names (or "host"/"service") forming the key
     severity: str
-    title: str                # str.format over the groups + host/service
-    cause: str
-    remediation: str
 
+    # texts (detectors/texts/retry_exhausted.toml): str.format over the groups + host/service
+    @property
+    def title(self) -> str:
+        return TEXTS[self.name]["title"]
 
-VOLUME_CAUSE = (
-    "nova-compute polled cinder for the new volume and gave up before it became "
-    "available: the backend (often Ceph creating a volume from a large image, status "
-    "'downloading') is slower than nova's block_device_allocate_retries x "
-    "block_device_allocate_retries_interval budget (default 60 x 3 s). The volume may "
-    "still finish later, leaving an orphan."
-)
-VOLUME_FIX = (
-    "On the compute hosts raise [DEFAULT] block_device_allocate_retries (default 60) "
-    "and/or block_device_allocate_retries_interval (default 3, e.g. 10) in nova.conf and "
-    "restart nova-compute; follow the volume id in cinder-volume's log to see why creation "
-    "is slow (image download/conversion, backend load); consider raw images or the cinder "
-    "image-volume cache; delete the orphaned volume if the build was aborted."
-)
-SCHED_CAUSE = (
-    "The build/move failed on every host the scheduler tried and the retry budget "
-    "(nova [scheduler] max_attempts, default 3; scheduler_max_attempts before Pike) ran "
-    "out. The real cause is the per-host failure in the 're-scheduled' / 'Error from last "
-    "host' evidence (image auth, libvirt errors, network setup, disk)."
-)
-SCHED_FIX = (
-    "Read the per-host reasons in the evidence and fix that cause first; `openstack server "
-    "show <instance>` shows the fault. Only raise [scheduler] max_attempts if failures are "
-    "transient. Delete and rebuild the instance after the fix."
-)
-CINDER_SCHED_CAUSE = (
-    "cinder-scheduler tried every eligible backend and all of them failed to create the "
-    "volume within [DEFAULT] scheduler_max_attempts (default 3)."
-)
-CINDER_SCHED_FIX = (
-    "Look for 'Error scheduling <volume> from last vol-service' and the cinder-volume "
-    "errors of the same request id; check backend capacity and health (`cinder "
-    "get-pools --detail`, `openstack volume service list`)."
-)
-DB_CAUSE = (
-    "The service could not reach its database within oslo.db's retry budget ([database] "
-    "max_retries, default 10, retry_interval 10 s): MySQL/Galera down, HAProxy/VIP not "
-    "forwarding, max_connections reached, or network partition."
-)
-DB_FIX = (
-    "From {host} test the [database] connection URL (`mysql -h <vip> -u <user> -p`); check "
-    "galera status (`SHOW STATUS LIKE 'wsrep_%'`), HAProxy backends and max_connections; "
-    "restart the service once the DB answers. [database] max_retries=-1 retries forever "
-    "instead of giving up."
-)
-GLANCE_CAUSE = (
-    "The glance client in {service} on {host} exhausted its connection attempts to "
-    "glance-api ({server}); image downloads and uploads fail."
-)
-GLANCE_FIX = (
-    "Check glance-api on {server} (`openstack image list`, its log for the same time), "
-    "the [glance] api_servers/endpoint in {service}'s config and the load balancer; "
-    "[glance] num_retries sets the budget."
-)
-KSA_CAUSE = (
-    "keystoneauth retried a request from {service} on {host} to another OpenStack API and "
-    "every retry failed: the endpoint is down or unreachable from this host."
-)
-KSA_FIX = (
-    "Check the failing endpoint (evidence) and `openstack endpoint list`; test it from "
-    "{host} with curl; raise connect_retries / status_code_retries in the client's config "
-    "section only if the endpoint is merely slow to recover."
-)
+    @property
+    def cause(self) -> str:
+        return TEXTS[self.name]["probable_cause"]
+
+    @property
+    def remediation(self) -> str:
+        return TEXTS[self.name]["remediation"]
+
 
 RULES: tuple[Rule, ...] = (
     Rule("volume_not_created",
          re.compile(r"Volume (?P<volume>" + UUID + r") did not finish being created even after we "
                     r"waited (?P<seconds>\d+)\s+seconds or (?P<attempts>\d+)\s+attempts\.?"
                     r"(?:\s*And its status is (?P<status>\w+))?"),
-         ("volume",), "error", "Volume {volume} not created within nova's retry budget",
-         VOLUME_CAUSE, VOLUME_FIX),
+         ("volume",), "error"),
     Rule("max_scheduling_retries",
          # nova's three wordings: "... retries. Exhausted all hosts available for retrying
          # build failures for instance X", the Queens-era conductor "... retries. Exceeded
@@ -133,53 +82,33 @@ RULES: tuple[Rule, ...] = (
                     r"|(?:Exceeded maximum number of retries\.\s*)?Exceeded max scheduling "
                     r"(?:attempts|retries) (?P<attempts>\d+) for instance (?P<instance2>" + UUID + r")"
                     r"|Exceeded maximum number of retries\."),
-         ("instance",), "error", "Instance {instance} failed on every scheduled host",
-         SCHED_CAUSE, SCHED_FIX),
+         ("instance",), "error"),
     Rule("cinder_max_scheduling",
          re.compile(r"Exceeded max scheduling attempts (?P<attempts>\d+) for (?:resource|volume) "
                     r"(?P<volume>" + UUID + ")"),
-         ("volume",), "error", "Volume {volume}: cinder scheduling attempts exhausted",
-         CINDER_SCHED_CAUSE, CINDER_SCHED_FIX),
+         ("volume",), "error"),
     Rule("db_retry_limit",
          re.compile(r"DB exceeded retry limit"),
-         ("host", "service"), "critical", "Database retry limit exceeded on {host} ({service})",
-         DB_CAUSE, DB_FIX),
+         ("host", "service"), "critical"),
     Rule("glance_done_trying",
          re.compile(r"Error contacting glance server '(?P<server>[^']+)' for '(?P<method>\w+)',"
                     r"?\s*(?:attempt \d+/\d+,?\s*)?done trying"),
-         ("host", "service", "server"), "error", "Glance unreachable from {host} ({service})",
-         GLANCE_CAUSE, GLANCE_FIX),
+         ("host", "service", "server"), "error"),
     Rule("network_setup",
          re.compile(r"Instance failed network setup after (?P<attempts>\d+) attempt"),
-         ("host", "instance"), "error", "Network setup retries exhausted on {host}",
-         "nova-compute could not allocate the instance's ports in neutron within "
-         "[DEFAULT] network_allocate_retries.",
-         "Check neutron-server and its request id in the evidence; raise "
-         "network_allocate_retries only for transient neutron failures."),
+         ("host", "instance"), "error"),
     Rule("placement_out_of_retries",
          re.compile(r"Failed scheduler client operation (?P<op>\S+): out of retries"),
-         ("host", "service"), "error", "Placement client out of retries on {host}",
-         "The placement report client kept getting conflicts or errors (concurrent updates "
-         "of the same resource provider, or placement unavailable).",
-         "Check placement-api health and the resource provider of {host} "
-         "(`openstack resource provider show`); restart nova-compute if it persists."),
+         ("host", "service"), "error"),
     Rule("swift_retries",
          re.compile(r"Stopping Swift retries after (?P<attempts>\d+) attempts"),
-         ("host", "service"), "error", "Swift retries exhausted on {host}",
-         "glance_store gave up reading an image from Swift.",
-         "Check the Swift proxy and the object; [glance_store] swift_store_retry_get_count sets "
-         "the budget."),
+         ("host", "service"), "error"),
     Rule("device_detach",
          re.compile(r"Run out of retry while detaching device (?P<device>\S+) with device alias "
                     r"(?P<alias>\S+) from instance (?P<instance>" + UUID + ")"),
-         ("instance", "device"), "error", "Device detach retries exhausted for {instance}",
-         "The guest did not release the device (no ACPI/guest OS support, or the guest is "
-         "hung), so libvirt's detach never completed.",
-         "Check the guest OS; retry the detach with the guest running, or stop the instance "
-         "and detach offline."),
+         ("instance", "device"), "error"),
 )
-KSA_RULE = Rule("keystoneauth_retries", re.compile("(?!)"), ("host", "service", "url"), "error",
-                "API retries exhausted from {host} ({service}) to {url}", KSA_CAUSE, KSA_FIX)
+KSA_RULE = Rule("keystoneauth_retries", re.compile("(?!)"), ("host", "service", "url"), "error")
 # "one of the rules' phrases occurs": the prefilter of RULES
 RETRY_PHRASES = (
     "did not finish being created", "Exceeded max", "DB exceeded retry", "done trying",

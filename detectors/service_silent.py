@@ -17,28 +17,14 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
+from . import texts
 from .base import Detector
 from .incident import Incident, evidence_of
 from .model import Event
 from .store import KeyedStore
 
 
-SILENT_CAUSE = (
-    "{service} on {host} stopped writing to its log while the rest of the fleet kept logging: "
-    "the process died or hangs (deadlock, blocked I/O, stuck eventlet hub, lost database or "
-    "message-queue connection without reconnect), it writes to a log file that was rotated away "
-    "or deleted, or the host itself is down. A silent nova-compute leaves the instances sent to "
-    "it in task_state 'scheduling'/vm_state 'building' (S15)."
-)
-SILENT_FIX = (
-    "On {host}: `systemctl status {service}` (or the container's state), the last lines of its "
-    "log before the silence, `ps -o pid,stat,etime,cmd` of the process (D state = blocked I/O), "
-    "free space under /var/log and whether the open log file still exists "
-    "(`ls -l /proc/<pid>/fd | grep deleted`); `openstack compute service list` / `openstack "
-    "volume service list` / `openstack network agent list` show whether the service still "
-    "reports (State down); restart it if it hangs; if the host does not answer, check it "
-    "(ping, IPMI/BMC console)."
-)
+TEXTS = texts.load("service_silent")   # detectors/texts/service_silent.toml
 
 
 class _Stream:
@@ -160,8 +146,8 @@ class ServiceSilent(Detector):
         inc = Incident(rule="service_silent.stream", type="service_silent", key=key,
                        window_start=s.last_ts, severity="error",
                        title=f"{service} on {host} fell silent while the fleet keeps logging",
-                       probable_cause=SILENT_CAUSE.format(host=host, service=service),
-                       remediation=SILENT_FIX.format(host=host, service=service))
+                       probable_cause=TEXTS["probable_cause"].format(host=host, service=service),
+                       remediation=TEXTS["remediation"].format(host=host, service=service))
         inc.add_item(item, s.last_ts)
         inc.details.update(
             last_record_at=item["@timestamp"], detected_at=self.wm_time,
