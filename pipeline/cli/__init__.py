@@ -89,6 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="list request summaries instead of incidents: one per request id (session "
                         "window), with the services chain, the API call, the outcome and the "
                         "root-cause candidate (exit 1 when a request ended in error)")
+    p.add_argument("--jobs", type=int, default=None, metavar="N",
+                   help="parse the files in N processes (default: one per CPU core; 1: in this "
+                        "process). The results do not depend on N.")
     p.set_defaults(func=cmd_analyze)
 
     p = sub.add_parser("parse", help="print parsed records as ECS-shaped JSON (oslo.log in, JSON out)",
@@ -149,6 +152,16 @@ def _time_arg(name: str, value: str | None) -> float | None:
         raise SystemExit(2) from None
 
 
+def _jobs(args) -> int:
+    from pipeline.local.analyze import default_jobs
+    if args.jobs is None:
+        return default_jobs()
+    if args.jobs < 1:
+        print("osloscope: error: --jobs must be >= 1", file=sys.stderr)
+        raise SystemExit(2)
+    return args.jobs
+
+
 def cmd_analyze(args) -> int:
     from detectors import registry
     from detectors.auth_failures import AuthFailuresConfig
@@ -174,7 +187,8 @@ def cmd_analyze(args) -> int:
     engine = registry.engine("all", config, bundled())
     try:
         result = analyze(files, tz=args.tz, since=since, until=until, engine=engine,
-                         on_progress=bar.advance, on_unparsed=dead.write, on_warning=_warner(bar))
+                         on_progress=bar.advance, on_unparsed=dead.write, on_warning=_warner(bar),
+                         jobs=_jobs(args))
     finally:
         bar.close()
         dead.close()
@@ -212,7 +226,7 @@ def _analyze_requests(args, files, since, until) -> int:
 
     try:
         docs = requests.summaries(files, args.tz, since=since, until=until, stats=stats,
-                                  on_progress=bar.advance, on_unparsed=dead.write,
+                                  on_progress=bar.advance, on_unparsed=dead.write, jobs=_jobs(args),
                                   on_summary=write if args.format == "jsonl" else None)
     finally:
         bar.close()

@@ -59,7 +59,7 @@ def summaries(files: list[LogFile], tz: str | None = "UTC", *, since: float | No
               until: float | None = None, gap: float = 120.0, max_length: float = 3600.0,
               stats: Stats | None = None, on_progress: Callable[[int], None] | None = None,
               on_unparsed: Callable[[Event], None] | None = None,
-              on_summary: Callable[[dict], None] | None = None) -> list[dict]:
+              on_summary: Callable[[dict], None] | None = None, jobs: int = 1) -> list[dict]:
     """Every request summary of ``files``, in order of first record: passed to
     ``on_summary`` as soon as its place is certain (then nothing is kept), or
     returned as a list."""
@@ -67,7 +67,7 @@ def summaries(files: list[LogFile], tz: str | None = "UTC", *, since: float | No
     order = InOrder(on_summary or kept.append, gap, max_length)
     engine = Engine([], windows=RequestWindows(gap=gap, max_length=max_length))
     result = analyze(files, tz=tz, since=since, until=until, engine=engine,
-                     on_progress=on_progress, on_unparsed=on_unparsed, on_request=order.add)
+                     on_progress=on_progress, on_unparsed=on_unparsed, on_request=order.add, jobs=jobs)
     order.close()
     if stats is not None:
         vars(stats).update(vars(result.stats))
