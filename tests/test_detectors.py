@@ -103,7 +103,7 @@ REQ = "[req-c5016b48-399b-44f8-adea-a86421f1e129 c49d86f8a39148bb809d2da44811ca3
 
 
 def _run(text: str, engine: Engine | None = None, host: str = "cmp1", service: str = "nova-compute"):
-    engine = engine or support_engine()
+    engine = engine or these()
     latest = {}
     for ev in sorted(parse_text(text, host=host, service=service), key=lambda e: e.ts or 0):
         for doc in engine.feed(ev).incidents:
