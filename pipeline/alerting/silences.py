@@ -11,8 +11,7 @@ file, fsync, rename) under an advisory lock, so ``osloscope silence add|expire``
 while ``osloscope notify`` runs; the notifier re-reads it when the file changes (a rename gives
 it a new inode). Silences that expired more than RETENTION ago are dropped on the next write.
 
-``osloscope silence add --matcher type=disk_full --matcher host=compute-2 --duration 2h
---comment "replacing the disk"``, ``osloscope silence list [--all]``, ``osloscope silence expire ID``.
+The ``osloscope silence add|list|expire`` commands are in ``pipeline/cli/silence.py``.
 """
 from __future__ import annotations
 
@@ -22,8 +21,6 @@ import json
 import logging
 import os
 import re
-import sys
-import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -113,9 +110,9 @@ class Silence:
     def to_json(self) -> dict:
         return {"id": self.id,
                 "matchers": [{"name": m.name, "op": m.op, "value": m.value} for m in self.matchers],
-                "startsAt": _iso(self.starts_at), "endsAt": _iso(self.ends_at),
+                "startsAt": iso(self.starts_at), "endsAt": iso(self.ends_at),
                 "createdBy": self.created_by, "comment": self.comment,
-                "createdAt": _iso(self.created_at)}
+                "createdAt": iso(self.created_at)}
 
     @classmethod
     def from_json(cls, d: Mapping, where: str) -> "Silence":
@@ -131,7 +128,8 @@ class Silence:
             raise SilenceError(f"{where}: malformed silence ({type(exc).__name__}: {exc})") from None
 
 
-def _iso(t: float) -> str:
+def iso(t: float) -> str:
+    """``2024-05-01T10:00:00Z`` (how silences.json and `silence list` write times)."""
     return datetime.fromtimestamp(t, timezone.utc).isoformat().replace("+00:00", "Z")
 
 
@@ -161,7 +159,8 @@ class SilenceStore:
 
     # reading ---------------------------------------------------------------------------------
 
-    def _read(self) -> tuple[Silence, ...]:
+    def read(self) -> tuple[Silence, ...]:
+        """The silences in the file now (none if it does not exist); SilenceError if it is broken."""
         try:
             text = self.path.read_text("utf-8")
         except FileNotFoundError:
@@ -187,7 +186,7 @@ class SilenceStore:
             sig = None
         if sig != self._sig:
             try:
-                self._silences = self._read()
+                self._silences = self.read()
                 if self._sig is not None or sig is not None:
                     log.info("silences: %d loaded from %s", len(self._silences), self.path)
             except SilenceError as exc:
@@ -210,7 +209,7 @@ class SilenceStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path.with_name(self.path.name + ".lock"), "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
-            items = list(self._read())
+            items = list(self.read())
             yield items
             self._write(items)
 
@@ -253,7 +252,7 @@ class SilenceStore:
                 raise SilenceError(f"id {ident!r} is ambiguous: {', '.join(items[i].id for i in hits)}")
             old = items[hits[0]]
             if old.ends_at <= now:
-                raise SilenceError(f"silence {old.id} already expired at {_iso(old.ends_at)}")
+                raise SilenceError(f"silence {old.id} already expired at {iso(old.ends_at)}")
             new = Silence(old.id, old.matchers, min(old.starts_at, now), now, old.created_by,
                           old.comment, old.created_at)
             items[hits[0]] = new
@@ -262,110 +261,3 @@ class SilenceStore:
 
 def store_for(state_dir: str | os.PathLike) -> SilenceStore:
     return SilenceStore(Path(state_dir) / FILE_NAME)
-
-
-# --- `osloscope silence add|list|expire` -----------------------------------------------------
-
-def register(subparsers) -> None:
-    import argparse
-
-    from pipeline.settings import add_config_option
-
-    p = subparsers.add_parser(
-        "silence", help="mute notifications of matching incidents for a while",
-        description="Add, list and expire silences for `osloscope notify`. A silence mutes the "
-                    "incidents whose labels match all its matchers until it expires. Labels: "
-                    f"{', '.join(NOTIFY_LABELS)} (alertname is the incident type). The running "
-                    "notifier picks changes up within a second.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="examples:\n"
-               "  osloscope silence add --matcher type=disk_full --matcher host=compute-2 \\\n"
-               "      --duration 2h --comment \"replacing the disk\"\n"
-               "  osloscope silence add --matcher 'host=~compute-[0-9]+' --duration 30m --comment upgrade\n"
-               "  osloscope silence list\n"
-               "  osloscope silence expire 3f2c")
-    sub = p.add_subparsers(dest="silence_action", metavar="ACTION")
-    sub.required = True
-    a = sub.add_parser("add", help="add a silence; prints its id")
-    add_config_option(a)
-    a.add_argument("--matcher", "-m", action="append", required=True, metavar="MATCHER",
-                   help="label=value, label!=value, label=~regex or label!~regex (regexes match the "
-                        "whole value); repeat for more (all must match)")
-    a.add_argument("--duration", "-d", default="1h",
-                   help="how long from now, e.g. 30m, 2h, 1h30m, 1d (default 1h)")
-    a.add_argument("--comment", "-c", required=True, help="why; shown by `silence list`")
-    a.add_argument("--author", "-a", default=os.environ.get("USER") or os.environ.get("LOGNAME") or "",
-                   help="who (default $USER)")
-    a.set_defaults(func=_cmd_add)
-    ls = sub.add_parser("list", help="list active and pending silences")
-    add_config_option(ls)
-    ls.add_argument("--all", action="store_true", help="include expired silences")
-    ls.add_argument("--format", choices=("table", "json"), default="table")
-    ls.set_defaults(func=_cmd_list)
-    e = sub.add_parser("expire", help="end silences now")
-    add_config_option(e)
-    e.add_argument("ids", nargs="+", metavar="ID", help="silence id (a unique prefix is enough)")
-    e.set_defaults(func=_cmd_expire)
-
-
-def _store(args) -> SilenceStore | None:
-    from pipeline.settings import load_for_command
-    settings = load_for_command(args.config, "silence")
-    return None if settings is None else store_for(settings.notify.state_dir)
-
-
-def _cmd_add(args) -> int:
-    store = _store(args)
-    if store is None:
-        return 2
-    try:
-        matchers = [Matcher.parse(t) for t in args.matcher]
-        s = store.add(matchers, now=time.time(), duration=parse_duration(args.duration),
-                      created_by=args.author, comment=args.comment)
-    except (SilenceError, OSError) as exc:
-        print(f"osloscope silence: {exc}", file=sys.stderr)
-        return 2
-    print(s.id)
-    print(f"osloscope: silenced {', '.join(map(str, s.matchers))} until {_iso(s.ends_at)}",
-          file=sys.stderr)
-    return 0
-
-
-def _cmd_list(args) -> int:
-    store = _store(args)
-    if store is None:
-        return 2
-    try:
-        items = store._read()
-    except SilenceError as exc:
-        print(f"osloscope silence: {exc}", file=sys.stderr)
-        return 2
-    now = time.time()
-    shown = [s for s in items if args.all or s.state(now) != "expired"]
-    if args.format == "json":
-        for s in shown:
-            print(json.dumps({**s.to_json(), "state": s.state(now)}))
-        return 0
-    rows = [("ID", "STATE", "ENDS", "MATCHERS", "BY", "COMMENT")]
-    rows += [(s.id, s.state(now), _iso(s.ends_at)[:19] + "Z", " ".join(map(str, s.matchers)),
-              s.created_by, s.comment) for s in shown]
-    widths = [max(len(r[i]) for r in rows) for i in range(5)]
-    for r in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[5])
-    print(f"osloscope: {len(shown)} silence(s) in {store.path}", file=sys.stderr)
-    return 0
-
-
-def _cmd_expire(args) -> int:
-    store = _store(args)
-    if store is None:
-        return 2
-    rc = 0
-    for ident in args.ids:
-        try:
-            s = store.expire(ident, now=time.time())
-            print(f"expired {s.id}", file=sys.stderr)
-        except (SilenceError, OSError) as exc:
-            print(f"osloscope silence: {exc}", file=sys.stderr)
-            rc = 2
-    return rc

@@ -37,7 +37,7 @@ lines before the damage and the other files are analysed as usual.
 # modules that add a subcommand with register(subparsers); their heavy imports are lazy
 STREAMING_COMMANDS = ("pipeline.settings", "pipeline.operations.setup", "pipeline.streaming.ship",
                       "pipeline.streaming.worker", "pipeline.local.watch", "pipeline.sinks.incidents",
-                      "pipeline.alerting.notify", "pipeline.alerting.silences", "pipeline.local.trace",
+                      "pipeline.cli.notify", "pipeline.cli.silence", "pipeline.local.trace",
                       "pipeline.signatures")
 
 

@@ -2,8 +2,9 @@
 topic reach a real HTTP receiver as one signed Alertmanager-style notification; the resolve
 follows; offsets are committed; a restarted notifier sends nothing twice.
 
-(Named test_notify_kafka.py: tests/test_notify.py already uses the basename, and pytest cannot
-collect two test modules of the same name from these package-less directories.)
+The notifier itself (grouping, payloads, delivery, outbox, silences) is tested without Kafka in
+tests/alerting/; this test covers the loop of pipeline/alerting/consumer.py and its Kafka client
+from pipeline/streaming/kafka_clients.py.
 """
 from __future__ import annotations
 

@@ -1,0 +1,254 @@
+"""The notifier: incident changes in, webhook notifications out, with Alertmanager's noise control.
+
+  Notifier.handle(doc, now)  every receiver whose filters accept the incident holds it as an alert
+                             in the group of its ``group_by`` label values (grouping.py)
+  Notifier.tick(now)         flushes due groups the way Alertmanager's aggregation groups do
+                             (first after group_wait, then every group_interval; a notification
+                             only when an incident opened, or resolved with send_resolved, or
+                             repeat_interval passed; silenced incidents left out) into the outbox
+                             (outbox.py, payloads.py), then POSTs due outbox entries, retrying
+                             failures with capped exponential backoff and jitter until a 2xx
+                             (delivery.py)
+
+A notification is written to the outbox in the same transaction that advances its group's
+revision, so its ``Idempotency-Key`` (receiver, group, revision) is never reused for different
+content; retries and a crash between a 2xx and its bookkeeping send the same key again, which
+receivers can drop. A stored version makes handling a document again a no-op. Time only arrives
+as ``now`` arguments: the Kafka loop (consumer.py) passes the wall clock, tests a fake one.
+"""
+from __future__ import annotations
+
+import fcntl
+import logging
+import random
+import ssl
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from pipeline.alerting import delivery
+from pipeline.alerting.grouping import (Group, accepts, doc_problem, group_key, is_newer, labels_of,
+                                        needs_update, order, version)
+from pipeline.alerting.outbox import DB_NAME, Store
+from pipeline.alerting.payloads import render
+from pipeline.alerting.silences import store_for
+from pipeline.settings import NotifySettings, ReceiverSettings
+
+log = logging.getLogger("osloscope.notify")
+
+PRUNE_INTERVAL = 3600.0
+
+
+class NotifierBusy(Exception):
+    """Another notifier holds the state directory."""
+
+
+@dataclass
+class Tick:
+    """What one ``tick`` did."""
+    flushed: int = 0        # groups whose timer fired
+    queued: int = 0         # notifications written to the outbox
+    delivered: int = 0
+    retrying: int = 0       # attempts that failed and will be retried
+    failed: int = 0         # notifications given up (permanent HTTP errors)
+
+
+class Notifier:
+    """Groups, silences, outbox and delivery; ``handle`` and ``tick`` are all the Kafka loop calls.
+
+    One notifier per ``state_dir`` (a lock file enforces it). ``rng`` draws the backoff jitter.
+    """
+
+    def __init__(self, notify: NotifySettings, receivers: Sequence[ReceiverSettings], *,
+                 rng: random.Random | None = None) -> None:
+        if not receivers:
+            raise ValueError("no receivers: add [[notify.receivers]] tables to the settings")
+        self.settings = notify
+        self.receivers = {r.name: r for r in receivers}
+        self.dir = Path(notify.state_dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._lock = open(self.dir / "notify.lock", "a")
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock.close()
+            raise NotifierBusy(f"{self.dir}: another osloscope notify uses this state_dir") from None
+        self.store = Store(self.dir / DB_NAME)
+        self.silences = store_for(self.dir)
+        self.rng = rng or random.Random()
+        self.backoff = {name: delivery.Backoff() for name in self.receivers}
+        self._contexts: dict[str, ssl.SSLContext | None] = {}
+        self._last_prune = float("-inf")
+        self.groups: dict[tuple[str, str], Group] = {}
+        self.where: dict[tuple[str, str], str] = {}                # (receiver, incident) -> group key
+        self._load()
+
+    @classmethod
+    def from_settings(cls, settings, **kw) -> "Notifier":
+        return cls(settings.notify, settings.receivers, **kw)
+
+    def _load(self) -> None:
+        dropped = 0
+        for g in self.store.groups():
+            if g.receiver not in self.receivers:
+                dropped += 1
+                continue
+            self.groups[(g.receiver, g.key)] = g
+            for iid in g.alerts:
+                self.where[(g.receiver, iid)] = g.key
+        if dropped:
+            self.store.drop_groups_except(self.receivers)
+            log.warning("dropped %d group(s) of receivers no longer configured", dropped)
+        self.versions = self.store.versions()
+        for receiver, n in self.store.pending_per_receiver():
+            if receiver in self.receivers:
+                log.info("%s: %d notification(s) waiting in the outbox", receiver, n)
+            else:
+                log.warning("%s: %d pending notification(s) for a receiver no longer configured "
+                            "(kept; delivered if it comes back)", receiver, n)
+
+    def close(self) -> None:
+        self.store.close()
+        self._lock.close()
+
+    def __enter__(self) -> "Notifier":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # incidents in --------------------------------------------------------------------------------
+
+    def handle(self, doc: dict, now: float) -> bool:
+        """Take one incident document (a new incident or a change); True unless it was stale."""
+        return self.handle_many([doc], now) == 1
+
+    def handle_many(self, docs: Iterable[dict], now: float) -> int:
+        """Take incident documents in order and store the result in one transaction; returns how
+        many were newer than what was known (older versions and repeats change nothing)."""
+        docs = list(docs)
+        for doc in docs:                          # all or nothing: state and file stay in step
+            problem = doc_problem(doc)
+            if problem:
+                raise ValueError(f"not an incident document: {problem}")
+        dirty: set[tuple[str, str]] = set()
+        fresh: dict[str, tuple] = {}
+        for doc in docs:
+            iid, v = doc["id"], version(doc)
+            if not is_newer(v, self.versions.get(iid)):
+                continue
+            self.versions[iid] = fresh[iid] = v
+            for r in self.receivers.values():
+                self._place(r, doc, now, dirty)
+        self._save(dirty, fresh, now, [])
+        return len(fresh)
+
+    def _place(self, r: ReceiverSettings, doc: dict, now: float, dirty: set) -> None:
+        iid = doc["id"]
+        old_key = self.where.get((r.name, iid))
+        key = labels = None
+        if accepts(r, doc):
+            labels = {k: v for k, v in labels_of(doc).items() if k in self.settings.group_by}
+            key = group_key(labels)
+        if old_key is not None and old_key != key:          # filtered out now, or moved group
+            old = self.groups[(r.name, old_key)]
+            del old.alerts[iid], self.where[(r.name, iid)]
+            dirty.add((r.name, old_key))
+            if not old.alerts:
+                del self.groups[(r.name, old_key)]
+        if key is None:
+            return
+        g = self.groups.get((r.name, key))
+        if g is None:
+            g = self.groups[(r.name, key)] = Group(r.name, key, labels, uuid.uuid4().hex,
+                                                   now + self.settings.group_wait)
+        g.alerts[iid] = doc
+        self.where[(r.name, iid)] = key
+        dirty.add((r.name, key))
+
+    def _save(self, dirty: Iterable[tuple[str, str]], versions: dict[str, tuple], now: float,
+              rows: Sequence[tuple]) -> None:
+        dirty = list(dirty)
+        if dirty or versions or rows:
+            self.store.save([(r, k, self.groups.get((r, k))) for r, k in dirty], versions, now, rows)
+
+    # time passes --------------------------------------------------------------------------------
+
+    def tick(self, now: float) -> Tick:
+        """Flush the groups whose timer is due, then deliver what the outbox holds for receivers
+        that are not backing off."""
+        report = Tick()
+        due = sorted((g for g in self.groups.values() if g.next_flush <= now), key=lambda g: g.next_flush)
+        if due:
+            active = [s for s in self.silences.silences() if s.starts_at <= now < s.ends_at]
+            rows = [row for row in (self._flush(g, now, active) for g in due) if row]
+            self._save([(g.receiver, g.key) for g in due], {}, now, rows)
+            report.flushed, report.queued = len(due), len(rows)
+        self._deliver(now, report)
+        if now - self._last_prune >= PRUNE_INTERVAL:
+            self._last_prune = now
+            held = {iid for g in self.groups.values() for iid in g.alerts}
+            for iid in self.store.prune(now, held):
+                self.versions.pop(iid, None)
+        return report
+
+    def _flush(self, g: Group, now: float, silences: Sequence) -> tuple | None:
+        r = self.receivers[g.receiver]
+        visible = [d for d in g.alerts.values()
+                   if not any(s.mutes(labels_of(d), now) for s in silences)]
+        firing = sorted(d["id"] for d in visible if d["status"] != "resolved")
+        resolved = sorted(d["id"] for d in visible if d["status"] == "resolved")
+        row = None
+        if needs_update(g, firing, resolved, now, send_resolved=r.send_resolved,
+                        repeat_interval=self.settings.repeat_interval):
+            docs = order(d for d in visible if d["status"] != "resolved" or r.send_resolved)
+            if docs:
+                g.revision += 1
+                row = (r.name, g.key, g.revision, g.idempotency_key(),
+                       render(r, g, docs, self.settings.external_url), now)
+                log.info("%s %s: notification %d queued (%d firing, %d resolved)", r.name, g.key,
+                         g.revision, len(firing), len(resolved) if r.send_resolved else 0)
+            g.sent_firing, g.sent_resolved, g.sent_at = firing, resolved, now
+        for iid in [i for i, d in g.alerts.items() if d["status"] == "resolved"]:
+            del g.alerts[iid], self.where[(g.receiver, iid)]   # resolved alerts leave once flushed
+        g.next_flush = now + self.settings.group_interval
+        if not g.alerts:
+            del self.groups[(g.receiver, g.key)]
+        return row
+
+    # delivery -----------------------------------------------------------------------------------
+
+    def _context(self, r: ReceiverSettings) -> ssl.SSLContext | None:
+        if r.name not in self._contexts:
+            self._contexts[r.name] = delivery.tls_context(r)
+        return self._contexts[r.name]
+
+    def _deliver(self, now: float, report: Tick) -> None:
+        for r in self.receivers.values():
+            b = self.backoff[r.name]
+            if b.next_attempt > now:
+                continue
+            for oid, key, body, attempts in self.store.pending(r.name):
+                res = delivery.post(r, body, delivery.headers(r, key, body, now), self._context(r), now)
+                if res.ok:
+                    self.store.finish(oid, "delivered", now, attempts + 1, None)
+                    b.reset()
+                    report.delivered += 1
+                    log.info("%s: delivered notification %s (HTTP %s, attempt %d)", r.name, key,
+                             res.status, attempts + 1)
+                elif res.permanent:
+                    self.store.finish(oid, "failed", now, attempts + 1, res.error)
+                    b.reset()
+                    report.failed += 1
+                    log.error("%s: notification %s rejected, not retried: %s", r.name, key, res.error)
+                else:
+                    self.store.finish(oid, "pending", now, attempts + 1, res.error)
+                    delay = b.fail(now, r.max_backoff, res.retry_after, self.rng)
+                    report.retrying += 1
+                    log.warning("%s: delivery failed (%s); retrying in %.1f s", r.name, res.error, delay)
+                    break
+
+    def outbox(self) -> dict[str, int]:
+        """Notifications per state: pending, delivered, failed."""
+        return self.store.counts()
