@@ -31,9 +31,7 @@ def installed(tmp_path_factory) -> Path:
     (wheel,) = (tmp / "dist").glob("osloscope-*.whl")
     env_dir = tmp / "venv"
     venv.EnvBuilder(with_pip=False).create(env_dir)
-    py = env_dir / "bin" / "python"
-    site = subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                          capture_output=True, text=True, check=True).stdout.strip()
+    site = _py(env_dir, "import sysconfig; print(sysconfig.get_paths()['purelib'])", tmp, check=True).stdout.strip()
     # the dependencies (orjson, faust, kafka, elasticsearch) of the test interpreter, but not the
     # editable osloscope: a plain directory on sys.path processes no .pth files of its own
     Path(site, "deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
@@ -43,19 +41,27 @@ def installed(tmp_path_factory) -> Path:
     return env_dir
 
 
+def _clean_env() -> dict:
+    """No PYTHONPATH or settings of the test run leak into the installed copy."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "OSLOSCOPE_"))}
+
+
+def _py(env_dir: Path, code: str, cwd: Path, check: bool = False) -> subprocess.CompletedProcess:
+    return subprocess.run([str(env_dir / "bin" / "python"), "-c", code], capture_output=True, text=True,
+                          cwd=cwd, env=_clean_env(), check=check)
+
+
 def _run(env_dir: Path, *args, cwd: Path) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "OSLOSCOPE_"))}
     return subprocess.run([str(env_dir / "bin" / "python"), "-c",
                            "import sys; from pipeline.cli import main; sys.exit(main())", *map(str, args)],
-                          capture_output=True, text=True, cwd=cwd, env=env)
+                          capture_output=True, text=True, cwd=cwd, env=_clean_env())
 
 
 def test_the_code_comes_from_the_wheel_not_the_checkout(installed, tmp_path):
     r = _run(installed, "config", "check", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    where = subprocess.run([str(installed / "bin" / "python"), "-c",
-                            "import pipeline, detectors; print(pipeline.__file__); print(detectors.__file__)"],
-                           capture_output=True, text=True, cwd=tmp_path, check=True).stdout.split()
+    where = _py(installed, "import pipeline, detectors; print(pipeline.__file__); print(detectors.__file__)",
+                tmp_path, check=True).stdout.split()
     assert all(str(installed) in w and str(ROOT) not in w for w in where), where
 
 
@@ -66,8 +72,7 @@ def test_package_data_is_installed_and_read(installed, tmp_path):
             " resources.path('kibana', 'osloscope.ndjson').stat().st_size > 0,"
             " resources.path('services', 'kafka-pom.xml').is_file(),"
             " bool(texts.load('disk_full')['probable_cause']))")
-    r = subprocess.run([str(installed / "bin" / "python"), "-c", code], capture_output=True, text=True,
-                       cwd=tmp_path)
+    r = _py(installed, code, tmp_path)
     assert r.returncode == 0, r.stderr
     n, *rest = r.stdout.split(" ", 1)
     assert int(n) == len(list((ROOT / "detectors" / "signatures").glob("*.toml")))
@@ -87,9 +92,8 @@ def test_analyze_on_the_samples_finds_what_the_checkout_finds(installed, tmp_pat
 
 
 def test_a_missing_schema_is_an_error_not_a_skipped_check(installed, tmp_path):
-    site = Path(subprocess.run([str(installed / "bin" / "python"), "-c",
-                                "import pipeline, os; print(os.path.dirname(pipeline.__file__))"],
-                               capture_output=True, text=True, check=True, cwd=tmp_path).stdout.strip())
+    site = Path(_py(installed, "import pipeline, os; print(os.path.dirname(pipeline.__file__))", tmp_path,
+                    check=True).stdout.strip())
     schema = site / "_data" / "schemas" / "signature.schema.json"
     saved = schema.read_bytes()
     schema.unlink()
