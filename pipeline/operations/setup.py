@@ -83,14 +83,15 @@ def setup_kibana(settings, url: str, *, space: str | None = None, api_key: str |
                  wait: float = 0.0, log: Callable[[str], None] = print) -> dict:
     """Import the Kibana saved objects (data views, searches, visualizations, dashboards) of
     deploy/kibana/osloscope.ndjson, their data views pointing at the configured indices."""
-    from pipeline.operations.kibana import NDJSON, Indices, import_saved_objects, ndjson_for, summarize
+    from pipeline import resources
+    from pipeline.operations.kibana import Indices, import_saved_objects, ndjson_for, summarize
 
     path = ndjson_for(Indices.from_settings(settings.elasticsearch))
     try:
         result = import_saved_objects(url, path, space=space, api_key=api_key, username=username,
                                       password=password, verify=verify, wait=wait, log=log)
     finally:
-        if path != NDJSON:                       # a generated copy for non-default index names
+        if path != resources.path("kibana", "osloscope.ndjson"):   # a generated copy for other index names
             path.unlink(missing_ok=True)
             path.parent.rmdir()
     log(f"kibana {url}{' space ' + space if space else ''}: imported {summarize(result)}")

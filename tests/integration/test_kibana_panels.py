@@ -2,15 +2,15 @@
 
 deploy/samples go through the real path (ship -> Kafka -> `osloscope worker` -> Elasticsearch,
 with this test's own topics and indices); then the request behind every visualization and
-saved search of deploy/kibana/osloscope.ndjson (``pipeline.operations.kibana.panel_queries``) runs on
-those indices. Each answer is compared with the same aggregation computed in Python from the
+saved search of deploy/kibana/osloscope.ndjson (``panel_queries`` of tests/kibana_emulator.py) runs
+on those indices. Each answer is compared with the same aggregation computed in Python from the
 documents the worker wrote (filter, time range, nested terms/date_histogram buckets with
 Elasticsearch's ordering, sum/max/avg metrics), and the panels the operator reads first are
 checked for the incidents the samples contain (auth failures from 203.0.113.45, the full disk
 on compute-2, the volume nova gave up on).
 
-(Named test_kibana_panels.py: tests/test_kibana.py already takes the module name test_kibana
-and the test directories are not packages.)
+(Named test_kibana_panels.py: tests/operations/test_kibana.py already takes the module name
+test_kibana and the test directories are not packages.)
 """
 from __future__ import annotations
 
@@ -22,8 +22,9 @@ from datetime import datetime, timezone
 
 import pytest
 
+import kibana_emulator
+from kibana_emulator import MISSING, PanelQuery, get_path, panel_queries, tabify
 from pipeline.operations import kibana
-from pipeline.operations.kibana import MISSING, get_path
 from test_pipeline import SAMPLES, Worker, embedded, es_client, load_settings, setup_all, ship_once, wait_for
 
 TIME_RANGE = ("2017-06-06T00:00:00Z", "2017-06-07T00:00:00Z")   # the day the sample incidents happen
@@ -91,7 +92,7 @@ def metric_value(kind: str, field: str | None, docs: list[dict]):
     raise AssertionError(f"metric {kind} not emulated")
 
 
-def python_rows(pq: kibana.PanelQuery, docs: list[dict]) -> list[dict]:
+def python_rows(pq: PanelQuery, docs: list[dict]) -> list[dict]:
     """What Elasticsearch should answer for ``pq``, computed from the documents."""
     metrics = {mid: (kind, f) for mid, kind, f in pq.metrics}
 
@@ -153,13 +154,13 @@ def requests_count(client, index: str) -> int:
     return client.count(index=index)["count"]
 
 
-def check_panels(client, queries: list[kibana.PanelQuery], docs: dict[str, list[dict]]) -> dict[str, list[dict]]:
+def check_panels(client, queries: list[PanelQuery], docs: dict[str, list[dict]]) -> dict[str, list[dict]]:
     """Run every panel's request; compare its rows with the Python computation; {id: rows}."""
     results: dict[str, list[dict]] = {}
     for pq in queries:
         response = client.search(index=pq.index, body=pq.body).body
         assert not response.get("_shards", {}).get("failures"), (pq.object_id, response["_shards"])
-        rows = kibana.tabify(pq, response)
+        rows = tabify(pq, response)
         results[pq.object_id] = rows
         matching = [d for d in docs[pq.data_view] if predicate(pq.query)(d) and in_range(d, pq.time_field)]
         assert response["hits"]["total"]["value"] == len(matching), pq.object_id
@@ -210,14 +211,13 @@ def test_every_panel_query_on_pipeline_written_data(settings_env, tmp_path):
                            ignore_unavailable=True, allow_no_indices=True)
 
     objects = kibana.build_objects(kibana.Indices.from_settings(es))
-    assert kibana.validate(objects) == []
     docs = {kibana.DV_EVENTS: all_docs(client, f"{es.events_index_prefix}*"),
             kibana.DV_INCIDENTS: all_docs(client, es.incidents_index),
             kibana.DV_REQUESTS: all_docs(client, es.requests_index)}
     assert len(docs[kibana.DV_EVENTS]) == n_records and len(docs[kibana.DV_INCIDENTS]) >= len(expected)
     assert docs[kibana.DV_REQUESTS]
 
-    queries = kibana.panel_queries(objects, time_range=TIME_RANGE)
+    queries = panel_queries(objects, time_range=TIME_RANGE)
     assert len(queries) == sum(o["type"] in ("visualization", "search") for o in objects)
     results = check_panels(client, queries, docs)
 
@@ -317,7 +317,7 @@ def test_api_panels_order_by_duration_on_request_summaries(settings_env, monkeyp
         "api"]["properties"]["status"]["type"] == "long"           # the template applied
 
     objects = kibana.build_objects(kibana.Indices.from_settings(es))
-    queries = [q for q in kibana.panel_queries(objects, time_range=TIME_RANGE) if q.data_view == kibana.DV_REQUESTS]
+    queries = [q for q in panel_queries(objects, time_range=TIME_RANGE) if q.data_view == kibana.DV_REQUESTS]
     results = check_panels(client, queries, {kibana.DV_REQUESTS: [{**d, "_id": d["id"]} for d in docs]})
     slow = results["osloscope-vis-slowest-api-calls"]
     assert [r["keys"] for r in slow] == [
@@ -331,10 +331,10 @@ def test_api_panels_order_by_duration_on_request_summaries(settings_env, monkeyp
         "nova-api", "glance-store"}
     assert [r["key"] for r in results["osloscope-search-slowest-requests"]][:2] == [docs[2]["key"], docs[5]["key"]]
 
-    # the same panels from the command line (python -m pipeline.operations.kibana --preview)
+    # the same panels from the command line (python tests/kibana_emulator.py --preview)
     for k, v in settings_env.items():
         monkeypatch.setenv(k, v)
-    assert kibana.main(["--preview", "--from", TIME_RANGE[0], "--to", TIME_RANGE[1]]) == 0
+    assert kibana_emulator.main(["--preview", "--from", TIME_RANGE[0], "--to", TIME_RANGE[1]]) == 0
     out = capsys.readouterr().out
     assert f"== Slowest API calls [visualization osloscope-vis-slowest-api-calls] {es.requests_index}" in out
     assert '"keys": ["nova-api", "POST", "/v2.1/servers"]' in out

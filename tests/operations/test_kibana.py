@@ -1,4 +1,4 @@
-"""Kibana saved objects (deploy/kibana/osloscope.ndjson, pipeline/kibana.py).
+"""Kibana saved objects (deploy/kibana/osloscope.ndjson, pipeline/operations/kibana.py).
 
 No Kibana runs here (it cannot be installed on this machine), so the file is checked the
 way Kibana's import would check it: one JSON object per line, unique ids, every reference
@@ -6,7 +6,8 @@ resolvable inside the file, dashboard panels matching their references, attribut
 Kibana 8.x's create schemas, and every field a panel names mapped (with doc values where it
 aggregates or sorts) by the index templates generated from schemas/. The import client runs
 against a real HTTP server in a thread that checks the multipart body and the headers.
-The queries behind the panels run on a real Elasticsearch in tests/integration/test_kibana.py.
+The request Kibana sends for each panel is emulated by tests/kibana_emulator.py (checked here);
+tests/integration/test_kibana_panels.py runs every one on a real Elasticsearch.
 """
 from __future__ import annotations
 
@@ -14,29 +15,34 @@ import base64
 import email.parser
 import email.policy
 import json
+import os
+import subprocess
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
-from pipeline.sinks import index_templates
-
+import kibana_emulator as emulator
 from pipeline.operations import kibana
+from pipeline.sinks import index_templates
 from support import ROOT
 
 NDJSON = ROOT / "deploy" / "kibana" / "osloscope.ndjson"
-REQUEST_SCHEMA = ROOT / "schemas" / "request.schema.json"
 
-# DECLARED (used only while schemas/request.schema.json does not exist): the request summary
-# fields the requests data view relies on and the Elasticsearch type each must have. Once the
-# schema exists, the fields are checked against the index template generated from it instead.
+# DECLARED: the request summary fields the requests data view relies on and the Elasticsearch
+# type each must have in the index template generated from schemas/request.schema.json.
 DECLARED_REQUEST_FIELDS = {
     "first_seen": "date", "last_seen": "date", "key": "keyword", "outcome": "keyword",
     "duration_seconds": "double", "services": "keyword", "hosts": "keyword", "errors": "long",
     "api.method": "keyword", "api.path": "keyword", "api.status": "long", "api.service": "keyword",
     "root_cause.component": "keyword", "root_cause.exception_type": "keyword", "root_cause.reason": "keyword",
 }
+# typeMigrationVersion a Kibana 8.x export writes per type (the last migration before model
+# versions; Kibana 8.9+ migrates the objects on from there)
+KIBANA_8_EXPORT_TYPE_VERSION = {"index-pattern": "8.0.0", "search": "8.0.0", "visualization": "8.5.0",
+                                "dashboard": "8.9.0"}
 AGGREGATABLE = {"keyword", "long", "integer", "short", "byte", "double", "float", "half_float", "scaled_float",
                 "date", "date_nanos", "boolean", "ip"}
 
@@ -121,7 +127,8 @@ def test_attributes_fit_kibana_8_create_schemas(objects):
     assert kibana.validate(objects) == []
     for o in objects:
         assert set(o["attributes"]) <= kibana.ALLOWED_ATTRIBUTES[o["type"]], o["id"]
-        assert o["typeMigrationVersion"] == kibana.TYPE_MIGRATION_VERSION[o["type"]]
+        assert o["coreMigrationVersion"] == "8.8.0", o["id"]
+        assert o["typeMigrationVersion"] == KIBANA_8_EXPORT_TYPE_VERSION[o["type"]], o["id"]
     for o in objects:
         if o["type"] == "visualization":
             state = json.loads(o["attributes"]["visState"])
@@ -188,17 +195,15 @@ def _flatten(props: dict, prefix: str = "") -> dict[str, str]:
 
 
 def _mapped_fields(schema: str) -> tuple[dict[str, str], str]:
-    if schema == "request" and not REQUEST_SCHEMA.exists():
-        return dict(DECLARED_REQUEST_FIELDS), "DECLARED list in tests/test_kibana.py (no request schema yet)"
     return _flatten(index_templates.mappings(schema)["properties"]), f"index template from {schema}.schema.json"
 
 
 def test_every_field_is_mapped_by_the_index_templates(objects):
-    refs = kibana.referenced_fields(objects)
+    refs = emulator.referenced_fields(objects)
     assert set(refs) == {kibana.DV_EVENTS, kibana.DV_INCIDENTS, kibana.DV_REQUESTS}
     problems = []
     for dv, fields in refs.items():
-        mapped, source = _mapped_fields(kibana.DATA_VIEW_SCHEMA[dv])
+        mapped, source = _mapped_fields(emulator.DATA_VIEW_SCHEMA[dv])
         for name, uses in fields.items():
             kind = mapped.get(name)
             who = ", ".join(sorted({f"{u.object_id} ({u.role})" for u in uses}))
@@ -209,23 +214,21 @@ def test_every_field_is_mapped_by_the_index_templates(objects):
     assert not problems, "\n".join(problems)
 
 
-def test_request_fields_declared_here_match_the_schema_once_it_exists():
-    if not REQUEST_SCHEMA.exists():
-        pytest.skip("schemas/request.schema.json does not exist: requests fields checked against the DECLARED list")
+def test_request_fields_declared_here_match_the_schema():
     mapped = _flatten(index_templates.mappings("request")["properties"])
     assert {f: mapped.get(f) for f in DECLARED_REQUEST_FIELDS} == DECLARED_REQUEST_FIELDS
 
 
 def test_query_fields_are_parsed_from_lucene():
-    assert kibana.query_fields("type:disk_full") == ["type"]
-    assert kibana.query_fields('log.level:(ERROR OR CRITICAL) AND message:"a: b"') == ["log.level", "message"]
-    assert kibana.query_fields("api.status:>=500") == ["api.status"]
-    assert kibana.query_fields("") == []
+    assert emulator.query_fields("type:disk_full") == ["type"]
+    assert emulator.query_fields('log.level:(ERROR OR CRITICAL) AND message:"a: b"') == ["log.level", "message"]
+    assert emulator.query_fields("api.status:>=500") == ["api.status"]
+    assert emulator.query_fields("") == []
 
 
 # -- the queries behind the panels --------------------------------------------------------------
 def test_panel_queries_are_what_kibana_sends():
-    qs = {q.object_id: q for q in kibana.panel_queries(time_range=("2017-06-06T00:00:00Z", "2017-06-07T00:00:00Z"))}
+    qs = {q.object_id: q for q in emulator.panel_queries(time_range=("2017-06-06T00:00:00Z", "2017-06-07T00:00:00Z"))}
     objects = kibana.build_objects()
     assert set(qs) == {o["id"] for o in objects if o["type"] in ("search", "visualization")}
     disk = qs["osloscope-vis-disk-full-hosts"]
@@ -243,7 +246,7 @@ def test_panel_queries_are_what_kibana_sends():
                                                 "min_doc_count": 1}
     assert over_time["2"]["aggs"]["3"]["terms"]["field"] == "type"
     retry = qs["osloscope-vis-retry-exhaustion-by-resource"].body["aggs"]["3"]
-    assert retry["aggs"]["4"]["terms"]["missing"] == kibana.MISSING
+    assert retry["aggs"]["4"]["terms"]["missing"] == emulator.MISSING
     slow = qs["osloscope-vis-slowest-api-calls"].body["aggs"]["4"]
     # ordered by the max-duration metric, which Kibana adds to every level it orders by
     assert slow["terms"]["order"] == {"1": "desc"} and slow["aggs"]["1"] == {"max": {"field": "duration_seconds"}}
@@ -251,39 +254,39 @@ def test_panel_queries_are_what_kibana_sends():
     search = qs["osloscope-search-slowest-requests"]
     assert search.body["sort"] == [{"duration_seconds": {"order": "desc", "unmapped_type": "boolean"}}]
     assert search.body["query"]["bool"]["must"] == []
-    remapped = kibana.panel_queries(index_map={kibana.DV_INCIDENTS: "it-x-incidents"})
+    remapped = emulator.panel_queries(index_map={kibana.DV_INCIDENTS: "it-x-incidents"})
     assert {q.index for q in remapped if q.data_view == kibana.DV_INCIDENTS} == {"it-x-incidents"}
 
 
 def test_auto_interval():
-    assert kibana.auto_interval(("2017-06-06T00:00:00Z", "2017-06-06T00:15:00Z")) == {"fixed_interval": "30s"}
-    assert kibana.auto_interval(("2017-06-06T00:00:00Z", "2017-06-08T00:00:00Z")) == {"calendar_interval": "1h"}
-    assert kibana.auto_interval(("2017-06-01T00:00:00Z", "2017-06-08T00:00:00Z")) == {"fixed_interval": "12h"}
-    assert kibana.auto_interval(("2017-06-01T00:00:00Z", "2017-07-01T00:00:00Z")) == {"calendar_interval": "1d"}
-    assert kibana.auto_interval(("2015-01-01T00:00:00Z", "2018-01-01T00:00:00Z")) == {"calendar_interval": "1M"}
+    assert emulator.auto_interval(("2017-06-06T00:00:00Z", "2017-06-06T00:15:00Z")) == {"fixed_interval": "30s"}
+    assert emulator.auto_interval(("2017-06-06T00:00:00Z", "2017-06-08T00:00:00Z")) == {"calendar_interval": "1h"}
+    assert emulator.auto_interval(("2017-06-01T00:00:00Z", "2017-06-08T00:00:00Z")) == {"fixed_interval": "12h"}
+    assert emulator.auto_interval(("2017-06-01T00:00:00Z", "2017-07-01T00:00:00Z")) == {"calendar_interval": "1d"}
+    assert emulator.auto_interval(("2015-01-01T00:00:00Z", "2018-01-01T00:00:00Z")) == {"calendar_interval": "1M"}
 
 
 def test_tabify_rows():
-    pq = next(q for q in kibana.panel_queries() if q.object_id == "osloscope-vis-retry-exhaustion-by-resource")
+    pq = next(q for q in emulator.panel_queries() if q.object_id == "osloscope-vis-retry-exhaustion-by-resource")
     response = {"hits": {"total": {"value": 2}, "hits": []}, "aggregations": {"3": {"buckets": [
         {"key": "retry_exhausted.volume_not_created", "doc_count": 2, "4": {"buckets": [
             {"key": "vol-1", "doc_count": 1, "5": {"buckets": [
                 {"key": "inst-1", "doc_count": 1, "2": {"value": 3.0}}]}},
-            {"key": kibana.MISSING, "doc_count": 1, "5": {"buckets": [
-                {"key": kibana.MISSING, "doc_count": 1, "2": {"value": 1.0}}]}}]}}]}}}
-    assert kibana.tabify(pq, response) == [
+            {"key": emulator.MISSING, "doc_count": 1, "5": {"buckets": [
+                {"key": emulator.MISSING, "doc_count": 1, "2": {"value": 1.0}}]}}]}}]}}}
+    assert emulator.tabify(pq, response) == [
         {"keys": ("retry_exhausted.volume_not_created", "vol-1", "inst-1"), "count": 1, "1": 1, "2": 3.0},
-        {"keys": ("retry_exhausted.volume_not_created", kibana.MISSING, kibana.MISSING), "count": 1, "1": 1,
+        {"keys": ("retry_exhausted.volume_not_created", emulator.MISSING, emulator.MISSING), "count": 1, "1": 1,
          "2": 1.0}]
-    assert kibana.tabify(pq, {"hits": {"total": {"value": 0}, "hits": []}}) == []    # index missing
-    search = next(q for q in kibana.panel_queries() if q.object_id == "osloscope-search-open-incidents")
-    rows = kibana.tabify(search, {"hits": {"hits": [{"_id": "a", "_source": {
+    assert emulator.tabify(pq, {"hits": {"total": {"value": 0}, "hits": []}}) == []    # index missing
+    search = next(q for q in emulator.panel_queries() if q.object_id == "osloscope-search-open-incidents")
+    rows = emulator.tabify(search, {"hits": {"hits": [{"_id": "a", "_source": {
         "severity": "critical", "type": "disk_full", "title": "t", "hosts": ["compute-2"], "count": 2,
         "remediation": "free space"}}]}})
     assert rows == [{"_id": "a", "severity": "critical", "type": "disk_full", "title": "t",
                      "hosts": ["compute-2"], "count": 2, "remediation": "free space"}]
-    assert kibana.get_path({"exceptions": [{"type": "A"}, {"type": "B"}]}, "exceptions.type") == ["A", "B"]
-    assert kibana.get_path({"api": None}, "api.path") is None
+    assert emulator.get_path({"exceptions": [{"type": "A"}, {"type": "B"}]}, "exceptions.type") == ["A", "B"]
+    assert emulator.get_path({"api": None}, "api.path") is None
 
 
 def test_builders_follow_the_configured_index_names():
@@ -294,7 +297,7 @@ def test_builders_follow_the_configured_index_names():
     assert kibana.validate(objs) == []
     assert kibana.ndjson_for(kibana.Indices()) == NDJSON           # defaults: the committed file
     other = kibana.ndjson_for(kibana.Indices("it-1-events-*", "it-1-incidents", "it-1-requests"))
-    assert other != NDJSON and kibana.load_ndjson(other) == objs
+    assert other != NDJSON and emulator.load_ndjson(other) == objs
     other.unlink()
     other.parent.rmdir()
 
@@ -466,11 +469,30 @@ def test_setup_kibana_uses_the_configured_index_names(monkeypatch, objects):
                      kibana.DV_REQUESTS: "prod-requests"}
 
 
-def test_module_command_line(tmp_path, capsys):
+def test_module_command_line(tmp_path):
     out = tmp_path / "x.ndjson"
     assert kibana.main(["--write", str(out)]) == 0
     assert out.read_text() == NDJSON.read_text()
-    assert kibana.main(["--queries", "--from", "2017-06-06T00:00:00Z", "--to", "2017-06-07T00:00:00Z"]) == 0
-    printed = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
-    assert {p["id"] for p in printed} == {q.object_id for q in kibana.panel_queries()}
     assert Path(kibana.NDJSON) == NDJSON
+
+
+def test_emulator_command_line(capsys):
+    assert emulator.main(["--queries", "--from", "2017-06-06T00:00:00Z", "--to", "2017-06-07T00:00:00Z"]) == 0
+    printed = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    assert {p["id"] for p in printed} == {q.object_id for q in emulator.panel_queries()}
+    # --from/--to are the time picker: every request filters on its data view's time field
+    ranges = [r for p in printed for f in p["body"]["query"]["bool"]["filter"] for r in f["range"].values()]
+    assert len(ranges) == len(printed)
+    assert all((r["gte"], r["lte"]) == ("2017-06-06T00:00:00Z", "2017-06-07T00:00:00Z") for r in ranges)
+
+
+def test_emulator_runs_as_a_script(tmp_path):
+    """``python tests/kibana_emulator.py --queries`` from anywhere (its docstring's usage)."""
+    script = ROOT / "tests" / "kibana_emulator.py"
+    r = subprocess.run([sys.executable, str(script), "--queries"], capture_output=True, text=True, cwd=tmp_path,
+                       env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
+    assert r.returncode == 0, r.stderr
+    ids = [json.loads(line)["id"] for line in r.stdout.splitlines()]
+    assert sorted(ids) == sorted(o["id"] for o in kibana.build_objects() if o["type"] in ("search", "visualization"))
+    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 2 and "--queries" in r.stderr and "--preview" in r.stderr
