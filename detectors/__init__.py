@@ -6,6 +6,6 @@ detectors are listed in ``registry``; ``topology`` holds what is known of
 how the OpenStack services fit together.
 """
 from .engine import Emitted, Engine
-from .model import Event, event_from_doc, event_to_doc
+from .model import Event
 
-__all__ = ["Emitted", "Engine", "Event", "event_from_doc", "event_to_doc"]
+__all__ = ["Emitted", "Engine", "Event"]

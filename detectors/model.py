@@ -3,11 +3,8 @@
 Pure Python: no I/O, no wall clock, no streaming libraries. The parser in
 ``pipeline`` builds :class:`Event` objects; detectors read them and return
 :class:`Incident` snapshots (plain dicts, see :meth:`Incident.to_doc`).
-
-An Event is flat (``__slots__``) on the hot path; :func:`event_to_doc` maps it
-to the nested ECS-shaped document that is printed, shipped and indexed, and
-:func:`event_from_doc` maps it back (the streaming worker re-keys events by
-request id through Kafka).
+An Event is flat on the hot path; its JSON (ECS) document is
+``pipeline.codec``'s business.
 """
 from __future__ import annotations
 
@@ -15,45 +12,15 @@ from typing import Any
 
 UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 
-# Scalar event fields and the dotted ECS path each maps to. Resources,
-# origin and tags are handled separately.
-_FIELDS: tuple[tuple[str, str], ...] = (
-    ("timestamp", "@timestamp"),
-    ("message", "message"),
-    ("original", "event.original"),
-    ("kind", "event.dataset"),
-    ("reason", "event.reason"),
-    ("level", "log.level"),
-    ("logger", "log.logger"),
-    ("file_path", "log.file.path"),
-    ("offset", "log.offset"),
-    ("origin_function", "log.origin.function"),
-    ("origin_file", "log.origin.file.name"),
-    ("origin_line", "log.origin.file.line"),
-    ("pid", "process.pid"),
-    ("host", "host.name"),
-    ("service", "service.name"),
-    ("request_id", "openstack.request_id"),
-    ("global_request_id", "openstack.global_request_id"),
-    ("user_id", "openstack.user_id"),
-    ("project_id", "openstack.project_id"),
-    ("user_name", "openstack.user_name"),
-    ("project_name", "openstack.project_name"),
-    ("instance_id", "openstack.instance_id"),
-    ("http_method", "http.request.method"),
-    ("url_path", "url.path"),
-    ("status_code", "http.response.status_code"),
-    ("body_bytes", "http.response.body.bytes"),
-    ("duration_ns", "event.duration"),
-    ("source_ip", "source.ip"),
-    ("error_type", "error.type"),
-    ("error_message", "error.message"),
-    ("stack_trace", "error.stack_trace"),
-    ("errno", "error.code"),
+# Scalar event fields (``pipeline.codec.ecs`` maps each to its ECS name).
+_SCALARS: tuple[str, ...] = (
+    "timestamp", "message", "original", "kind", "reason", "level", "logger", "file_path", "offset",
+    "origin_function", "origin_file", "origin_line", "pid", "host", "service", "request_id",
+    "global_request_id", "user_id", "project_id", "user_name", "project_name", "instance_id",
+    "http_method", "url_path", "status_code", "body_bytes", "duration_ns", "source_ip", "error_type",
+    "error_message", "stack_trace", "errno",
 )
-
-
-_FIELD_SET = frozenset(name for name, _ in _FIELDS) | {"ts", "resources"}
+_FIELD_SET = frozenset(_SCALARS) | {"ts", "resources"}
 
 
 class Event:
@@ -69,7 +36,7 @@ class Event:
 
     # Every field defaults to None at class level, so an instance stores only
     # the fields a record has (cheap to build on the hot path).
-    FIELDS = tuple(name for name, _ in _FIELDS) + ("ts", "resources")
+    FIELDS = _SCALARS + ("ts", "resources")
     locals().update(dict.fromkeys(FIELDS))
     kind = "log"
 
@@ -94,64 +61,3 @@ class Event:
 
     def __repr__(self) -> str:  # pragma: no cover - debugging aid
         return f"Event({self.timestamp} {self.host}/{self.service} {self.level} {self.logger}: {(self.message or '')[:80]!r})"
-
-
-def _set(doc: dict, dotted: str, value: Any) -> None:
-    node = doc
-    if dotted[0] == "@":
-        doc[dotted] = value
-        return
-    parts = dotted.split(".")
-    for p in parts[:-1]:
-        node = node.setdefault(p, {})
-    node[parts[-1]] = value
-
-
-# (field, dotted name, its parts: None for a top-level "@" name), in document order
-_PATHS = tuple((name, dotted, None if dotted[0] == "@" else tuple(dotted.split(".")))
-               for name, dotted in _FIELDS)
-
-
-def event_to_doc(ev: Event) -> dict:
-    """The nested ECS document for an event (None fields are left out)."""
-    doc: dict = {"event": {"kind": "pipeline_error" if ev.kind == "unparsed" else "event"}}
-    get = ev.__dict__.get            # an Event stores only the fields its record has
-    for name, dotted, parts in _PATHS:
-        value = get(name) if name != "kind" else ev.kind
-        if value is None:
-            continue
-        if parts is None:
-            doc[dotted] = value
-            continue
-        node = doc
-        for p in parts[:-1]:
-            child = node.get(p)
-            if child is None:
-                child = node[p] = {}
-            node = child
-        node[parts[-1]] = value
-    if ev.resources:
-        _set(doc, "openstack.resources", {k: list(v) for k, v in ev.resources.items()})
-    return doc
-
-
-def event_from_doc(doc: dict) -> Event:
-    """Inverse of :func:`event_to_doc` (``ts`` is carried in ``event.ts``-less
-    documents by re-parsing is not needed: the streaming codec adds ``_ts``)."""
-    kw: dict[str, Any] = {}
-    for name, dotted in _FIELDS:
-        node: Any = doc
-        if dotted[0] == "@":
-            node = doc.get(dotted)
-        else:
-            for p in dotted.split("."):
-                node = node.get(p) if isinstance(node, dict) else None
-                if node is None:
-                    break
-        if node is not None:
-            kw[name] = node
-    res = (doc.get("openstack") or {}).get("resources")
-    if res:
-        kw["resources"] = {k: list(v) for k, v in res.items()}
-    kw["ts"] = doc.get("_ts")
-    return Event(**kw)

@@ -457,10 +457,13 @@ class RequestWindows:
     # -- state ----------------------------------------------------------------------------
     def snapshot(self) -> dict:
         return {"wm": self.wm, "open": [w.to_state() for w in self.open.values()],
-                "closed": self.closed.snapshot(), "owned": self.owned.snapshot()}
+                "closed": self.closed.snapshot(), "owned": self.owned.snapshot(),
+                "sweep_at": None if self._sweep_at == float("-inf") else self._sweep_at}
 
     def restore(self, state: dict) -> None:
         self.wm = state.get("wm")
+        sweep_at = state.get("sweep_at")
+        self._sweep_at = float("-inf") if sweep_at is None else sweep_at
         self.open.restore([(st["key"], Window.from_state(st)) for st in state.get("open", [])])
         self.closed.restore(state.get("closed", []))
         self.owned.restore(state.get("owned", []), list)

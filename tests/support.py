@@ -36,6 +36,33 @@ def oslo_line(t, pid: int, level: str, logger: str, ctx: str, msg: str) -> str:
     return f"{t:%Y-%m-%d %H:%M:%S}.{t.microsecond // 1000:03d} {pid} {level} {logger} {ctx} {msg}\n"
 
 
+def raw_messages(paths, topic: str = "raw", partitions: int = 1, inode: bool = False) -> list:
+    """The lines of the files under ``paths`` as ``osloscope ship`` puts them on
+    the raw topic (headers host/path/service/offset, and inode if ``inode``; key
+    ``host|path``), each file in one of ``partitions`` partitions (by its key),
+    offsets per partition."""
+    import zlib
+
+    from pipeline.sources.files import discover
+    from pipeline.streaming.stages import RawMessage
+
+    msgs, next_offset = [], [0] * partitions
+    for lf in discover([str(p) for p in paths]):
+        key = f"{lf.source.host}|{lf.path}".encode()
+        part = zlib.crc32(key) % partitions
+        off = 0
+        with open(lf.path, "rb") as fh:
+            for line in fh:
+                headers = {"host": lf.source.host.encode(), "path": lf.path.encode(),
+                           "service": (lf.source.service or "").encode(), "offset": str(off).encode()}
+                if inode:
+                    headers["inode"] = f"2049:{zlib.crc32(lf.path.encode())}".encode()
+                msgs.append(RawMessage(topic, part, next_offset[part], key, line.rstrip(b"\n"), headers))
+                next_offset[part] += 1
+                off += len(line)
+    return msgs
+
+
 def parse_file(path: Path, **kw):
     return parse_text(path.read_bytes(), path=str(path), **kw)
 

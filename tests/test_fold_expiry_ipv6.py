@@ -6,7 +6,7 @@ from hypothesis import given, settings, strategies as st
 
 from support import analyze_paths, parse_text
 
-from detectors.model import event_to_doc
+from pipeline.codec import event_to_doc
 from pipeline.parsing.extract import Source
 from pipeline.parsing.fold import EXPIRE_SECONDS
 from pipeline.parsing.parser import Parser

@@ -9,7 +9,7 @@ import pytest
 
 from pipeline.parsing.redact import redact_text
 from support import CORPUS, FIXTURES, SAMPLES, parse_file, parse_text
-from detectors.model import event_to_doc
+from pipeline.codec import event_to_doc
 from pipeline.parsing.lineformat import EMBEDDED_HEADER
 
 REQ = "req-e4f91dbb-6b8f-4240-8a23-f424f1900e54"

@@ -25,7 +25,7 @@ if str(ROOT) not in sys.path:          # pytest's rootdir is not on sys.path
     sys.path.insert(0, str(ROOT))
 
 from detectors import registry  # noqa: E402
-from detectors.model import event_to_doc  # noqa: E402
+from pipeline.codec import event_to_doc  # noqa: E402
 from pipeline.parsing.extract import Source  # noqa: E402
 from pipeline.parsing.lineformat import HEADER, LEVELS  # noqa: E402
 from pipeline.parsing.parser import Parser  # noqa: E402
@@ -285,6 +285,29 @@ def test_events_validate_against_schema(data, src):
 @given(plain_inputs() | envelope_inputs().map(b"\n".join))
 def test_engine_takes_every_event(data):
     check_engine(parse(split_lines(data)))
+
+
+@SETTINGS
+@given(plain_inputs() | envelope_inputs().map(b"\n".join), st.data())
+def test_parser_state_through_json_mid_input_changes_nothing(data, draw):
+    """The worker saves a parser's open records as JSON between batches: a
+    parser rebuilt from that JSON goes on exactly as the original would."""
+    import orjson
+
+    lines = split_lines(data)
+    cut = draw.draw(st.integers(0, len(lines)))
+    first, second = Parser(tz="UTC", redact=False), Parser(tz="UTC", redact=False)
+    before, off = [], 0
+    for raw in lines[:cut]:
+        before.extend(first.feed(raw, SOURCES[0], off))
+        off += len(raw)
+    second.restore_state(orjson.loads(orjson.dumps(first.to_state())))
+    after = []
+    for raw in lines[cut:]:
+        after.extend(second.feed(raw, SOURCES[0], off))
+        off += len(raw)
+    got = [event_to_doc(ev) for ev in before + after + second.flush()]
+    assert got == [event_to_doc(ev) for ev in parse(lines)]
 
 
 @settings(max_examples=6, deadline=None)

@@ -1,37 +1,23 @@
 """The worker's stages without Kafka: same results as embedded mode, exact
-state across snapshot/restore, replay skipping, dedupe, idle flush."""
+state across snapshot/restore, replay skipping, dedupe, idle flush.
+(tests/streaming/test_partition_state.py: state per partition as JSON.)"""
 from __future__ import annotations
 
 import json
 
 import pytest
 
-from support import engine as support_engine, FIXTURES, SAMPLES, analyze_paths
+from support import engine as support_engine, FIXTURES, SAMPLES, analyze_paths, raw_messages
 
+from pipeline.codec import MAX_DOC_BYTES, event_id
 from pipeline.settings import load
-from pipeline.streaming.stages import (MAX_EVENT_BYTES, CorrelateStage, ParseStage, RawMessage, event_id,
-                             source_of)
-from pipeline.sources.files import discover
+from pipeline.streaming.stages import CorrelateStage, ParseStage, RawMessage, source_of
 
 
 @pytest.fixture
 def settings(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     return load(None, env={"OSLOSCOPE_WORKER_IDLE_FLUSH": "5"})
-
-
-def raw_messages(paths, topic="raw") -> list[RawMessage]:
-    msgs = []
-    for lf in discover([str(p) for p in paths]):
-        off = 0
-        with open(lf.path, "rb") as fh:
-            for line in fh:
-                headers = {"host": lf.source.host.encode(), "path": lf.path.encode(),
-                           "service": (lf.source.service or "").encode(), "offset": str(off).encode()}
-                msgs.append(RawMessage(topic, 0, len(msgs), f"{lf.source.host}|{lf.path}".encode(),
-                                       line.rstrip(b"\n"), headers))
-                off += len(line)
-    return msgs
 
 
 def run(settings, msgs, parse=None, corr=None, flush=True):
@@ -67,9 +53,9 @@ def test_snapshot_restore_mid_stream_is_exact(settings):
     for cut in (1, len(msgs) // 3, len(msgs) // 2, len(msgs) - 2):
         p1 = ParseStage(settings)
         first = p1.process(msgs[:cut], 0.0)
-        blob = p1.snapshot()
         p2 = ParseStage(settings)
-        p2.restore(blob, 0.0)
+        for tp in p1.partitions():
+            p2.restore(tp, p1.snapshot(tp), 0.0)
         # redelivery of already processed messages (offsets not yet committed) is skipped
         second = p2.process(msgs[max(0, cut - 10):], 0.0)
         second.extend(p2.tick(1e9))
@@ -92,7 +78,7 @@ def test_correlate_drops_duplicate_events_and_survives_restore(settings):
     c1 = CorrelateStage(settings)
     c1.process(ev[:40], 0.0)
     c2 = CorrelateStage(settings)
-    c2.restore(c1.snapshot(), 0.0)
+    c2.restore("events/0", c1.snapshot("events/0"), 0.0)
     # the parse stage replayed a batch: same events again, at new offsets
     again = [RawMessage("events", 0, 1000 + i, m.key, m.value) for i, m in enumerate(ev[30:40])]
     c2.process(again, 0.0)
@@ -132,12 +118,12 @@ def test_garbage_goes_to_dead_letters_and_huge_records_are_capped(settings):
     p = ParseStage(settings)
     msgs = [RawMessage("raw", 0, 0, b"h|/x.log", b"\x00\xff\xfe garbage", {"host": b"h", "path": b"/x.log"}),
             RawMessage("raw", 0, 1, b"h|/x.log", b"2017-06-06 08:12:41.201 1 ERROR nova.x [-] "
-                       + b"A" * (3 * MAX_EVENT_BYTES), {"host": b"h", "path": b"/x.log"})]
+                       + b"A" * (3 * MAX_DOC_BYTES), {"host": b"h", "path": b"/x.log"})]
     out = p.process(msgs, 0.0)
     out.extend(p.tick(1e9))
     assert len(out.deadletters) == 1 and out.deadletters[0]["reason"]
     assert "garbage" in out.deadletters[0]["raw"]
-    assert len(out.events) == 1 and len(out.events[0][1]) < MAX_EVENT_BYTES + 4096
+    assert len(out.events) == 1 and len(out.events[0][1]) <= MAX_DOC_BYTES
 
 
 def test_event_ids_are_deterministic():
@@ -184,7 +170,7 @@ def test_correlate_stage_gives_incidents_their_root_cause(settings):
     ev = [RawMessage("events", 0, i, k, v) for i, (k, v) in enumerate(out.events)]
     docs = c.process(ev, 0.0).incidents + c.tick(1e12).incidents
     # the window closes when time moves on; flush what is left the way a quiet stream would
-    docs += c.engine.flush().incidents
+    docs += c.partition("events/0").engine.flush().incidents
     final = {}
     for d in docs:
         final[d["id"]] = d
@@ -210,7 +196,7 @@ def test_an_idle_file_on_one_host_does_not_complete_another_hosts_record_of_the_
         _raw("compute-2", path, f"{t} 22 ERROR nova.compute.manager Traceback (most recent call last):", 70, 2),
     ], now=0.0)
     # compute-1 falls idle (its stream is older than idle_flush); compute-2 is still writing
-    stage.parsers["UTC"].activity[("compute-2", path)] = 4.0
+    stage.partition("raw/0").parsers["UTC"].activity[("compute-2", path)] = 4.0
     out.extend(stage.tick(6.0))
     out.extend(stage.process([
         _raw("compute-2", path, f"{t} 22 ERROR nova.compute.manager ValueError: tail", 140, 3)], now=6.5))

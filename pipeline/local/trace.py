@@ -130,7 +130,7 @@ def es_query(ids: Ids) -> dict:
 
 
 def _event_of(doc: dict) -> Event:
-    from detectors.model import event_from_doc
+    from pipeline.codec import event_from_doc
 
     from pipeline.parsing.timefmt import InvalidTimestamp, TimeParser
 

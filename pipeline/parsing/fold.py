@@ -75,6 +75,24 @@ class Record:
     def original(self) -> str:
         return "\n".join(self.lines)
 
+    # -- state (JSON-safe: the worker snapshots open records) ----------------
+    # constructor fields first, then what folding grows; ``access`` is left out:
+    # an access-log record is complete when read and never stays open
+    _STATE = ("ts_text", "pid", "level", "logger", "rest", "offset", "orphan", "host", "prog",
+              "syslog_ts", "kind", "reason", "lines", "cont", "tb", "tb_last")
+
+    def to_state(self) -> dict:
+        return {name: getattr(self, name) for name in self._STATE}
+
+    @classmethod
+    def from_state(cls, state: dict) -> "Record":
+        rec = cls.__new__(cls)
+        for name in cls._STATE:
+            setattr(rec, name, state[name])
+        if rec.syslog_ts is not None:
+            rec.syslog_ts = tuple(rec.syslog_ts)
+        return rec
+
 
 def _is_prefix_level(level: str) -> bool:
     return level == "ERROR" or level == "TRACE"
@@ -90,10 +108,19 @@ class Folder:
         self.last: Record | None = None
         self.sweep_at = ""               # asctime at which to look for quiet records next
 
-    def __setstate__(self, state) -> None:
-        self.sweep_at = ""               # snapshots written before it existed
-        for name, value in (state[1] if isinstance(state, tuple) else state).items():
-            setattr(self, name, value)
+    def to_state(self) -> dict:
+        """The open records (in order), which of them is the last, and the next sweep."""
+        last = next((key for key, rec in self.open.items() if rec is self.last), None)
+        return {"open": [[key, rec.to_state()] for key, rec in self.open.items()], "last": last,
+                "sweep_at": self.sweep_at}
+
+    @classmethod
+    def from_state(cls, state: dict) -> "Folder":
+        folder = cls()
+        folder.open = {key: Record.from_state(rec) for key, rec in state["open"]}
+        folder.last = folder.open.get(state["last"]) if state["last"] is not None else None
+        folder.sweep_at = state["sweep_at"]
+        return folder
 
     def _expire(self, ts: str, out: list) -> None:
         """Complete the open records of other pids more than EXPIRE_SECONDS

@@ -33,6 +33,16 @@ class _Stream:
         self.source = source
         self.last: tuple[float | None, str | None] = (None, None)
 
+    def to_state(self) -> dict:
+        return {"source": list(self.source), "last": list(self.last), "folder": self.folder.to_state()}
+
+    @classmethod
+    def from_state(cls, state: dict) -> "_Stream":
+        st = cls(Source(*state["source"]))
+        st.last = tuple(state["last"])
+        st.folder = Folder.from_state(state["folder"])
+        return st
+
 
 def decode(raw: bytes | str) -> str:
     if isinstance(raw, bytes):
@@ -60,6 +70,21 @@ class Parser:
         self.syslog_year = syslog_year
         self.extractor = Extractor(self.tp, syslog_year)
         self.streams: dict[tuple, _Stream] = {}
+
+    # -- state: the streams with their open records (the rest is derived) --
+    def to_state(self) -> dict:
+        """JSON-safe state: the syslog year and every stream, in order."""
+        return {"syslog_year": self.syslog_year,
+                "streams": [st.to_state() for st in self.streams.values()]}
+
+    def restore_state(self, state: dict) -> None:
+        """Back to ``to_state``'s streams (the parser's time zone is its own)."""
+        self.syslog_year = state["syslog_year"]
+        self.extractor = Extractor(self.tp, self.syslog_year)
+        self.streams = {}
+        for st_state in state["streams"]:
+            st = _Stream.from_state(st_state)
+            self.streams[(st.source.host, st.source.path)] = st
 
     def _stream(self, source: Source) -> _Stream:
         key = (source.host, source.path)

@@ -44,6 +44,23 @@ class Rejected:
     status: int
     reason: str
 
+    def dead_letter(self) -> dict:
+        """The refused document as a dead letter (where it came from, if it is an event)."""
+        src = self.action.get("_source") or {}
+        log_ = src.get("log") if isinstance(src.get("log"), dict) else {}
+        file = log_.get("file")
+        return codec.dead_letter_doc(
+            f"rejected by Elasticsearch ({self.status}): {self.reason}", codec.dumps(src),
+            timestamp=src.get("@timestamp"), host=_name(src.get("host")),
+            service=_name(src.get("service")), file=file.get("path") if isinstance(file, dict) else None,
+            offset=log_.get("offset"),
+            elasticsearch={"index": self.action.get("_index"), "id": self.action.get("_id")})
+
+
+def _name(field):
+    """``host``/``service`` of an event (ECS: an object with a name) or an incident (a string)."""
+    return field.get("name") if isinstance(field, dict) else field
+
 
 @dataclass
 class SinkStats:
@@ -108,6 +125,12 @@ class ElasticsearchSink:
         self.stats = SinkStats()
 
     # -- actions ---------------------------------------------------------------
+    def event_actions(self, doc: dict, doc_id: str, ts: float | None = None) -> list[dict]:
+        """The action indexing an event document, if ``index_events`` wants it; else none."""
+        if not wants_event(self.settings.index_events, (doc.get("log") or {}).get("level")):
+            return []
+        return [self.event_action(doc, doc_id, ts)]
+
     def event_action(self, doc: dict, doc_id: str, ts: float | None = None) -> dict:
         return {"_op_type": "index", "_index": day_index(self.settings.events_index_prefix,
                                                          doc.get("@timestamp"), ts),
@@ -206,13 +229,8 @@ class BufferedIndexer:
         self.rejected: list[Rejected] = []
 
     def add(self, events, incidents) -> None:
-        from detectors.model import event_to_doc
-
-        from pipeline.streaming.stages import event_id
-
-        policy = self.sink.settings.index_events
-        actions = [self.sink.event_action(event_to_doc(ev), event_id(ev), ev.ts)
-                   for ev in events if ev.kind != "unparsed" and wants_event(policy, ev.level)]
+        actions = [a for ev in events if ev.kind != "unparsed"
+                   for a in self.sink.event_actions(codec.event_to_doc(ev), codec.event_id(ev), ev.ts)]
         actions += [self.sink.incident_action(doc) for doc in incidents]
         if actions:
             self.rejected.extend(self.sink.write(actions))

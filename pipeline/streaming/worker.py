@@ -17,16 +17,16 @@ are overwritten downstream (deterministic ids), or resumes after it
 (snapshot offsets say so). faust's exactly-once mode is not used (see
 ../shared/DESIGN.md, "Delivery").
 
-Detector and parser state lives in snapshot files under
-``worker.state_dir/<app_id>/`` (written atomically); they survive a restart
-of the worker on the same machine. A partition that moves to another worker
-starts there from its committed offset with fresh state.
+Detector and parser state is kept per input partition and saved as
+versioned JSON under ``worker.state_dir/<app_id>/<stage>/`` (state.py);
+it survives a restart of the worker on the same machine. A partition that
+moves to another worker starts there from its committed offset with fresh
+state.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import sys
 import time
 from pathlib import Path
@@ -34,53 +34,9 @@ from pathlib import Path
 from pipeline import codec
 from pipeline.streaming.metrics import Metrics
 from pipeline.streaming.stages import CorrelateStage, Output, ParseStage, RawMessage
+from pipeline.streaming.state import StateStore, restore_stage
 
 log = logging.getLogger("osloscope.worker")
-
-
-class StateStore:
-    """One snapshot file per stage, replaced atomically (tmp + fsync + rename)."""
-
-    def __init__(self, directory: str | os.PathLike, app_id: str) -> None:
-        self.dir = Path(directory) / app_id
-        self.dir.mkdir(parents=True, exist_ok=True)
-
-    def path(self, stage: str) -> Path:
-        return self.dir / f"{stage}.state"
-
-    def save(self, stage: str, data: bytes) -> None:
-        final = self.path(stage)
-        tmp = final.with_suffix(".tmp")
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, final)
-        dfd = os.open(self.dir, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-
-    def load(self, stage: str) -> bytes | None:
-        try:
-            return self.path(stage).read_bytes()
-        except FileNotFoundError:
-            return None
-
-
-def _restore(stage, store: StateStore, now: float) -> None:
-    data = store.load(stage.name)
-    if data is None:
-        log.info("%s: no saved state, starting fresh", stage.name)
-        return
-    try:
-        stage.restore(data, now)
-        log.info("%s: state restored from %s (offsets %s)", stage.name, store.path(stage.name),
-                 stage.offsets)
-    except Exception as exc:
-        log.warning("%s: saved state unusable (%s); starting fresh from the committed offsets",
-                    stage.name, exc)
 
 
 def _raw_message(event) -> RawMessage:
@@ -149,8 +105,8 @@ def build_app(settings, *, sink=None):
     parse_stage = ParseStage(settings)
     correlate_stage = CorrelateStage(settings)
     now = time.monotonic()
-    _restore(parse_stage, store, now)
-    _restore(correlate_stage, store, now)
+    restore_stage(parse_stage, store, now)
+    restore_stage(correlate_stage, store, now)
     if sink is None and settings.elasticsearch.enabled:
         from pipeline.sinks.elasticsearch import ElasticsearchSink
         sink = ElasticsearchSink(settings.elasticsearch)
@@ -165,10 +121,10 @@ def build_app(settings, *, sink=None):
         for key, value in out.events:
             futs.append(await send(t.events, key, value, None, None, None))
         for doc in out.incidents:
-            futs.append(await send(t.incidents, doc["id"].encode(), codec.dumps(doc), None, None, None))
+            futs.append(await send(t.incidents, doc["id"].encode(), codec.cap(doc), None, None, None))
         for dl in out.deadletters:
             key = f"{dl.get('host')}|{dl.get('file')}".encode()
-            futs.append(await send(t.deadletter, key, codec.dumps(dl), None, None, None))
+            futs.append(await send(t.deadletter, key, codec.cap(dl), None, None, None))
         if futs:
             await asyncio.gather(*futs)
         metrics.time(stage, "publish", time.perf_counter() - t0)
@@ -185,16 +141,15 @@ def build_app(settings, *, sink=None):
         metrics.add(stage, "es_indexed", len(actions) - len(rejected))
         if rejected:
             metrics.add(stage, "es_rejected", len(rejected))
-            out = Output(deadletters=[{"reason": f"rejected by Elasticsearch ({r.status}): {r.reason}",
-                                       "index": r.action.get("_index"), "id": r.action.get("_id"),
-                                       "raw": codec.dumps(r.action.get("_source")).decode()}
-                                      for r in rejected])
-            await publish(out, stage)
+            await publish(Output(deadletters=[r.dead_letter() for r in rejected]), stage)
 
     async def save(stage) -> None:
+        """Write the state of every partition the stage changed since its last save."""
         t0 = time.perf_counter()
-        data = stage.snapshot()
-        await loop_run().run_in_executor(None, store.save, stage.name, data)
+        for tp in stage.dirty():
+            data = stage.snapshot(tp)
+            await loop_run().run_in_executor(None, store.save, stage.name, tp, data)
+            stage.saved(tp)
         metrics.time(stage.name, "save", time.perf_counter() - t0)
 
     async def deliver(out: Output, stage) -> None:
@@ -244,9 +199,9 @@ def build_app(settings, *, sink=None):
                     latest.pop(doc["id"], None)
                     latest[doc["id"]] = sink.incident_action(doc)
                 except Exception as exc:
-                    await publish(Output(deadletters=[{"reason": f"bad incident record: {exc}",
-                                                       "raw": m.value[:65536].decode(
-                                                           "utf-8", "backslashreplace")}]), "index")
+                    await publish(Output(deadletters=[codec.dead_letter_doc(
+                        f"bad incident record: {exc}", m.value,
+                        kafka=codec.kafka_position(m.topic, m.partition, m.offset))]), "index")
             await index(list(latest.values()), "index")
 
     @app.timer(1.0, name="osloscope.tick")

@@ -1,14 +1,11 @@
-"""The one place that maps domain types to JSON (orjson)."""
+"""JSON text of the documents osloscope writes (orjson), and back."""
 from __future__ import annotations
 
 from typing import Any
 
 import orjson
 
-from detectors.model import Event, event_to_doc
-
 OPTS = orjson.OPT_NON_STR_KEYS
-
 
 INT_RANGE = (-(1 << 63), (1 << 64) - 1)      # what orjson encodes as a number
 
@@ -36,17 +33,3 @@ def _json_safe(obj: Any) -> Any:
 
 def loads(data: bytes | str) -> Any:
     return orjson.loads(data)
-
-
-def event_doc(ev: Event) -> dict:
-    return event_to_doc(ev)
-
-
-def event_json(ev: Event) -> bytes:
-    return dumps(event_to_doc(ev))
-
-
-def dead_letter(ev: Event) -> dict:
-    """A dead-letter record: the raw text, why it failed, and where it was."""
-    return {"@timestamp": ev.timestamp, "reason": ev.reason, "host": ev.host, "service": ev.service,
-            "file": ev.file_path, "offset": ev.offset, "raw": ev.original}

@@ -1,0 +1,97 @@
+"""The correlate stage: events topic -> request-scoped detectors (request
+windows, retry exhaustion, root causes) -> incidents; events and request
+summaries handed to the sink.
+
+One engine per events partition: the topic is keyed by request id, so a
+request's events, and its window, live in one partition. A partition's
+state: its engine, the ids of its recent events, the idle clock's event
+time and the last offset.
+
+The parse stage may emit a batch twice (its outputs were acknowledged but
+its snapshot was not written); the ids of recent events (bounded) let this
+stage drop the second copy, so detector counts stay exact.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+
+from pipeline import codec, signatures
+from pipeline.streaming.stage import Output, PartitionState, RawMessage, Stage, partition_of
+
+# CorrelateStage remembers the ids of this many recent events per batch size:
+# a duplicate is at most one parse batch (plus idle flushes) behind its original
+SEEN_PER_BATCH = 4
+
+
+class CorrelatePartition(PartitionState):
+    """One events partition's recent event ids, besides its engine."""
+
+    def __init__(self, engine, seen_max: int) -> None:
+        super().__init__(engine)
+        self.seen: OrderedDict[str, None] = OrderedDict()
+        self.seen_max = seen_max
+
+    def is_new(self, eid: str) -> bool:
+        """False for an event already seen; remembers ``eid`` otherwise."""
+        if eid in self.seen:
+            return False
+        self.seen[eid] = None
+        if len(self.seen) > self.seen_max:
+            self.seen.popitem(last=False)
+        return True
+
+    def to_state(self) -> dict:
+        return {**super().to_state(), "seen": list(self.seen)}
+
+    def restore(self, state: dict, now: float) -> None:
+        super().restore(state, now)
+        self.seen = OrderedDict.fromkeys(state["seen"][-self.seen_max:])
+
+
+class CorrelateStage(Stage):
+    name = "correlate"
+
+    def __init__(self, settings) -> None:
+        super().__init__(settings)
+        self.seen_max = SEEN_PER_BATCH * settings.worker.batch_size + 1000
+        self.stats.update(duplicates=0, events_indexed=0, bad_records=0, requests_out=0)
+
+    def new_partition(self) -> CorrelatePartition:
+        return CorrelatePartition(signatures.engine("request", self.settings), self.seen_max)
+
+    def process(self, messages: list[RawMessage], now: float, sink=None) -> Output:
+        """``sink`` says which events to index and builds the actions (None: nothing to index)."""
+        out = Output()
+        for msg in messages:
+            part = self._fresh(msg)
+            if part is None:
+                continue
+            try:
+                doc, eid, ts = codec.read_event_record(msg.value)
+            except Exception as exc:
+                self.stats["bad_records"] += 1
+                out.deadletters.append(codec.dead_letter_doc(
+                    f"bad event record on {partition_of(msg)}@{msg.offset}: {exc}", msg.value,
+                    kafka=codec.kafka_position(msg.topic, msg.partition, msg.offset)))
+                continue
+            if not part.is_new(eid):
+                self.stats["duplicates"] += 1
+                continue
+            if sink is not None:
+                actions = sink.event_actions(doc, eid, ts)
+                out.es_actions.extend(actions)
+                self.stats["events_indexed"] += len(actions)
+            ev = codec.event_from_doc({**doc, "_ts": ts})
+            if ts is not None:
+                part.idle.saw(now, ts)
+            self._emitted(part.engine.feed(ev), out, sink)
+        return out
+
+    def tick(self, now: float, sink=None) -> Output:
+        out = Output()
+        for tp, part in self.parts.items():
+            virtual = part.idle.virtual_now(now, part.engine.watermark)
+            if virtual is not None:
+                self._emitted(part.engine.advance(virtual), out, sink)
+                self._dirty.add(tp)
+        return out

@@ -1,0 +1,145 @@
+"""The parse stage: raw topic -> parse (folding per host + file) ->
+host-scoped detectors (ENOSPC, auth bursts) -> events keyed by request id,
+incidents keyed by incident id, dead letters.
+
+Exactly the parser and detectors of embedded mode, one set per raw
+partition (a partition sees whole files: the raw topic is keyed by host and
+file). A partition's state: its parsers (open records per stream), the file
+generations behind each path, the host-scoped engine, the idle clock's event
+time and the last offset.
+"""
+from __future__ import annotations
+
+import logging
+
+from pipeline import codec, signatures
+from pipeline.parsing.extract import Source
+from pipeline.parsing.parser import Parser
+from pipeline.streaming.stage import Output, PartitionState, RawMessage, Stage, source_of
+
+log = logging.getLogger("osloscope.worker")
+
+
+class _TrackingParser(Parser):
+    """A Parser that remembers when each of its streams last received a line."""
+
+    def __init__(self, *a, **kw) -> None:
+        super().__init__(*a, **kw)
+        self.activity: dict[tuple, float] = {}
+        self.clock = 0.0
+
+    def _stream(self, source: Source):
+        self.activity[(source.host, source.path)] = self.clock
+        return super()._stream(source)
+
+
+class ParsePartition(PartitionState):
+    """One raw partition's parsers and file generations, besides its engine."""
+
+    def __init__(self, engine) -> None:
+        super().__init__(engine)
+        self.parsers: dict[str | None, _TrackingParser] = {}      # time zone -> parser
+        self.generation: dict[tuple, str] = {}     # (host, path) -> file identity (inode header)
+
+    def to_state(self) -> dict:
+        return {**super().to_state(),
+                "parsers": [{"tz": tz, **p.to_state()} for tz, p in self.parsers.items()],
+                "generation": [[host, path, gen] for (host, path), gen in self.generation.items()]}
+
+    def restore(self, state: dict, now: float) -> None:
+        super().restore(state, now)
+        for p_state in state["parsers"]:
+            p = _TrackingParser(p_state["tz"])
+            p.restore_state(p_state)
+            p.activity = {key: now for key in p.streams}      # idle timers restart
+            p.clock = now
+            self.parsers[p_state["tz"]] = p
+        self.generation = {(host, path): gen for host, path, gen in state["generation"]}
+
+
+class ParseStage(Stage):
+    name = "parse"
+
+    def __init__(self, settings) -> None:
+        super().__init__(settings)
+        self.stats.update(events_out=0, dead_letters=0)
+
+    def new_partition(self) -> ParsePartition:
+        return ParsePartition(signatures.engine("host", self.settings))
+
+    def _parser(self, part: ParsePartition, source: Source) -> _TrackingParser:
+        tz = self.settings.parser.timezone_for(source.host, source.path)
+        p = part.parsers.get(tz)
+        if p is None:
+            p = part.parsers[tz] = _TrackingParser(tz)
+        return p
+
+    # -- input -----------------------------------------------------------------
+    def process(self, messages: list[RawMessage], now: float) -> Output:
+        """Parse a batch of raw messages (one line each, or a JSON envelope)."""
+        out = Output()
+        for msg in messages:
+            part = self._fresh(msg)
+            if part is None:
+                continue
+            source, offset = source_of(msg)
+            parser = self._parser(part, source)
+            gen = msg.headers.get("inode")
+            if gen is not None:
+                gen_text = gen.decode("ascii", "replace")
+                file_key = (source.host, source.path)
+                known = part.generation.get(file_key)
+                if known != gen_text:
+                    if known is not None:
+                        # the file was rotated: its open record ended with it, and
+                        # takes the old file's identity into its event id
+                        self._emit(part, parser.flush(Source(source.host, None, source.path)), out, now)
+                    part.generation[file_key] = gen_text
+            parser.clock = now
+            parser.activity[(source.host, source.path)] = now
+            self._feed_one(part, msg, parser, source, offset, out, now)
+        return out
+
+    def _feed_one(self, part: ParsePartition, msg: RawMessage, parser: Parser, source: Source,
+                  offset: int | None, out: Output, now: float) -> None:
+        try:
+            events = parser.feed(msg.value, source, offset)
+        except Exception as exc:  # the parser must never raise; if it does, lose nothing
+            log.exception("parser failed on %s/%s@%s", msg.topic, msg.partition, msg.offset)
+            out.deadletters.append(codec.dead_letter_doc(
+                f"parser error: {type(exc).__name__}: {exc}", msg.value, host=source.host,
+                service=source.service, file=source.path, offset=offset,
+                kafka=codec.kafka_position(msg.topic, msg.partition, msg.offset)))
+            self.stats["dead_letters"] += 1
+            return
+        self._emit(part, events, out, now)
+
+    def tick(self, now: float, sink=None) -> Output:
+        """Wall-clock time passed: complete idle records, advance idle detectors.
+        (``sink`` is unused: the signature is the one of ``CorrelateStage.tick``.)"""
+        out = Output()
+        limit = self.settings.worker.idle_flush
+        for tp, part in self.parts.items():
+            for parser in part.parsers.values():
+                for (host, path), seen in list(parser.activity.items()):
+                    if now - seen >= limit:
+                        del parser.activity[(host, path)]
+                        self._emit(part, parser.flush(Source(host, None, path)), out, now)
+                        self._dirty.add(tp)
+            virtual = part.idle.virtual_now(now, part.engine.watermark)
+            if virtual is not None:
+                self._emitted(part.engine.advance(virtual), out)
+                self._dirty.add(tp)
+        return out
+
+    def _emit(self, part: ParsePartition, events, out: Output, now: float) -> None:
+        for ev in events:
+            if ev.kind == "unparsed":
+                out.deadletters.append(codec.dead_letter(ev))
+                self.stats["dead_letters"] += 1
+                continue
+            out.events.append(codec.event_record(ev, part.generation.get((ev.host, ev.file_path))))
+            self.stats["events_out"] += 1
+            if ev.ts is not None:
+                part.idle.saw(now, ev.ts)
+            self._emitted(part.engine.feed(ev), out)

@@ -1,0 +1,217 @@
+"""What the worker's stages share: their input and output records, where a
+raw record comes from, and state kept per input partition.
+
+A stage keeps one independent state per input partition ("topic/partition"),
+created on the partition's first message: parsers, detector engine, the last
+processed offset. ``snapshot(partition)`` is that state as versioned JSON
+(``pipeline.codec.state``); ``restore(partition, data, now)`` brings it back,
+and ``process()`` then skips input at or below the restored offset, so a
+restart neither loses nor double-counts. ``dirty()`` names the partitions
+changed since they were last ``saved()``: the worker saves those before it
+acks. ``partitions()`` lists them all (the next step moves a partition's
+snapshot through a compacted changelog topic when it changes worker).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+from pipeline import codec
+from pipeline.parsing.extract import Source
+from pipeline.parsing.naming import service_from_path
+
+STATE_VERSION = 2          # 1 was one pickle per stage
+
+
+@dataclass
+class RawMessage:
+    """One record of an input topic, whoever wrote it."""
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+    headers: dict[str, bytes] = field(default_factory=dict)
+
+
+@dataclass
+class Output:
+    events: list[tuple[bytes, bytes]] = field(default_factory=list)       # (key, json)
+    incidents: list[dict] = field(default_factory=list)
+    deadletters: list[dict] = field(default_factory=list)
+    es_actions: list[dict] = field(default_factory=list)
+
+    def extend(self, other: "Output") -> None:
+        self.events.extend(other.events)
+        self.incidents.extend(other.incidents)
+        self.deadletters.extend(other.deadletters)
+        self.es_actions.extend(other.es_actions)
+
+    def __bool__(self) -> bool:
+        return bool(self.events or self.incidents or self.deadletters or self.es_actions)
+
+
+def partition_of(msg: RawMessage) -> str:
+    return f"{msg.topic}/{msg.partition}"
+
+
+@lru_cache(maxsize=4096)
+def _header_source(host: bytes, path: bytes, service: bytes) -> Source:
+    """The Source of ``osloscope ship`` headers (a few files send most lines)."""
+    h = host.decode("utf-8", "replace") or None
+    p = path.decode("utf-8", "replace") or None
+    svc = service.decode("utf-8", "replace") or (service_from_path(p) if p else None)
+    return Source(h, svc, p)
+
+
+def source_of(msg: RawMessage) -> tuple[Source, int | None]:
+    """Host, service, file and byte offset of a raw record.
+
+    ``osloscope ship`` sets headers; other shippers send a JSON envelope (the
+    parser unwraps it) or a bare line, keyed ``host|path`` or not at all.
+    """
+    h = msg.headers
+    if "host" in h or "path" in h:
+        try:
+            offset = int(h["offset"]) if "offset" in h else None
+        except ValueError:
+            offset = None
+        return _header_source(h.get("host", b""), h.get("path", b""), h.get("service", b"")), offset
+    if msg.key:
+        key = msg.key.decode("utf-8", "replace")
+        host, sep, path = key.partition("|")
+        if sep:
+            return Source(host or None, service_from_path(path) if path else None, path or None), None
+    return Source(None, None, f"kafka:{msg.topic}/{msg.partition}"), None
+
+
+class IdleClock:
+    """Event time from the wall clock while no events arrive.
+
+    While events flow, time is their watermark. After ``IDLE_AFTER`` seconds
+    without any, time moves on as watermark + wall-clock seconds since the
+    last event, so quiet incidents still resolve and windows still close on
+    a stream that has gone silent -- but never jumps ahead of a backlog being
+    replayed (events keep arriving then). Only the event time is state: the
+    wall clock restarts when a snapshot is restored.
+    """
+
+    IDLE_AFTER = 5.0
+
+    def __init__(self, event_ts: float | None = None, wall: float | None = None) -> None:
+        self.event_ts = event_ts
+        self.wall = wall if event_ts is not None else None
+
+    def saw(self, wall: float, ts: float) -> None:
+        self.wall = wall
+        if self.event_ts is None or ts > self.event_ts:
+            self.event_ts = ts
+
+    def virtual_now(self, wall: float, watermark: float | None) -> float | None:
+        if self.wall is None or self.event_ts is None or wall - self.wall < self.IDLE_AFTER:
+            return None
+        virtual = self.event_ts + (wall - self.wall)
+        if watermark is not None and virtual <= watermark:
+            return None
+        return virtual
+
+
+class PartitionState:
+    """What a stage keeps for every input partition: its detector engine, the
+    idle clock's event time and the last offset processed (subclasses add theirs)."""
+
+    def __init__(self, engine) -> None:
+        self.engine = engine
+        self.idle = IdleClock()
+        self.offset = -1
+
+    def to_state(self) -> dict:
+        return {"offset": self.offset, "idle_event_ts": self.idle.event_ts,
+                "engine": self.engine.snapshot()}
+
+    def restore(self, state: dict, now: float) -> None:
+        """Back to ``to_state``'s state; ``now`` restarts the idle clock."""
+        self.offset = state["offset"]
+        self.idle = IdleClock(state["idle_event_ts"], now)
+        self.engine.restore(state["engine"])
+
+
+class Stage:
+    """Per-partition state, replay skipping and snapshots; subclasses say
+    what a partition's state is (``new_partition``: a PartitionState)."""
+
+    name = "stage"
+
+    def __init__(self, settings) -> None:
+        self.settings = settings
+        self.parts: dict[str, PartitionState] = {}      # "topic/partition" -> its state
+        self._dirty: set[str] = set()
+        self.stats: dict[str, int] = {"records_in": 0, "skipped_replay": 0, "incidents_out": 0}
+
+    # -- partitions --------------------------------------------------------------
+    def new_partition(self) -> PartitionState:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+    def partitions(self) -> list[str]:
+        """The input partitions this stage holds state for."""
+        return list(self.parts)
+
+    def partition(self, tp: str) -> PartitionState:
+        """The state of partition ``tp`` ("topic/partition"), fresh if it has none yet."""
+        part = self.parts.get(tp)
+        if part is None:
+            part = self.parts[tp] = self.new_partition()
+        return part
+
+    @property
+    def offsets(self) -> dict[str, int]:
+        return {tp: part.offset for tp, part in self.parts.items()}
+
+    def dirty(self) -> list[str]:
+        """The partitions changed since they were last ``saved`` (to save before acking)."""
+        return sorted(self._dirty)
+
+    def saved(self, tp: str) -> None:
+        self._dirty.discard(tp)
+
+    def _fresh(self, msg: RawMessage) -> PartitionState | None:
+        """The message's partition state if it is new input, None if already processed."""
+        tp = partition_of(msg)
+        part = self.partition(tp)
+        if msg.offset <= part.offset:
+            self.stats["skipped_replay"] += 1
+            return None
+        part.offset = msg.offset
+        self._dirty.add(tp)
+        self.stats["records_in"] += 1
+        return part
+
+    # -- state -------------------------------------------------------------------
+    def snapshot(self, tp: str) -> bytes:
+        """Partition ``tp``'s state as versioned JSON."""
+        return codec.pack_state(self.name, STATE_VERSION, tp, self.parts[tp].to_state())
+
+    def restore(self, tp: str, data: bytes, now: float) -> None:
+        """Partition ``tp``'s state from ``snapshot``'s bytes; ``now`` restarts
+        the idle timers. StateRefused for another format, version, stage or
+        partition (the partition then stays as it was)."""
+        state = codec.unpack_state(data, self.name, STATE_VERSION, tp)
+        part = self.new_partition()
+        part.restore(state, now)
+        self.parts[tp] = part
+
+    # -- outputs -----------------------------------------------------------------
+    def _incidents(self, docs: list[dict], out: Output) -> None:
+        if docs:
+            latest = list({d["id"]: d for d in docs}.values())     # one version per incident: the last
+            out.incidents.extend(latest)
+            self.stats["incidents_out"] += len(latest)
+
+    def _emitted(self, emitted, out: Output, sink=None) -> None:
+        """An engine's output: incidents, and request summaries to index."""
+        self._incidents(emitted.incidents, out)
+        if emitted.requests:
+            self.stats["requests_out"] = self.stats.get("requests_out", 0) + len(emitted.requests)
+            if sink is not None:
+                out.es_actions.extend(sink.request_action(s) for s in emitted.requests)
