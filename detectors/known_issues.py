@@ -1,4 +1,4 @@
-"""known_issue: records that match a known-issue signature.
+"""known_issue: the detector that matches the signature library.
 
 The signatures are data (``detectors/signatures/<id>.toml``, loaded and
 validated by ``pipeline.signatures``); this module only matches them, so it does no
@@ -189,7 +189,7 @@ class KnownIssues(Detector):
         # request id -> (signature id, key, ts) of a signature that explains others
         self.recent: KeyedStore[str, tuple] = KeyedStore(MAX_RECENT)
 
-    # -- matching (also used by `osloscope rules test`) ----------------------
+    # -- matching (also used by `osloscope signatures test`) -----------------
     def candidates(self, ev: Event) -> tuple[str, list[Signature]]:
         if ev.kind == "unparsed":
             return "", []

@@ -52,7 +52,8 @@ ENTRIES: tuple[Entry, ...] = (
           "store full)", lambda c, s: DiskFull()),
     Entry("service_silent", "host", "a service that logged steadily and fell silent while the fleet "
           "keeps logging", lambda c, s: ServiceSilent(c.service_silent)),
-    Entry("known_issue", "host", "a failure of the signature library (one TOML file each)",
+    Entry("known_issue", "host", "a record that matches a signature of the library "
+          "(detectors/signatures/, one TOML file per signature; `osloscope signatures list`)",
           lambda c, s: KnownIssues(s)),
 )
 

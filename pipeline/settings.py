@@ -13,7 +13,6 @@ setting with its default.
 """
 from __future__ import annotations
 
-import argparse
 import difflib
 import json
 import math
@@ -436,7 +435,14 @@ def find_config(explicit: str | None = None, env: Mapping[str, str] | None = Non
 
 def load(path: str | None = None, env: Mapping[str, str] | None = None) -> Settings:
     """Defaults, then the TOML file, then ``OSLOSCOPE_*`` variables; raises SettingsError with all problems."""
-    return _Loader(env).run(path)[0]
+    return load_with_origins(path, env)[0]
+
+
+def load_with_origins(path: str | None = None, env: Mapping[str, str] | None = None
+                      ) -> tuple[Settings, dict[tuple[str, str], str]]:
+    """``load``, plus where each value set by the file or the environment came from:
+    ``{(section, key): "FILE" | "env OSLOSCOPE_X"}`` (for ``to_toml``)."""
+    return _Loader(env).run(path)
 
 
 def _kind(typ: type) -> str:
@@ -822,7 +828,7 @@ def _key_lines(text: str) -> dict[tuple[str, str], int]:
     return out
 
 
-# --- `osloscope config check|show` -----------------------------------------------------------
+# --- the effective settings as TOML (`osloscope config show`) ---------------------------------
 
 def _toml_value(v: Any) -> str:
     if isinstance(v, bool):
@@ -858,77 +864,6 @@ def to_toml(settings: Settings, where: Mapping[tuple[str, str], str] | None = No
     return "\n".join(out) + "\n"
 
 
-def _report(exc: SettingsError) -> int:
-    for line in exc.errors:
-        print(line, file=sys.stderr)
-    print(f"osloscope: config: {len(exc.errors)} problem(s)", file=sys.stderr)
-    return 2
-
-
-def cmd_config_check(args) -> int:
-    try:
-        settings, where = _Loader(None).run(args.config)
-    except SettingsError as exc:
-        return _report(exc)
-    print(f"ok: {settings.origin}")
-    overrides = sorted(w for w in where.values() if w.startswith("env "))
-    if overrides:
-        print(f"environment overrides: {', '.join(w[4:] for w in overrides)}", file=sys.stderr)
-    return 0
-
-
-def cmd_config_show(args) -> int:
-    try:
-        settings, where = _Loader(None).run(args.config)
-    except SettingsError as exc:
-        return _report(exc)
-    if args.format == "json":
-        sys.stdout.write(json.dumps(settings.redacted(), indent=2) + "\n")
-    else:
-        sys.stdout.write(to_toml(settings, where))
-    return 0
-
-
-def load_for_command(path: str | None, command: str) -> "Settings | None":
-    """``load(path)`` for a CLI command: on invalid settings, print every problem
-    as ``osloscope COMMAND: invalid settings:`` and return None (exit 2)."""
-    try:
-        return load(path)
-    except SettingsError as exc:
-        print(f"osloscope {command}: invalid settings:\n{exc}", file=sys.stderr)
-        return None
-
-
-def add_config_option(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", metavar="FILE",
-                   help=f"settings file (TOML); default: $OSLOSCOPE_CONFIG, else ./{DEFAULT_FILE} if "
-                        "present, else built-in defaults. OSLOSCOPE_<SECTION>_<KEY> variables override it")
-
-
-def register(subparsers) -> None:
-    p = subparsers.add_parser("config", help="check or show the effective settings",
-                              description="Validate the settings (file + OSLOSCOPE_* environment) "
-                                          "or print the effective values with secrets masked.")
-    sub = p.add_subparsers(dest="config_action", metavar="ACTION")
-    sub.required = True
-    c = sub.add_parser("check", help="validate; print 'ok: <origin>' or every problem (exit 2)")
-    add_config_option(c)
-    c.set_defaults(func=cmd_config_check)
-    s = sub.add_parser("show", help="print the effective settings, secrets masked")
-    add_config_option(s)
-    s.add_argument("--format", choices=("toml", "json"), default="toml",
-                   help="toml (default; values set by the environment or differing from the default "
-                        "are commented with their source) or json")
-    s.set_defaults(func=cmd_config_show)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m pipeline.settings check|show`` (same as ``osloscope config ...``)."""
-    ap = argparse.ArgumentParser(prog="osloscope")
-    register(ap.add_subparsers(dest="command", required=True))
-    args = ap.parse_args(["config", *(sys.argv[1:] if argv is None else argv)])
-    return args.func(args)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+if __name__ == "__main__":          # python -m pipeline.settings check|show (same as osloscope config ...)
+    from pipeline.cli import main
+    raise SystemExit(main(["config", *sys.argv[1:]]))

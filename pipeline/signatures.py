@@ -1,4 +1,5 @@
-"""The known-issue signature library: load, validate, list and try it.
+"""The signature library (``detectors/signatures/<id>.toml``, one signature each): load,
+validate, count and try it. ``known_issue`` is the detector that matches it.
 
 ``load_signatures()`` reads every ``*.toml`` of the bundled
 ``detectors/signatures`` (or the given directories), validates each against
@@ -6,21 +7,19 @@
 keywords that schema uses; jsonschema is only a test dependency) plus the
 checks a schema cannot express (regexes compile, fields are named groups,
 file name = id, ``explains`` names existing signatures), and raises one
-:class:`RulesError` listing every problem of every file, each with its file
+:class:`SignatureError` listing every problem of every file, each with its file
 and field.
 
-``osloscope rules list`` prints the library; ``osloscope rules test PATH...``
-runs only the library over log files and prints each matching record.
+``count_by_service()`` is the summary of ``osloscope signatures list``;
+``match_files()`` runs only the library over log files (``osloscope signatures test``).
 """
 from __future__ import annotations
 
 import importlib.resources
-import json
 import re
-import sys
 import tomllib
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 from pipeline import resources
 
@@ -29,7 +28,7 @@ PLACEHOLDERS = ("host", "service", "logger")
 _PLACEHOLDER = re.compile(r"\{([a-z_]+)\}")
 
 
-class RulesError(Exception):
+class SignatureError(Exception):
     """Invalid signature files; ``errors`` holds one ``file: field: problem`` per line."""
 
     def __init__(self, errors: list[str]) -> None:
@@ -165,7 +164,7 @@ def _files(dirs: Iterable | None) -> list[tuple[str, str, str]]:
     for d in dirs:
         path = Path(d)
         if not path.is_dir():
-            raise RulesError([f"{d}: not a directory"])
+            raise SignatureError([f"{d}: not a directory"])
         for f in sorted(path.glob("*.toml")):
             out.append((str(f), f.stem, f.read_text("utf-8")))
     return out
@@ -192,7 +191,7 @@ def engine(scope: str = "all", settings=None, *, windows: bool | None = None):
 
 
 def load_signatures(dirs: Iterable | None = None) -> list[dict]:
-    """Every signature, validated; raises RulesError listing all problems."""
+    """Every signature, validated; raises SignatureError listing all problems."""
     schema = signature_schema()
     errors: list[str] = []
     docs: list[dict] = []
@@ -221,113 +220,29 @@ def load_signatures(dirs: Iterable | None = None) -> list[dict]:
             if isinstance(other, str) and other not in origin:
                 errors.append(f"{name}: explains[{i}]: no signature {other!r}")
     if errors:
-        raise RulesError(errors)
+        raise SignatureError(errors)
     return sorted(docs, key=lambda d: d["id"])
 
 
-# -- CLI -----------------------------------------------------------------------------
-def register(subparsers) -> None:
-    p = subparsers.add_parser(
-        "rules", help="list the known-issue signatures or try them on log files",
-        description="The known-issue signature library (detectors/signatures/*.toml): list it, or "
-                    "run only the library over log files and print each matching record.")
-    sub = p.add_subparsers(dest="rules_command", metavar="ACTION")
-    sub.required = True
-    lp = sub.add_parser("list", help="print the signatures")
-    lp.add_argument("--format", choices=("table", "json"), default="table",
-                    help="table (default) or json (the loaded signatures, as a JSON array)")
-    lp.add_argument("--signatures", action="append", metavar="DIR",
-                    help="load the signatures from DIR instead of the bundled library (repeatable)")
-    lp.set_defaults(func=_cmd_list)
-    tp = sub.add_parser("test", help="run only the signatures over log files and print each match",
-                        description="Parse the files as `osloscope analyze` does and print every record "
-                                    "a signature matches, then the number of matches per rule. "
-                                    "A match is one record: signatures with persist_seconds (the AMQP "
-                                    "reconnect loop) open an incident in `osloscope analyze` only when "
-                                    "the condition lasts. Exit 1 when something matched, 0 when "
-                                    "nothing did, 2 on errors.")
-    tp.add_argument("paths", nargs="+", metavar="PATH", help="log files, directories or globs")
-    tp.add_argument("--rule", action="append", metavar="ID",
-                    help="only this signature (id or known_issue.<id>; repeatable)")
-    tp.add_argument("--host", help="host name for all files")
-    tp.add_argument("--tz", default="UTC", help="timezone the logs were written in (default UTC)")
-    tp.add_argument("--signatures", action="append", metavar="DIR",
-                    help="load the signatures from DIR instead of the bundled library (repeatable)")
-    tp.set_defaults(func=_cmd_test)
+def count_by_service(signatures: Iterable[dict]) -> dict[str, int]:
+    """How many signatures apply to each service (as written: ``nova-*`` is one entry);
+    those without ``services`` apply to any service and count under ``"any"``."""
+    counts: dict[str, int] = {}
+    for sig in signatures:
+        for service in sig.get("services") or ["any"]:
+            counts[service] = counts.get(service, 0) + 1
+    return counts
 
 
-def _load_or_exit(dirs) -> list[dict] | None:
-    try:
-        return load_signatures(dirs)
-    except RulesError as exc:
-        print(f"osloscope rules: {exc}", file=sys.stderr)
-        return None
-
-
-def _cmd_list(args) -> int:
-    sigs = _load_or_exit(args.signatures)
-    if sigs is None:
-        return 2
-    if args.format == "json":
-        sys.stdout.write(json.dumps(sigs, indent=2, ensure_ascii=False) + "\n")
-        return 0
-    rows = [("ID", "SEVERITY", "SEED", "APPLIES TO", "TITLE")]
-    for s in sigs:
-        scope = ",".join(s.get("services") or []) or ",".join(s.get("loggers") or []) or "any"
-        rows.append((s["id"], s["severity"], s.get("seed", "-"), scope[:30], s["title"]))
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
-    for r in rows:
-        sys.stdout.write("  ".join(c.ljust(w) for c, w in zip(r[:4], widths)) + "  " + r[4] + "\n")
-    sys.stdout.write(f"{len(sigs)} signature(s)\n")
-    return 0
-
-
-def _cmd_test(args) -> int:
+def match_files(files, tz: str, signatures: list[dict], stats) -> Iterator[tuple]:
+    """``(log file, event, signature, extracted fields)`` for every record of ``files`` (parsed as
+    ``analyze`` does, counted in ``stats``) that a signature matches, in file order."""
     from detectors.known_issues import KnownIssues
 
-    from pipeline.local.analyze import Stats, file_events
-    from pipeline.sources.files import PathError, discover
+    from pipeline.local.analyze import file_events
 
-    sigs = _load_or_exit(args.signatures)
-    if sigs is None:
-        return 2
-    if args.rule:
-        wanted = {r.removeprefix("known_issue.") for r in args.rule}
-        unknown = sorted(wanted - {s["id"] for s in sigs})
-        if unknown:
-            print(f"osloscope rules: error: no signature {', '.join(unknown)} "
-                  f"(see `osloscope rules list`)", file=sys.stderr)
-            return 2
-        sigs = [s for s in sigs if s["id"] in wanted]
-    try:
-        files = discover(args.paths, host=args.host)
-    except PathError as exc:
-        print(f"osloscope rules: error: {exc}", file=sys.stderr)
-        return 2
-    from pipeline.parsing.timefmt import tz_of
-    try:
-        tz_of(args.tz)
-    except Exception:
-        print(f"osloscope rules: error: --tz {args.tz!r} is not a timezone", file=sys.stderr)
-        return 2
-    library = KnownIssues(sigs)
-    counts = {s["id"]: 0 for s in sigs}
-    out = sys.stdout
-    stats = Stats()
+    library = KnownIssues(signatures)
     for lf in files:
-        for ev in file_events(lf, args.tz, stats):
+        for ev in file_events(lf, tz, stats):
             for sig, fields in library.match(ev):
-                counts[sig.id] += 1
-                line = (ev.original or ev.message or "").split("\n", 1)[0]
-                extra = " ".join(f"{k}={v}" for k, v in fields.items())
-                out.write(f"{sig.rule}  {lf.path}@{ev.offset}  {line}\n")
-                if extra:
-                    out.write(f"    {extra}\n")
-    matched = {k: v for k, v in counts.items() if v or args.rule}
-    out.write(f"\n{'RULE':<50} MATCHES\n")
-    for sid, n in sorted(matched.items()):
-        out.write(f"{'known_issue.' + sid:<50} {n}\n")
-    total = sum(counts.values())
-    out.write(f"{total} match(es) in {len(files)} file(s), {stats.lines} lines\n")
-    out.flush()
-    return 1 if total else 0
+                yield lf, ev, sig, fields

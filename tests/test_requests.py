@@ -1,4 +1,5 @@
-"""Request windows, request summaries (analyze --requests) and trace.
+"""Request windows, request summaries (analyze --requests) and trace (their command lines:
+tests/cli/test_analyze.py, tests/cli/test_trace.py).
 
 Golden: the seed 002 (S20) and seed 004 (S23-flow) flows name the component
 the operator found; synthetic multi-service streams from real templates
@@ -8,12 +9,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import subprocess
-import sys
 
-import pytest
-
-from support import FIXTURES, ROOT, SAMPLES, parse_text
+from support import FIXTURES, SAMPLES, parse_text
 from detectors.request_windows import LINK_CACHE, RES_INDEX, RequestWindows, raised_in
 from detectors.model import Event
 from pipeline.local.requests import summaries
@@ -27,15 +24,6 @@ INSTANCE = "30e8a024-d1c0-4a64-aae7-a830e8c6be94"
 USER = "c49d86f8a39148bb809d2da44811ca3b f19126d9035d4209b363386e8e267129 - - -"
 CINDER_REQ = "req-0bd8e4b4-6989-4c34-a623-20d2bff98816"
 T0 = dt.datetime(2017, 6, 6, 9, 27, 19)
-
-
-@pytest.fixture(scope="module")
-def request_validator():
-    from jsonschema import Draft202012Validator, FormatChecker
-
-    schema = json.loads((ROOT / "schemas" / "request.schema.json").read_text())
-    Draft202012Validator.check_schema(schema)
-    return Draft202012Validator(schema, format_checker=FormatChecker())
 
 
 def _valid(validator, docs):
@@ -220,48 +208,7 @@ def test_request_windows_snapshot_restore_round_trip():
         assert got == expected, cut
 
 
-# --- command line -----------------------------------------------------------------------
-def osloscope(*args):
-    return subprocess.run([sys.executable, "-m", "pipeline.cli", *map(str, args)],
-                          capture_output=True, text=True, cwd=ROOT)
-
-
-def test_analyze_requests_table_and_jsonl(request_validator):
-    r = osloscope("analyze", "--requests", SEEDS / "S20", SEEDS / "S23-flow", "--dead-letter", "-")
-    assert r.returncode == 1, r.stderr                         # requests ended in error
-    head, *rows = r.stdout.splitlines()
-    assert head.split()[:3] == ["TIME", "REQUEST", "ID"]
-    assert any(S23_REQ in row and "glanceclient -- AttributeError: id" in row for row in rows)
-    assert any(S20_REQ in row and "cinder-volume -- VolumeNotCreated" in row for row in rows)
-    assert "2 request(s)" in r.stderr
-    r = osloscope("analyze", "--requests", "--format", "jsonl", SEEDS / "S23-flow", "--dead-letter", "-")
-    docs = [json.loads(line) for line in r.stdout.splitlines()]
-    _valid(request_validator, docs)
-    assert [d["root_cause"]["component"] for d in docs] == ["glanceclient"]
-
-
-def test_trace_from_files_prints_the_timeline_with_the_error_marked():
-    r = osloscope("trace", S20_REQ, "--logs", SEEDS / "S20")
-    assert r.returncode == 0, r.stderr
-    lines = r.stdout.splitlines()
-    assert lines[0].startswith(f"trace {S20_REQ}: 6 record(s), 1 request(s), host(s) compute")
-    marked = [x for x in lines if x.startswith("!!")]
-    assert len(marked) == 2 and "Instance faile" in marked[0] and "nova-compute" in marked[0]
-    i = lines.index(marked[0])
-    assert "-> VolumeNotCreated: Volume dd04f3d2-63cb-45f2-9a31-9ecc523bd40f did not finish" in lines[i + 1]
-    assert any(x.startswith("   2017-06-06 09:30:28.513  compute") and "WARNING" in x for x in lines)
-    assert lines[-2].startswith("root cause: cinder-volume -- nova-compute on compute: VolumeNotCreated")
-
-
-def test_trace_by_volume_id_follows_the_request_and_reports_misses():
-    r = osloscope("trace", VOLUME, "--logs", SEEDS / "S20")
-    assert r.returncode == 0, r.stderr
-    assert "6 record(s)" in r.stdout.splitlines()[0]          # the request id was followed
-    assert osloscope("trace", "req-00000000-0000-4000-8000-000000000000", "--logs", SEEDS / "S20").returncode == 1
-    bad = osloscope("trace", "not-an-id", "--logs", SEEDS / "S20")
-    assert bad.returncode == 2 and "neither a request id" in bad.stderr
-
-
+# --- trace -------------------------------------------------------------------------------
 def test_trace_elasticsearch_query_covers_ids_and_resources():
     from pipeline.local.trace import Ids, es_query
 

@@ -1,20 +1,18 @@
-"""The known-issue signature library: every file valid, its examples and near-misses behave,
-each seed case yields its incident, healthy logs none, the matcher's state round-trips."""
+"""The signature library: every file valid, its examples and near-misses behave,
+each seed case yields its incident, healthy logs none, the matcher's state round-trips
+(the command line: tests/cli/test_signatures.py)."""
 from __future__ import annotations
 
 import datetime as dt
 import json
 import re
-import subprocess
-import sys
 import tomllib
-from pathlib import Path
 
 import pytest
 
 from support import engine as support_engine, CORPUS, FIXTURES, ROOT, SAMPLES, parse_text
 from detectors.known_issues import KnownIssues
-from pipeline.signatures import RulesError, load_signatures, schema_errors, semantic_errors
+from pipeline.signatures import SignatureError, load_signatures, schema_errors, semantic_errors
 
 SIG_DIR = ROOT / "detectors" / "signatures"
 SEEDS = FIXTURES / "seeds"
@@ -96,7 +94,7 @@ def test_the_loader_reports_every_problem_of_every_file_with_file_and_field(tmp_
                                            .replace("'''\\bMessagingTimeout\\b'''", "'''(unclosed'''"))
     (tmp_path / "Bad-Two.toml").write_text('id = "Bad-Two"\ntitle = "x"\nsurprise = 1\n')
     (tmp_path / "broken.toml").write_text('id = "broken\n')
-    with pytest.raises(RulesError) as info:
+    with pytest.raises(SignatureError) as info:
         load_signatures([tmp_path])
     errors = info.value.errors
     text = "\n".join(errors)
@@ -113,7 +111,7 @@ def test_the_loader_reports_every_problem_of_every_file_with_file_and_field(tmp_
     (tmp_path / "broken.toml").unlink()
     (tmp_path / "messaging_timeout.toml").write_text(good.replace('dedupe_key = ["host", "service"]',
                                                                   'dedupe_key = ["host", "nope"]\nexplains = ["ghost"]'))
-    with pytest.raises(RulesError) as info:
+    with pytest.raises(SignatureError) as info:
         load_signatures([tmp_path])
     assert {e.split(": ")[1] for e in info.value.errors} == {"dedupe_key[1]", "explains[0]"}
 
@@ -359,63 +357,3 @@ def test_the_prefilter_rejects_healthy_records_before_any_signature():
     assert lib.candidates(ev)[1] == []
     ev = parse_text(_amqp(T0))[0]
     assert [s.id for s in lib.candidates(ev)[1]] == ["amqp_unreachable_persistent"]
-
-
-# --- CLI ------------------------------------------------------------------------------
-def osloscope(*args):
-    return subprocess.run([sys.executable, "-m", "pipeline.cli", *map(str, args)],
-                          capture_output=True, text=True, cwd=ROOT)
-
-
-def test_rules_list_table_and_json():
-    r = osloscope("rules", "list")
-    assert r.returncode == 0, r.stderr
-    lines = r.stdout.splitlines()
-    assert lines[0].split()[:3] == ["ID", "SEVERITY", "SEED"]
-    n = len(list(SIG_DIR.glob("*.toml")))
-    assert lines[-1] == f"{n} signature(s)"
-    assert any(line.startswith("placement_not_configured ") and " S21 " in line for line in lines)
-    r = osloscope("rules", "list", "--format", "json")
-    docs = json.loads(r.stdout)
-    assert len(docs) == n and {"id", "patterns", "remediation"} <= set(docs[0])
-
-
-def test_rules_test_prints_each_match_with_its_line_and_a_count_per_rule():
-    r = osloscope("rules", "test", SEEDS / "S09", SEEDS / "S23", SEEDS / "S04")
-    assert r.returncode == 1, r.stderr
-    out = r.stdout
-    assert "known_issue.httpd_bind_permission_denied" in out
-    assert "(13)Permission denied: AH00072: make_sock: could not bind to address [::]:5000" in out
-    assert "address=[::] port=5000" in out
-    assert "Caught error: id" in out
-    counts = dict(line.split() for line in out.split("MATCHES\n", 1)[1].splitlines()
-                  if line.startswith("known_issue."))
-    assert counts == {"known_issue.httpd_bind_permission_denied": "2",
-                      "known_issue.glanceclient_attributeerror_id": "1"}
-
-
-def _main(capsys, *args):
-    from pipeline.cli import main
-
-    code = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def test_rules_test_selects_rules(capsys):
-    code, out, _ = _main(capsys, "rules", "test", SEEDS / "S09", "--rule", "known_issue.glanceclient_attributeerror_id")
-    assert code == 0 and "known_issue.glanceclient_attributeerror_id 0" in " ".join(out.split())
-    assert "httpd" not in out.split("RULE")[0]
-    code, out, _ = _main(capsys, "rules", "test", SEEDS / "S09", "--rule", "httpd_bind_permission_denied")
-    assert code == 1 and out.count("messages.log@") == 2
-
-
-def test_rules_usage_errors_exit_2(capsys, tmp_path):
-    code, _, err = _main(capsys, "rules", "test", SEEDS / "S09", "--rule", "no_such_rule")
-    assert code == 2 and "no signature no_such_rule" in err
-    code, _, err = _main(capsys, "rules", "test", "/nonexistent/x.log")
-    assert code == 2 and "no such file" in err
-    (tmp_path / "x.toml").write_text('id = "y"\n')
-    code, _, err = _main(capsys, "rules", "list", "--signatures", tmp_path)
-    assert code == 2
-    assert f"{tmp_path}/x.toml: id: 'y' must equal the file name 'x'" in err

@@ -1,10 +1,10 @@
-"""``osloscope watch``: live embedded detection over growing files (no Kafka)."""
+"""``osloscope watch``: live embedded detection over growing files (no Kafka); its command line:
+tests/cli/test_watch.py."""
 from __future__ import annotations
 
 import io
 import json
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -202,34 +202,8 @@ def test_table_format_dead_letters_and_index_sink(tmp_path):
 
 
 def test_watch_imports_no_streaming_library():
-    code = ("import sys, pipeline.local.watch, pipeline.sources.tail, pipeline.streaming.ship; "
+    code = ("import sys, pipeline.local.watch, pipeline.cli.watch, pipeline.sources.tail, pipeline.streaming.ship; "
             "bad = [m for m in sys.modules if m.split('.')[0] in ('kafka', 'aiokafka', 'faust', 'elasticsearch')]; "
             "print(bad); raise SystemExit(1 if bad else 0)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 0, r.stdout + r.stderr
-
-
-@pytest.mark.parametrize("args,needle", [
-    (["/nonexistent/nova.log"], "no such file"),
-    (["/nonexistent/*.log"], "glob matched nothing"),
-    ([str(SEEDS), "--tz", "Mars/Olympus"], "is not a timezone"),
-])
-def test_cli_usage_errors_exit_2(args, needle):
-    r = subprocess.run([sys.executable, "-m", "pipeline.local.watch", *args], capture_output=True, text=True,
-                       cwd=ROOT, timeout=30)
-    assert r.returncode == 2 and needle in r.stderr
-
-
-def test_cli_prints_incidents_and_stops_cleanly_on_sigterm(tmp_path):
-    p = subprocess.Popen([sys.executable, "-m", "pipeline.local.watch", str(SEEDS / "S04"), "--from-start",
-                          "--format", "jsonl", "--dead-letter", "-"],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path,
-                         env=dict(os.environ, PYTHONPATH=str(ROOT)))
-    try:
-        line = p.stdout.readline()
-        assert json.loads(line)["type"] == "disk_full"
-    finally:
-        p.send_signal(signal.SIGTERM)
-        _, err = p.communicate(timeout=20)
-    assert p.returncode == 0, err
-    assert b"stopped:" in err

@@ -5,7 +5,7 @@ import argparse
 import logging
 import sys
 
-from pipeline.settings import add_config_option, load_for_command
+from pipeline.cli.options import add_config_option, add_loglevel_option, load_settings
 
 DESCRIPTION = """\
 Consume incident changes from the incidents topic and POST them to the [[notify.receivers]]
@@ -26,13 +26,12 @@ def register(subparsers) -> None:
         "notify", help="send incidents to webhooks (json, Alertmanager or Slack format)",
         description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_option(p)
-    p.add_argument("--loglevel", default="info", choices=("debug", "info", "warning", "error"),
-                   help="least severe log messages written to stderr (default info)")
+    add_loglevel_option(p)
     p.set_defaults(func=_cmd)
 
 
 def _cmd(args) -> int:
-    settings = load_for_command(args.config, "notify")
+    settings = load_settings(args.config, "notify")
     if settings is None:
         return 2
     if not settings.receivers:

@@ -10,7 +10,8 @@ import time
 
 from pipeline.alerting.silences import (Matcher, SilenceError, SilenceStore, iso, parse_duration,
                                         store_for)
-from pipeline.settings import NOTIFY_LABELS, add_config_option, load_for_command
+from pipeline.cli.options import add_config_option, load_settings
+from pipeline.settings import NOTIFY_LABELS
 
 DESCRIPTION = f"""\
 Add, list and expire silences for `osloscope notify`. A silence mutes the incidents whose
@@ -33,7 +34,7 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "silence", help="mute notifications of matching incidents for a while",
         description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="silence_action", metavar="ACTION")
+    sub = p.add_subparsers(dest="silence_action", metavar="ACTION", help="add, list or expire")
     sub.required = True
     a = sub.add_parser("add", help="add a silence; prints its id",
                        description="Add a silence starting now; print its id on stdout.",
@@ -77,7 +78,7 @@ def _fail(exc: Exception) -> int:
 
 
 def _store(args) -> SilenceStore | None:
-    settings = load_for_command(args.config, "silence")
+    settings = load_settings(args.config, "silence")
     return None if settings is None else store_for(settings.notify.state_dir)
 
 

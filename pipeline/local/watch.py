@@ -30,7 +30,6 @@ the parsed events and the incident documents that changed) and ``close()``;
 """
 from __future__ import annotations
 
-import argparse
 import io
 import os
 import sys
@@ -43,9 +42,8 @@ from typing import Any, Callable, Iterable
 from pipeline import codec, signatures
 
 from pipeline.sinks import terminal as render
+from pipeline.sinks.deadletter_file import DeadLetterFile
 from pipeline.parsing.parser import Parser
-from pipeline.operations.graceful import stop_on_signals
-from pipeline.sources.files import PathError
 from pipeline.sources.tail import Tailer, check_paths
 
 TICK = 1.0
@@ -67,29 +65,6 @@ def _own_files(out, dead_letter: str | None) -> list[str]:
     if isinstance(name, str) and os.path.isfile(name):
         own.append(name)
     return own
-
-
-class DeadLetters:
-    """Unparsed records as JSON lines (``-``: discarded); flushed per write."""
-
-    def __init__(self, path: str | None) -> None:
-        self.path = path or "-"
-        self.count = 0
-        self._fh = None
-
-    def write(self, ev) -> None:
-        self.count += 1
-        if self.path == "-":
-            return
-        if self._fh is None:
-            self._fh = open(self.path, "ab")
-        self._fh.write(codec.dumps(codec.dead_letter(ev)) + b"\n")
-        self._fh.flush()
-
-    def close(self) -> None:
-        if self._fh is not None:
-            self._fh.close()
-            self._fh = None
 
 
 class IncidentPrinter:
@@ -169,7 +144,7 @@ class Watcher:
                              exclude=_own_files(out, dead_letter))
         self.engine = signatures.engine("all", settings)
         self.printer = IncidentPrinter(out, fmt)
-        self.dead = DeadLetters(dead_letter)
+        self.dead = DeadLetterFile(dead_letter, flush=True)
         self.sink = index_sink
         self.year = datetime.now(timezone.utc).year
         self.parsers: dict[str, Parser] = {}
@@ -315,102 +290,6 @@ def watch(paths: Iterable[str], settings, *, out, stop_event: threading.Event, f
     finally:
         w.close()
     return dict(w.stats, dead_letters=w.dead.count)
-
-
-# ------------------------------------------------------------------- CLI
-
-DESCRIPTION = """\
-Follow local oslo.log files and report incidents as they open, grow and
-resolve -- the parser and the detectors in one process (no Kafka, no
-Elasticsearch). Follows appends, rotation by rename and copytruncate, and
-new files. Runs until SIGINT/SIGTERM.
-"""
-
-EPILOG = """\
-examples:
-  osloscope watch /var/log/nova /var/log/cinder --host compute-7
-  osloscope watch 'logs/*/nova-*.log' --format jsonl | jq .title
-  osloscope watch deploy/samples --from-start           replay, then follow
-
-time: incidents resolve after their quiet period measured in log time; when
-no lines arrive, log time moves on with the idle wall-clock time.
-exit status: 0 stopped by SIGINT/SIGTERM; 2 bad PATH, --tz or settings.
-"""
-
-
-def register(subparsers) -> None:
-    from pipeline.settings import add_config_option
-
-    p = subparsers.add_parser("watch", help="live incident detection on local files (embedded mode)",
-                              description=DESCRIPTION, epilog=EPILOG,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("paths", nargs="+", metavar="PATH",
-                   help="log files, directories (laid out <root>/<host>/.../<service>.log) or globs; "
-                        "re-expanded every few seconds so new files are picked up")
-    p.add_argument("--from-start", action="store_true",
-                   help="read the files present from their first byte, rotated archives (.1, .gz) "
-                        "included (default: only lines written from now on)")
-    p.add_argument("--format", choices=("table", "jsonl"), default="table",
-                   help="table (default): a row each time an incident opens or changes, with cause "
-                        "and fix when it opens; jsonl: the incident document each time it changes")
-    p.add_argument("--host", help="host name for all files (default: the first directory below "
-                                  "each directory PATH, else 'unknown')")
-    p.add_argument("--tz", help="timezone of every file (default: parser.timezone / "
-                                "[[parser.sources]] from the settings, UTC)")
-    p.add_argument("--dead-letter", metavar="FILE", default="osloscope-deadletter.jsonl",
-                   help="where lines that fit no record go, one JSON object each with the reason "
-                        "(default ./osloscope-deadletter.jsonl, created only when needed; '-' to discard)")
-    p.add_argument("--elasticsearch", action="store_true",
-                   help="also index the events and incidents into Elasticsearch (elasticsearch.url "
-                        "of the settings, same indices and ids as the worker)")
-    add_config_option(p)
-    p.set_defaults(func=cmd_watch)
-
-
-def cmd_watch(args) -> int:
-    from pipeline.settings import load_for_command
-    from pipeline.parsing.timefmt import tz_of
-
-    settings = load_for_command(args.config, "watch")
-    if settings is None:
-        return 2
-    if args.tz:
-        try:
-            tz_of(args.tz)
-        except Exception:
-            print(f"osloscope: error: --tz {args.tz!r} is not a timezone (use e.g. UTC, Europe/Berlin, "
-                  "+08:00)", file=sys.stderr)
-            return 2
-    try:
-        check_paths(args.paths)
-    except PathError as exc:
-        print(f"osloscope: error: {exc}", file=sys.stderr)
-        return 2
-    sink = None
-    if args.elasticsearch:
-        if not settings.elasticsearch.enabled:
-            print("osloscope: error: --elasticsearch needs elasticsearch.url in the settings",
-                  file=sys.stderr)
-            return 2
-        from pipeline.sinks.elasticsearch import BufferedIndexer, install_templates, make_client
-
-        try:
-            client = make_client(settings.elasticsearch)
-            install_templates(settings.elasticsearch, client)
-        except Exception as exc:
-            print(f"osloscope: error: Elasticsearch at {settings.elasticsearch.url}: {exc}",
-                  file=sys.stderr)
-            return 2
-        sink = BufferedIndexer(settings.elasticsearch, client=client)
-    with stop_on_signals() as stop:
-        stats = watch(args.paths, settings, out=sys.stdout.buffer, stop_event=stop,
-                      from_start=args.from_start, fmt=args.format, host=args.host, tz=args.tz,
-                      dead_letter=args.dead_letter, index_sink=sink)
-    note = f"; {stats['dead_letters']} unparsed line(s) to {args.dead_letter}" \
-        if stats["dead_letters"] and args.dead_letter != "-" else ""
-    _stderr(f"stopped: {stats['lines']} lines, {stats['events']} records, "
-            f"{stats['incidents']} incident(s){note}")
-    return 0
 
 
 if __name__ == "__main__":          # python -m pipeline.local.watch PATH... (same as osloscope watch)

@@ -20,7 +20,6 @@ Only the standard library is used, plus kafka-python for the Kafka health check.
 
 from __future__ import annotations
 
-import argparse
 import base64
 import contextlib
 import json
@@ -697,92 +696,3 @@ def status(home: Path | None = None) -> dict:
 
 def _label(name: str) -> str:
     return "Kafka" if name == "kafka" else "Elasticsearch"
-
-
-# ---------------------------------------------------------------------------- CLI
-
-_DESCRIPTION = f"""\
-Run the local backing services for osloscope without Docker, as plain Java
-processes on {HOST}:
-  kafka          Apache Kafka {KAFKA_VERSION} (Scala {SCALA_VERSION}), single node, KRaft mode
-  elasticsearch  Elasticsearch {ES_VERSION} (integ-test distribution), single node,
-                 security disabled; runs as user '{ES_USER}' when started by root
-
-Jars and the Elasticsearch zip come from Maven Central through 'mvn' and are
-cached in ~/.m2. Unpacked distributions, rendered config, data, logs and pid
-files live in <project>/.osloscope/ (override with --home or $OSLOSCOPE_HOME);
-that directory is throwaway: 'down' then delete it to start from scratch.
-Java: $OSLOSCOPE_JAVA_HOME, else {PREFERRED_JAVA_HOME}, else $JAVA_HOME / PATH.
-
-Ports (flags of 'up', all on {HOST}): --kafka-port (default 9092),
---kafka-controller-port (KRaft controller, default 9093), --es-port (HTTP,
-default 9200; the Elasticsearch transport port is --es-port + 100).
-Run 'osloscope services up --help' for all options."""
-
-_EPILOG = """\
-examples:
-  osloscope services up
-  osloscope services up --only kafka --kafka-port 19092 --kafka-controller-port 19093
-  osloscope services status --json
-  osloscope services down
-
-exit status: 0 on success; 1 on error; 'status' returns 3 when a selected
-service is not running and healthy."""
-
-
-def _build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="osloscope services", description=_DESCRIPTION, epilog=_EPILOG,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--home", type=Path, help="state directory (default: $OSLOSCOPE_HOME or "
-                        "<project>/.osloscope)")
-    common.add_argument("--only", action="append", choices=SERVICES, metavar="SERVICE",
-                        help="act on this service only (kafka or elasticsearch); repeatable")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{up,down,status}")
-    start = commands.add_parser("up", parents=[common], help="start and wait until healthy (idempotent)")
-    start.add_argument("--kafka-port", type=int, default=9092, help="Kafka client port (default 9092)")
-    start.add_argument("--kafka-controller-port", type=int, default=9093,
-                       help="KRaft controller port (default 9093)")
-    start.add_argument("--es-port", type=int, default=9200,
-                       help="Elasticsearch HTTP port (default 9200; transport uses port + 100)")
-    start.add_argument("--timeout", type=float, default=180.0,
-                       help="seconds each service may take to become healthy (default 180)")
-    stop = commands.add_parser("down", parents=[common], help="stop (SIGTERM, then SIGKILL after --timeout)")
-    stop.add_argument("--timeout", type=float, default=30.0, help="seconds to wait after SIGTERM (default 30)")
-    report = commands.add_parser("status", parents=[common], help="show running/healthy, pid, port, version")
-    report.add_argument("--json", action="store_true", help="print the status as JSON")
-    return parser
-
-
-def _print_status(report: dict, as_json: bool) -> None:
-    if as_json:
-        print(json.dumps(report, indent=2))
-        return
-    for name, info in report.items():
-        state = "running" if info["running"] else "stopped"
-        health = "healthy" if info["healthy"] else "not healthy"
-        details = f"pid {info['pid']}, port {info['port']}, {health}" if info["running"] else f"log {info['log']}"
-        print(f"{name:<14} {state:<8} {info['version']:<8} {details}")
-
-
-def main(argv: list[str]) -> int:
-    args = _build_parser().parse_args(argv)
-    which = tuple(args.only) if args.only else SERVICES
-    try:
-        if args.command == "up":
-            up(args.home, kafka_port=args.kafka_port, kafka_controller_port=args.kafka_controller_port,
-               es_port=args.es_port, which=which, timeout=args.timeout)
-        elif args.command == "down":
-            down(args.home, which=which, timeout=args.timeout)
-        else:
-            report = {name: info for name, info in status(args.home).items() if name in which}
-            _print_status(report, args.json)
-            return 0 if all(info["running"] and info["healthy"] for info in report.values()) else 3
-    except ServiceError as exc:
-        print_to_stderr(f"error: {exc}")
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

@@ -4,8 +4,6 @@ are (templates are re-PUT, which replaces them with the current version).
 """
 from __future__ import annotations
 
-import argparse
-import sys
 import time
 from typing import Callable
 
@@ -96,74 +94,3 @@ def setup_kibana(settings, url: str, *, space: str | None = None, api_key: str |
             path.parent.rmdir()
     log(f"kibana {url}{' space ' + space if space else ''}: imported {summarize(result)}")
     return result
-
-
-def register(subparsers) -> None:
-    from pipeline.settings import add_config_option
-
-    p = subparsers.add_parser(
-        "setup", help="create the Kafka topics and Elasticsearch index templates (idempotent)",
-        description="Create the Kafka topics (raw, dead-letter, events by request, incidents) and "
-                    "install the Elasticsearch index templates generated from schemas/. Safe to run "
-                    "again: existing topics are kept, templates are replaced by the current version.",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_config_option(p)
-    p.add_argument("--skip-kafka", action="store_true", help="do not touch Kafka")
-    p.add_argument("--skip-elasticsearch", action="store_true", help="do not touch Elasticsearch")
-    k = p.add_argument_group("Kibana (data views, saved searches, visualizations, dashboards)")
-    k.add_argument("--kibana", metavar="URL", help="also import deploy/kibana/osloscope.ndjson into the "
-                                                   "Kibana at URL, e.g. http://localhost:5601 (overwrites "
-                                                   "the osloscope objects)")
-    k.add_argument("--kibana-space", metavar="ID", help="Kibana space to import into (default space)")
-    k.add_argument("--kibana-api-key", metavar="KEY", help="Kibana API key (base64 id:key; default "
-                                                           "$KIBANA_API_KEY)")
-    k.add_argument("--kibana-user", metavar="NAME", help="Kibana user; the password comes from "
-                                                         "$KIBANA_PASSWORD or is asked for")
-    k.add_argument("--kibana-ca", metavar="FILE", help="CA bundle to verify Kibana's TLS certificate")
-    k.add_argument("--kibana-insecure", action="store_true", help="do not verify Kibana's TLS certificate")
-    k.add_argument("--kibana-wait", type=float, default=0.0, metavar="SECONDS",
-                   help="keep retrying this long while Kibana is unreachable or starting (default 0)")
-    p.set_defaults(func=_cmd)
-
-
-def _cmd(args) -> int:
-    from pipeline.settings import load_for_command
-
-    settings = load_for_command(args.config, "setup")
-    if settings is None:
-        return 2
-    try:
-        setup(settings, kafka=not args.skip_kafka, elasticsearch=not args.skip_elasticsearch)
-        if getattr(args, "kibana", None):
-            from pipeline.operations.kibana import KibanaError
-
-            try:
-                setup_kibana(settings, args.kibana, **_kibana_options(args))
-            except KibanaError as exc:
-                print(f"osloscope setup: Kibana: {exc}", file=sys.stderr)
-                return 2
-    except Exception as exc:  # connection problems: one clear line, not a traceback
-        from elasticsearch import ConnectionError as ESConnectionError
-
-        if isinstance(exc, ESConnectionError):
-            print(f"osloscope setup: Elasticsearch not reachable at {settings.elasticsearch.url} "
-                  f"(is `osloscope services up` running?): {exc}", file=sys.stderr)
-            return 2
-        raise
-    return 0
-
-
-def _kibana_options(args) -> dict:
-    import os
-
-    api_key = args.kibana_api_key or os.environ.get("KIBANA_API_KEY") or None
-    password = None
-    if args.kibana_user:
-        password = os.environ.get("KIBANA_PASSWORD")
-        if password is None and sys.stdin.isatty():
-            import getpass
-
-            password = getpass.getpass(f"Kibana password for {args.kibana_user}: ")
-    verify: bool | str = False if args.kibana_insecure else (args.kibana_ca or True)
-    return {"space": args.kibana_space, "api_key": api_key, "username": args.kibana_user,
-            "password": password, "verify": verify, "wait": args.kibana_wait}

@@ -242,31 +242,3 @@ def run(settings, *, loglevel: str = "info") -> int:
     worker = faust.Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
     worker.execute_from_commandline()
     return 0
-
-
-def register(subparsers) -> None:
-    from pipeline.settings import add_config_option
-
-    import argparse
-
-    p = subparsers.add_parser(
-        "worker", help="run the streaming worker: raw topic -> parse -> detect -> Elasticsearch",
-        description="Consume oslo.log lines from the raw Kafka topic, parse and fold them exactly as "
-                    "`osloscope analyze` does, run the detectors, publish events (keyed by request "
-                    "id), incidents and dead letters to Kafka and index events and incidents into "
-                    "Elasticsearch. Offsets are committed only after Kafka and Elasticsearch "
-                    "acknowledged the outputs; detector state is saved under worker.state_dir and "
-                    "survives a restart. Stop with Ctrl-C or SIGTERM.",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_config_option(p)
-    p.add_argument("--loglevel", default="info", choices=("debug", "info", "warning", "error"))
-    p.set_defaults(func=_cmd)
-
-
-def _cmd(args) -> int:
-    from pipeline.settings import load_for_command
-
-    settings = load_for_command(args.config, "worker")
-    if settings is None:
-        return 2
-    return run(settings, loglevel=args.loglevel)

@@ -127,6 +127,8 @@ class Runner:
     def help_text(self, sub: str) -> str:
         r = subprocess.run(self.command(sub, "--help"), cwd=self.tree, env=tree_env(self.tree, self.env),
                            capture_output=True, text=True)
+        if r.returncode:
+            raise BenchError(f"{self.name}: `osloscope {sub} --help` exited {r.returncode}:\n{r.stderr[-3000:]}")
         return r.stdout
 
     def run(self, data: Path, out: Path) -> tuple[float, float, int, str]:

@@ -1,7 +1,7 @@
 """Real Kafka and Elasticsearch for the integration tests.
 
 The session fixture ``services_up`` starts the local services of
-``pipeline/services.py`` (idempotent: already running services are reused)
+``pipeline/operations/services.py`` (idempotent: already running services are reused)
 and stops the ones it started at the end, unless OSLOSCOPE_KEEP_SERVICES=1.
 Ports: OSLOSCOPE_IT_KAFKA_PORT / OSLOSCOPE_IT_KAFKA_CONTROLLER_PORT /
 OSLOSCOPE_IT_ES_PORT (defaults 9092 / 9093 / 9200).

@@ -2,15 +2,10 @@
 from __future__ import annotations
 
 import json
-import os
 
 
-def test_silence_cli_add_list_expire(tmp_path, monkeypatch, capsys):
+def test_silence_cli_add_list_expire(no_settings, tmp_path, monkeypatch, capsys):
     from pipeline import cli
-    monkeypatch.chdir(tmp_path)
-    for name in list(os.environ):
-        if name.startswith("OSLOSCOPE_"):
-            monkeypatch.delenv(name)
     monkeypatch.setenv("OSLOSCOPE_NOTIFY_STATE_DIR", str(tmp_path / "st"))
 
     def run(*a):
