@@ -105,7 +105,7 @@ def test_ipv6_401_burst_is_an_auth_failure(tmp_path):
 def test_the_edges_of_the_calendar_never_raise():
     """Sweeping for quiet records does date arithmetic: at 9999-12-31 23:59:59
     and 0001-01-01 00:00:00 it would overflow; the records fold as usual."""
-    from tests.support import parse_text
+    from support import parse_text
 
     text = ("9999-12-31 23:59:59.100 11 INFO nova.compute.manager [-] last second\n"
             "9999-12-31 23:59:59.200 12 INFO nova.compute.manager [-] other pid\n"
