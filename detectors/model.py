@@ -12,16 +12,6 @@ from typing import Any
 
 UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 
-# Scalar event fields (``pipeline.codec.ecs`` maps each to its ECS name).
-_SCALARS: tuple[str, ...] = (
-    "timestamp", "message", "original", "kind", "reason", "level", "logger", "file_path", "offset",
-    "origin_function", "origin_file", "origin_line", "pid", "host", "service", "request_id",
-    "global_request_id", "user_id", "project_id", "user_name", "project_name", "instance_id",
-    "http_method", "url_path", "status_code", "body_bytes", "duration_ns", "source_ip", "error_type",
-    "error_message", "stack_trace", "errno",
-)
-_FIELD_SET = frozenset(_SCALARS) | {"ts", "resources"}
-
 
 class Event:
     """One folded log record (a line plus its traceback/continuation lines).
@@ -31,14 +21,49 @@ class Event:
     is ``"log"`` for an oslo.log record, ``"access"`` for a standalone HTTP
     access-log line, ``"unparsed"`` for text that fits no record (``reason``
     says why; ``original`` keeps it; ECS ``event.kind`` is then
-    ``pipeline_error``).
+    ``pipeline_error``). ``pipeline.codec`` maps each field to its ECS name.
+
+    Every field defaults to None at class level, so an instance stores only
+    the fields its record has (cheap to build on the hot path). Not frozen:
+    the parser masks secrets in place after extraction.
     """
 
-    # Every field defaults to None at class level, so an instance stores only
-    # the fields a record has (cheap to build on the hot path).
-    FIELDS = _SCALARS + ("ts", "resources")
-    locals().update(dict.fromkeys(FIELDS))
-    kind = "log"
+    timestamp: str | None = None
+    message: str | None = None
+    original: str | None = None
+    kind: str = "log"
+    reason: str | None = None
+    level: str | None = None
+    logger: str | None = None
+    file_path: str | None = None
+    offset: int | None = None
+    origin_function: str | None = None
+    origin_file: str | None = None
+    origin_line: int | None = None
+    pid: int | None = None
+    host: str | None = None
+    service: str | None = None
+    request_id: str | None = None
+    global_request_id: str | None = None
+    user_id: str | None = None
+    project_id: str | None = None
+    user_name: str | None = None
+    project_name: str | None = None
+    instance_id: str | None = None
+    http_method: str | None = None
+    url_path: str | None = None
+    status_code: int | None = None
+    body_bytes: int | None = None
+    duration_ns: int | None = None
+    source_ip: str | None = None
+    error_type: str | None = None
+    error_message: str | None = None
+    stack_trace: str | None = None
+    errno: int | None = None
+    ts: float | None = None
+    resources: dict[str, list[str]] | None = None      # kind -> ids the record names
+
+    FIELDS: tuple[str, ...] = ()          # every field name, set below
 
     def __init__(self, **kw: Any) -> None:
         unknown = kw.keys() - _FIELD_SET
@@ -61,3 +86,7 @@ class Event:
 
     def __repr__(self) -> str:  # pragma: no cover - debugging aid
         return f"Event({self.timestamp} {self.host}/{self.service} {self.level} {self.logger}: {(self.message or '')[:80]!r})"
+
+
+Event.FIELDS = tuple(name for name in Event.__annotations__ if name != "FIELDS")
+_FIELD_SET = frozenset(Event.FIELDS)
