@@ -95,6 +95,33 @@ def wait_for(pred, timeout: float, what: str, worker: Worker | None = None, ever
                          + (f"\nworker log:\n{worker.tail()}" if worker else ""))
 
 
+def wait_drained(settings, worker: "Worker", timeout: float = 120.0) -> None:
+    """Until the worker's consumer group has committed every record of the raw,
+    events and incidents topics: then nothing more can arrive in Elasticsearch
+    (offsets are committed only after the outputs were acknowledged)."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    t = settings.topics
+    kw = settings.kafka.client_kwargs()
+    # a consumer of the worker's group that never subscribes: it only reads the group's offsets
+    probe = KafkaConsumer(group_id=settings.worker.app_id, enable_auto_commit=False, **kw)
+    try:
+        parts = [TopicPartition(topic, p) for topic in (t.raw, t.events, t.incidents)
+                 for p in (probe.partitions_for_topic(topic) or ())]
+        assert {tp.topic for tp in parts} == {t.raw, t.events, t.incidents}, parts
+
+        def drained():
+            ends = probe.end_offsets(parts)
+            behind = {f"{tp.topic}/{tp.partition}": ends[tp] - (probe.committed(tp) or 0)
+                      for tp in parts if ends[tp] > (probe.committed(tp) or 0)}
+            return not behind or None
+
+        wait_for(drained, timeout, "the worker's committed offsets to reach the end of its topics", worker,
+                 every=0.5)
+    finally:
+        probe.close()
+
+
 def counts(client, settings) -> tuple[int, int]:
     """Indexed events and incidents; (-1, -1) while an index the pipeline just
     created has no started shard yet (Elasticsearch answers 503 then)."""
@@ -171,7 +198,7 @@ def test_ship_worker_elasticsearch_end_to_end(settings_env, names, logs, tmp_pat
     try:
         wait_for(lambda: counts(client, settings) >= (n_records, len(expected)), 120,
                  "events and incidents in Elasticsearch", worker)
-        time.sleep(3)                        # nothing more should arrive
+        wait_drained(settings, worker)       # nothing more can arrive
         n_events, n_incidents = counts(client, settings)
         metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
     finally:
@@ -270,7 +297,7 @@ def test_worker_sigkill_mid_stream_loses_and_duplicates_nothing(settings_env, na
         wait_for(lambda: counts(client, settings)[0] >= n_records and
                  counts(client, settings)[1] >= len(expected), 180,
                  "all events and incidents after the restart", worker)
-        time.sleep(3)
+        wait_drained(settings, worker)
         n_events, n_incidents = counts(client, settings)
     finally:
         worker.stop()
