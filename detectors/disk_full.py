@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import posixpath
 import re
+from dataclasses import dataclass
 
 from . import texts
 from .base import Detector
@@ -87,9 +88,18 @@ def path_of(text: str) -> str | None:
     return m.group(1).rstrip("'\",.") if m else None
 
 
+@dataclass(frozen=True)
+class DiskFullConfig:
+    quiet_period: float = 1800.0     # resolves after this many seconds without ENOSPC
+
+
 class DiskFull(Detector):
     name = "disk_full"
-    quiet_period = 1800.0   # resolves after 30 minutes without ENOSPC
+
+    def __init__(self, config: DiskFullConfig = DiskFullConfig()) -> None:
+        self.config = config
+        self.quiet_period = config.quiet_period
+        super().__init__()
 
     def feed(self, ev: Event) -> list[dict]:
         if ev.kind == "unparsed" or ev.level == "DEBUG":

@@ -30,6 +30,7 @@ rejected before that.
 from __future__ import annotations
 
 import fnmatch
+from dataclasses import dataclass
 import re
 from typing import Any, Iterable
 
@@ -44,10 +45,6 @@ EVENT_FIELDS = {"host": "host", "service": "service", "logger": "logger",
                 "instance": "instance_id", "request_id": "request_id"}
 RESOURCE_FIELDS = ("instance", "volume", "image", "port", "network", "path", "user")
 FIELD_CHARS = 200
-PENDING_EVIDENCE = 5
-MAX_PENDING = 10_000
-MAX_RECENT = 20_000
-RECENT_TTL = 900.0
 _PLACEHOLDER = re.compile(r"\{([a-z_]+)\}")
 
 
@@ -165,12 +162,21 @@ class Signature:
         return (self.id, *values)
 
 
+@dataclass(frozen=True)
+class KnownIssuesConfig:
+    pending_evidence: int = 5        # records kept while a persist_seconds condition builds up
+    max_pending: int = 10_000        # conditions building up at once
+    max_recent: int = 20_000         # request ids remembered for ``explains``
+    recent_ttl: float = 900.0        # ... for this many seconds
+
+
 class KnownIssues(Detector):
     """Matches every signature; one incident per (signature, dedupe key)."""
 
     name = "known_issue"
 
-    def __init__(self, signatures: Iterable[dict]) -> None:
+    def __init__(self, signatures: Iterable[dict], config: "KnownIssuesConfig | None" = None) -> None:
+        self.config = config = config or KnownIssuesConfig()
         super().__init__()
         self.signatures: dict[str, Signature] = {}
         for doc in signatures:
@@ -184,19 +190,39 @@ class KnownIssues(Detector):
         # records at levels no signature reads can still end a condition (INFO reconnects)
         self.recovery_prefilter = (literal_union({k for s in self._recovering for k in s.keywords})
                                    if self._recovering else None)
+        # per level: the signatures that read it (or may recover on it) -- their keywords'
+        # prefilter, and which of them each keyword points at (in library order)
+        self._by_level = {level: self._plan([s for s in self.signatures.values()
+                                             if level in s.levels or s.recovery])
+                          for level in self.levels}
+        self._recovery_plan = self._plan(list(self._recovering))   # any other level
         # (signature id, key) -> {"first_ts", "last_ts", "count", "items"}: persist_seconds not yet reached
-        self.pending: KeyedStore[tuple, dict] = KeyedStore(MAX_PENDING)
+        self.pending: KeyedStore[tuple, dict] = KeyedStore(config.max_pending)
         # request id -> (signature id, key, ts) of a signature that explains others
-        self.recent: KeyedStore[str, tuple] = KeyedStore(MAX_RECENT)
+        self.recent: KeyedStore[str, tuple] = KeyedStore(config.max_recent)
 
     # -- matching (also used by `osloscope signatures test`) -----------------
+    @staticmethod
+    def _plan(sigs: list[Signature]) -> tuple[re.Pattern | None, tuple, list[Signature]]:
+        words = sorted({k for s in sigs for k in s.keywords})
+        by_word = tuple((w, tuple(i for i, s in enumerate(sigs) if w in s.keywords)) for w in words)
+        return (literal_union(words) if words else None), by_word, sigs
+
     def candidates(self, ev: Event) -> tuple[str, list[Signature]]:
+        """The record's text and the signatures one of whose keywords it holds,
+        among those that read its level or may recover on it."""
         if ev.kind == "unparsed":
             return "", []
+        plan = self._by_level.get(ev.level, self._recovery_plan)
         text = ev.text()
-        if not self.prefilter.search(text):
+        if plan[0] is None or not plan[0].search(text):
             return text, []
-        return text, [s for s in self.signatures.values() if any(k in text for k in s.keywords)]
+        prefilter, by_word, sigs = plan
+        hit: set[int] = set()
+        for word, ids in by_word:
+            if word in text:
+                hit.update(ids)
+        return text, [sigs[i] for i in sorted(hit)]
 
     def match(self, ev: Event) -> list[tuple[Signature, dict]]:
         """Every signature ``ev`` is an occurrence of, with its fields."""
@@ -258,7 +284,7 @@ class KnownIssues(Detector):
             p["count"] += 1
             p["last_ts"] = ts
             if ts - p["first_ts"] < sig.persist:
-                if len(p["items"]) < PENDING_EVIDENCE:
+                if len(p["items"]) < self.config.pending_evidence:
                     p["items"].append([ts, evidence_of(ev)])
                 return
             del self.pending[(sig.id, key)]
@@ -337,7 +363,7 @@ class KnownIssues(Detector):
         for book in self.books.values():
             out.extend(book.advance(now))
         self.pending.expire(lambda pk, p: now - p["last_ts"] > max(self.signatures[pk[0]].persist, 60.0))
-        self.recent.expire(lambda _r, v: now - v[2] > RECENT_TTL)
+        self.recent.expire(lambda _r, v: now - v[2] > self.config.recent_ttl)
         return out
 
     # -- state ---------------------------------------------------------------

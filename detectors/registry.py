@@ -14,12 +14,12 @@ from typing import Callable, Sequence
 
 from .auth_failures import AuthFailures, AuthFailuresConfig
 from .base import Detector
-from .disk_full import DiskFull
+from .disk_full import DiskFull, DiskFullConfig
 from .engine import Engine
-from .known_issues import KnownIssues
+from .known_issues import KnownIssues, KnownIssuesConfig
 from .request_stalled import RequestStalled, RequestStalledConfig
 from .request_windows import RequestWindows
-from .retry_exhaustion import RetryExhaustion
+from .retry_exhaustion import RetryExhaustion, RetryExhaustionConfig
 from .service_silent import ServiceSilent, ServiceSilentConfig
 
 SCOPES = ("all", "host", "request")
@@ -28,7 +28,10 @@ SCOPES = ("all", "host", "request")
 @dataclass(frozen=True)
 class DetectorConfig:
     """Every detector's parameters (each detector reads its own part)."""
+    retry_exhaustion: RetryExhaustionConfig = RetryExhaustionConfig()
     auth_failures: AuthFailuresConfig = AuthFailuresConfig()
+    disk_full: DiskFullConfig = DiskFullConfig()
+    known_issues: KnownIssuesConfig = KnownIssuesConfig()
     request_stalled: RequestStalledConfig = RequestStalledConfig()
     service_silent: ServiceSilentConfig = ServiceSilentConfig()
 
@@ -43,18 +46,18 @@ class Entry:
 
 ENTRIES: tuple[Entry, ...] = (
     Entry("retry_exhausted", "request", "a retry budget that ran out (volume creation, scheduling, DB, "
-          "glance, keystoneauth, network setup, ...)", lambda c, s: RetryExhaustion()),
+          "glance, keystoneauth, network setup, ...)", lambda c, s: RetryExhaustion(c.retry_exhaustion)),
     Entry("request_stalled", "request", "an API accepted work that no worker service ever picked up",
           lambda c, s: RequestStalled(c.request_stalled)),
     Entry("auth_failure", "host", "bursts of rejected logins per source address and user; database, "
           "RabbitMQ, image and service credentials rejected", lambda c, s: AuthFailures(c.auth_failures)),
     Entry("disk_full", "host", "a filesystem out of space (ENOSPC, qemu-img write errors, glance "
-          "store full)", lambda c, s: DiskFull()),
+          "store full)", lambda c, s: DiskFull(c.disk_full)),
     Entry("service_silent", "host", "a service that logged steadily and fell silent while the fleet "
           "keeps logging", lambda c, s: ServiceSilent(c.service_silent)),
     Entry("known_issue", "host", "a record that matches a signature of the library "
           "(detectors/signatures/, one TOML file per signature; `osloscope signatures list`)",
-          lambda c, s: KnownIssues(s)),
+          lambda c, s: KnownIssues(s, c.known_issues)),
 )
 
 

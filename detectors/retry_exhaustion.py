@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import re
 from collections import deque
+from dataclasses import dataclass
 from typing import NamedTuple
 
 from . import texts
@@ -128,16 +129,9 @@ KSA_TARGET = re.compile(r"Unable to establish connection to (\S+?):? |Request to
 KSA_FAIL = re.compile(r"Unable to establish connection to|ConnectFailure|ConnectTimeout|timed out"
                       r"|Service Unavailable|Gateway Timeout|ServiceUnavailable|EndpointNotFound")
 
-ATTEMPT_TTL = 3600.0
-# oslo.db raises DBConnectionError retry_interval (default 10 s) after its last
-# "1 attempts left" warning; keystoneauth's retries of one call span seconds.
-DB_GIVE_UP_WINDOW = 300.0
-KSA_WINDOW = 300.0
 # Loggers whose INFO/DEBUG records are part of the retrying call itself (the
 # request/response log of every attempt), not a sign that the call went on.
 KSA_OWN_LOGGERS = ("keystoneauth", "urllib3", "requests")
-RELATED_TTL = 600.0
-MAX_KEYS = 20_000
 
 
 class _Missing(dict):
@@ -156,17 +150,31 @@ def _queue(q: deque) -> list:
     return [list(x) for x in q]
 
 
+@dataclass(frozen=True)
+class RetryExhaustionConfig:
+    quiet_period: float = 1800.0     # seconds without a give-up before the incident resolves
+    attempt_ttl: float = 3600.0      # an earlier attempt (re-scheduled, SQL retry) counts this long
+    # oslo.db raises DBConnectionError retry_interval (default 10 s) after its last
+    # "1 attempts left" warning; keystoneauth's retries of one call span seconds
+    db_give_up_window: float = 300.0
+    ksa_window: float = 300.0
+    related_ttl: float = 600.0       # records of the same request kept as evidence this long
+    max_keys: int = 20_000           # attempts, requests and references followed at once
+
+
 class RetryExhaustion(Detector):
     name = "retry_exhausted"
-    quiet_period = 1800.0
 
-    def __init__(self) -> None:
+    def __init__(self, config: RetryExhaustionConfig = RetryExhaustionConfig()) -> None:
+        self.config = config
+        self.quiet_period = config.quiet_period
         super().__init__()
-        self.attempts: KeyedStore[tuple, deque] = KeyedStore(MAX_KEYS)   # key -> (ts, evidence, host)
-        self.related: KeyedStore[str, deque] = KeyedStore(MAX_KEYS)      # request id -> (ts, evidence)
-        self.refs: KeyedStore[str, tuple] = KeyedStore(MAX_KEYS)         # request/instance -> incident key
+        n = config.max_keys
+        self.attempts: KeyedStore[tuple, deque] = KeyedStore(n)   # key -> (ts, evidence, host)
+        self.related: KeyedStore[str, deque] = KeyedStore(n)      # request id -> (ts, evidence)
+        self.refs: KeyedStore[str, tuple] = KeyedStore(n)         # request/instance -> incident key
         # keystoneauth retries pending per API call: (host, service, correlation id or None)
-        self.ksa: KeyedStore[tuple, deque] = KeyedStore(MAX_KEYS)        # -> (ts, evidence, host)
+        self.ksa: KeyedStore[tuple, deque] = KeyedStore(n)        # -> (ts, evidence, host)
 
     # -- helpers -------------------------------------------------------------
     def _remember_attempt(self, key: tuple, ev: Event) -> None:
@@ -329,7 +337,7 @@ class RetryExhaustion(Detector):
                 # oslo.db gives up right after the warning that says "1 attempts left"
                 # (max_retries - attempt); an earlier count means it was still retrying
                 last = self.attempts[key][-1]
-                if ts - last[0] > DB_GIVE_UP_WINDOW:
+                if ts - last[0] > self.config.db_give_up_window:
                     del self.attempts[key]
                 elif (_sql_attempts_left(last[1]) or 0) <= 1:
                     attempts = tuple(self.attempts.pop(key))
@@ -338,7 +346,7 @@ class RetryExhaustion(Detector):
             key = (host, service, ev.correlation_id)
             if key in self.ksa and KSA_FAIL.search(text):
                 attempts = tuple(self.ksa.pop(key))
-                if ts - attempts[-1][0] <= KSA_WINDOW:
+                if ts - attempts[-1][0] <= self.config.ksa_window:
                     target = KSA_TARGET.search(attempts[-1][1]["message"]) or KSA_TARGET.search(text)
                     url = next((g for g in target.groups() if g), "?") if target else "?"
                     self._open(KSA_RULE, {"url": url}, ev, out, attempts)
@@ -346,8 +354,8 @@ class RetryExhaustion(Detector):
         return False
 
     def advance(self, now: float) -> list[dict]:
-        for store, ttl in ((self.attempts, ATTEMPT_TTL), (self.related, RELATED_TTL),
-                           (self.ksa, KSA_WINDOW)):
+        c = self.config
+        for store, ttl in ((self.attempts, c.attempt_ttl), (self.related, c.related_ttl), (self.ksa, c.ksa_window)):
             store.expire(lambda _k, q, ttl=ttl: not q or now - q[-1][0] > ttl)
         out = self.book.advance(now)
         if out:

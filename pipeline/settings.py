@@ -27,8 +27,6 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 from zoneinfo import ZoneInfo
 
 if TYPE_CHECKING:
-    import faust
-
     from detectors.registry import DetectorConfig
 
 DEFAULT_FILE = "osloscope.toml"
@@ -154,17 +152,6 @@ class KafkaSettings:
         if self.ssl_certfile:
             ctx.load_cert_chain(self.ssl_certfile, self.ssl_keyfile or None)
         return ctx
-
-    def faust_credentials(self) -> "faust.types.auth.CredentialsT | None":
-        """``None`` for PLAINTEXT, else faust ``SSLCredentials`` / ``SASLCredentials`` (faust imported here)."""
-        if self.security_protocol == "PLAINTEXT":
-            return None
-        import faust
-        if self.security_protocol == "SSL":
-            return faust.SSLCredentials(self.ssl_context())
-        return faust.SASLCredentials(
-            username=self.sasl_username, password=self.sasl_password, mechanism=self.sasl_mechanism,
-            ssl_context=self.ssl_context() if self.security_protocol == "SASL_SSL" else None)
 
 
 @dataclass(frozen=True)

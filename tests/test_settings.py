@@ -12,6 +12,7 @@ import pytest
 
 from pipeline import settings as S
 from pipeline.settings import SettingsError, load
+from pipeline.streaming.worker import faust_credentials
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "deploy" / "osloscope.example.toml"
@@ -346,7 +347,7 @@ def test_kafka_client_kwargs_plaintext():
     assert k.client_kwargs() == {"bootstrap_servers": ["127.0.0.1:9092"],
                                  "security_protocol": "PLAINTEXT", "client_id": "osloscope"}
     assert k.aiokafka_kwargs() == {"broker": "kafka://127.0.0.1:9092"}
-    assert k.faust_credentials() is None
+    assert faust_credentials(k) is None
 
 
 def test_kafka_client_kwargs_sasl_ssl(tmp_path):
@@ -362,7 +363,7 @@ def test_kafka_client_kwargs_sasl_ssl(tmp_path):
     from kafka import KafkaAdminClient, KafkaProducer
     assert set(kw) <= set(KafkaProducer.DEFAULT_CONFIG) and set(kw) <= set(KafkaAdminClient.DEFAULT_CONFIG)
     assert s.kafka.aiokafka_kwargs() == {"broker": "kafka://b1:9093;kafka://b2:9093"}
-    creds = s.kafka.faust_credentials()
+    creds = faust_credentials(s.kafka)
     assert type(creds).__name__ == "SASLCredentials"
     assert creds.protocol.value == "SASL_SSL" and creds.mechanism.value == "SCRAM-SHA-512"
     assert (creds.username, creds.password) == ("shipper", "s3cret")
@@ -372,7 +373,7 @@ def test_kafka_client_kwargs_sasl_ssl(tmp_path):
 def test_kafka_ssl_faust_credentials():
     k = S.KafkaSettings(security_protocol="SSL")
     assert k.client_kwargs()["security_protocol"] == "SSL"
-    creds = k.faust_credentials()
+    creds = faust_credentials(k)
     assert type(creds).__name__ == "SSLCredentials" and creds.protocol.value == "SSL"
     assert creds.context.verify_mode.name == "CERT_REQUIRED"
 

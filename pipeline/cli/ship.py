@@ -71,7 +71,7 @@ def cmd_ship(args) -> int:
     except PathError as exc:
         print(f"osloscope: error: {exc}", file=sys.stderr)
         return 2
-    from kafka.errors import KafkaError
+    from pipeline.streaming.kafka_clients import KafkaError
 
     logging.getLogger("kafka").setLevel(logging.CRITICAL)   # we say it once, in our words
 

@@ -370,26 +370,15 @@ def _quiet_kafka_logging() -> Iterator[None]:
 
 
 def _kafka_healthy(port: int, timeout: float = 5.0) -> bool:
-    """The port accepts and, when kafka-python is installed, a metadata request succeeds."""
+    """The port accepts and a metadata request succeeds (pipeline.streaming.kafka_clients)."""
     if not _port_open(port):
         return False
     try:
-        from kafka import KafkaAdminClient
-    except ImportError:
+        from pipeline.streaming.kafka_clients import broker_answers
+    except ImportError:                 # kafka-python is not installed: the open port must do
         return True
-    wanted = {"bootstrap_servers": f"{HOST}:{port}", "client_id": "osloscope-services",
-              "request_timeout_ms": int(timeout * 1000), "bootstrap_timeout_ms": int(timeout * 1000)}
-    config = {key: value for key, value in wanted.items() if key in KafkaAdminClient.DEFAULT_CONFIG}
     with _quiet_kafka_logging():
-        try:
-            admin = KafkaAdminClient(**config)
-            try:
-                admin.list_topics()
-            finally:
-                admin.close()
-        except Exception:  # noqa: BLE001 - any client failure means "not healthy yet"
-            return False
-    return True
+        return broker_answers(f"{HOST}:{port}", timeout)
 
 
 def _wait_healthy(service: str, pid: int, check: Callable[[], bool], deadline: float, log_path: Path) -> None:

@@ -51,6 +51,19 @@ def _raw_message(event) -> RawMessage:
                       {k: (v if isinstance(v, bytes) else str(v).encode()) for k, v in headers.items()})
 
 
+def faust_credentials(kafka):
+    """``None`` for PLAINTEXT, else faust ``SSLCredentials`` / ``SASLCredentials`` for the
+    ``[kafka]`` settings ``kafka``."""
+    if kafka.security_protocol == "PLAINTEXT":
+        return None
+    import faust
+    if kafka.security_protocol == "SSL":
+        return faust.SSLCredentials(kafka.ssl_context())
+    return faust.SASLCredentials(
+        username=kafka.sasl_username, password=kafka.sasl_password, mechanism=kafka.sasl_mechanism,
+        ssl_context=kafka.ssl_context() if kafka.security_protocol == "SASL_SSL" else None)
+
+
 def build_app(settings, *, sink=None):
     """The faust App with its agents, timers and metrics page."""
     import faust
@@ -72,7 +85,7 @@ def build_app(settings, *, sink=None):
     app = App(
         w.app_id,
         broker=[f"kafka://{h.strip()}" for h in k.bootstrap.split(",") if h.strip()],
-        broker_credentials=k.faust_credentials(),
+        broker_credentials=faust_credentials(k),
         value_serializer="raw", key_serializer="raw",
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,

@@ -28,7 +28,7 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
-OSLOSCOPE = [sys.executable, "-m", "pipeline.cli"]
+from processes import OSLOSCOPE, Process  # noqa: E402
 SECRET = "it-shared-secret"
 
 
@@ -105,23 +105,8 @@ def committed(bootstrap: str, group: str, topic: str) -> tuple[int, int]:
         consumer.close(autocommit=False)
 
 
-class Notify:
-    def __init__(self, cfg: Path, env: dict, log: Path) -> None:
-        self.log_path = log
-        self.log = open(log, "ab")
-        self.proc = subprocess.Popen(OSLOSCOPE + ["notify", "--config", str(cfg)], env=env, cwd=ROOT,
-                                     stdout=self.log, stderr=subprocess.STDOUT)
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        self.log.close()
-        return self.proc.returncode
+def Notify(cfg: Path, env: dict, log: Path) -> Process:      # noqa: N802
+    return Process(OSLOSCOPE + ["notify", "--config", str(cfg)], log, env=env, stop_timeout=30.0).start()
 
 
 @pytest.fixture

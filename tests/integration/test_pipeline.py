@@ -22,7 +22,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = ROOT / "deploy" / "samples"
 
-OSLOSCOPE = [sys.executable, "-m", "pipeline.cli"]
+from processes import OSLOSCOPE, Process, worker  # noqa: E402
 GARBAGE = [b"\x00\x01\x02 binary garbage \xff\xfe", b"this is not an oslo.log line at all",
            b"{\"json\": \"without a message field\"}"]
 
@@ -42,37 +42,8 @@ def setup_all(settings) -> None:
     setup(settings, log=lambda _m: None)
 
 
-class Worker:
-    def __init__(self, env: dict, log_path: Path) -> None:
-        self.env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
-        self.log_path = log_path
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> "Worker":
-        self.log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(OSLOSCOPE + ["worker"], env=self.env, cwd=ROOT,
-                                     stdout=self.log, stderr=subprocess.STDOUT)
-        return self
-
-    def kill(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(30)
-
-    def stop(self) -> int | None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        self.log.close()
-        return self.proc.returncode if self.proc else None
-
-    def tail(self) -> str:
-        return self.log_path.read_bytes()[-4000:].decode("utf-8", "replace")
-
+def Worker(env: dict, log_path: Path) -> Process:      # noqa: N802 - reads as the process it makes
+    return worker(env, log_path)
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -80,7 +51,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_for(pred, timeout: float, what: str, worker: Worker | None = None, every: float = 1.0):
+def wait_for(pred, timeout: float, what: str, worker: Process | None = None, every: float = 1.0):
     deadline = time.monotonic() + timeout
     last = None
     while time.monotonic() < deadline:
@@ -95,7 +66,7 @@ def wait_for(pred, timeout: float, what: str, worker: Worker | None = None, ever
                          + (f"\nworker log:\n{worker.tail()}" if worker else ""))
 
 
-def wait_drained(settings, worker: "Worker", timeout: float = 120.0) -> None:
+def wait_drained(settings, worker: Process, timeout: float = 120.0) -> None:
     """Until the worker's consumer group has committed every record of the raw,
     events and incidents topics: then nothing more can arrive in Elasticsearch
     (offsets are committed only after the outputs were acknowledged)."""

@@ -63,6 +63,7 @@ FILEBEAT_YML = SHIPPERS / "filebeat" / "filebeat.yml"
 FLUENT_BIT_YAML = SHIPPERS / "fluent-bit" / "fluent-bit.yaml"
 VECTOR_TOML = SHIPPERS / "vector" / "vector.toml"
 OSLOSCOPE = str(Path(sys.executable).parent / "osloscope")
+from processes import Process, worker  # noqa: E402
 DEFAULT_TOPIC = "osloscope.raw"
 IDLE_FLUSH = 5.0          # worker.idle_flush: the last open record of a stream completes after this
 
@@ -348,54 +349,16 @@ def test_rsyslog_conf_is_valid_as_a_drop_in(rsyslogd, tmp_path):
     assert r.returncode == 0 and "error" not in (r.stdout + r.stderr).lower(), r.stdout + r.stderr
 
 
-class Rsyslog:
+def Rsyslog(binary: str, conf: Path, workdir: Path) -> Process:   # noqa: N802
     """``rsyslogd -n -f CONF -i PIDFILE``: this test's own rsyslogd in the foreground."""
-
-    def __init__(self, binary: str, conf: Path, workdir: Path) -> None:
-        self.log_path = workdir.parent / "rsyslogd.out"
-        self.log = open(self.log_path, "ab")
-        pidfile = workdir.parent / "rsyslogd.pid"
-        self.proc = subprocess.Popen([binary, "-n", "-f", str(conf), "-i", str(pidfile)],
-                                     cwd=workdir, stdout=self.log, stderr=subprocess.STDOUT)
-
-    def tail(self) -> str:
-        return self.log_path.read_bytes()[-3000:].decode("utf-8", "replace")
-
-    def stop(self) -> int | None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        self.log.close()
-        return self.proc.returncode
+    pidfile = workdir.parent / "rsyslogd.pid"
+    return Process([binary, "-n", "-f", str(conf), "-i", str(pidfile)], workdir.parent / "rsyslogd.out",
+                   cwd=workdir, stop_timeout=30.0).start()
 
 
-class Worker:
+def Worker(env: dict, log_path: Path) -> Process:      # noqa: N802
     """``osloscope worker`` as a subprocess with one test's settings."""
-
-    def __init__(self, env: dict, log_path: Path) -> None:
-        self.log_path = log_path
-        self.log = open(log_path, "ab")
-        self.proc = subprocess.Popen([OSLOSCOPE, "worker"],
-                                     env={**os.environ, **env, "PYTHONUNBUFFERED": "1"},
-                                     cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT)
-
-    def tail(self) -> str:
-        return self.log_path.read_bytes()[-4000:].decode("utf-8", "replace")
-
-    def stop(self) -> int | None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        self.log.close()
-        return self.proc.returncode
+    return worker(env, log_path).start()
 
 
 def osloscope(args: list[str], env: dict, timeout: float = 120) -> subprocess.CompletedProcess:
