@@ -63,6 +63,8 @@ def raised_in(stack: str | None) -> tuple[str | None, str | None]:
     if not stack or 'File "' not in stack:
         return None, None
     frames = _FRAME.findall(stack)
+    if not frames:                                    # a truncated frame line: no place to name
+        return None, None
     for path, line, func in reversed(frames):
         m = _PKG.search(path)
         pkg = m.group(1) if m else None

@@ -218,3 +218,10 @@ def test_trace_elasticsearch_query_covers_ids_and_resources():
                       "openstack.instance_id", "openstack.resources.instance", "openstack.resources.volume",
                       "openstack.resources.image"}
     assert q["minimum_should_match"] == 1
+
+
+def test_a_truncated_frame_line_names_no_place():
+    """Found by Hypothesis: a traceback cut right after 'File "' raised IndexError."""
+    from detectors.request_windows import raised_in
+
+    assert raised_in('Traceback (most recent call last):\n  File "') == (None, None)
