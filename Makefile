@@ -23,11 +23,12 @@ demo: $(STAMP)
 ## Elasticsearch (Java processes from Maven Central, no Docker; first run
 ## downloads ~170 MB) and stop them again at the end.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto -m 'not integration'
+	$(BIN)/python -m pytest -q -m integration
 
 ## unit: the tests that need no Kafka and no Elasticsearch (fast)
 unit: $(STAMP)
-	$(BIN)/python -m pytest -q -m 'not integration'
+	$(BIN)/python -m pytest -q -n auto -m 'not integration'
 
 ## integration: only the tests against the real services
 integration: $(STAMP)
