@@ -185,7 +185,6 @@ class KnownIssues(Detector):
         self.books: dict[str, IncidentBook] = {
             sid: IncidentBook(sig.quiet_period, max_open=1000) for sid, sig in self.signatures.items()}
         self.levels = frozenset().union(*(s.levels for s in self.signatures.values())) if self.signatures else frozenset()
-        self.prefilter = literal_union({k for s in self.signatures.values() for k in s.keywords})
         self._recovering = tuple(s for s in self.signatures.values() if s.recovery)
         # records at levels no signature reads can still end a condition (INFO reconnects)
         self.recovery_prefilter = (literal_union({k for s in self._recovering for k in s.keywords})
@@ -217,7 +216,7 @@ class KnownIssues(Detector):
         text = ev.text()
         if plan[0] is None or not plan[0].search(text):
             return text, []
-        prefilter, by_word, sigs = plan
+        _, by_word, sigs = plan
         hit: set[int] = set()
         for word, ids in by_word:
             if word in text:

@@ -33,7 +33,7 @@ DEFAULT_FILE = "osloscope.toml"
 ENV_PREFIX = "OSLOSCOPE_"
 # Used by other parts of osloscope (services, tests); never settings.
 RESERVED_ENV = frozenset(("OSLOSCOPE_CONFIG", "OSLOSCOPE_HOME", "OSLOSCOPE_JAVA_HOME",
-                          "OSLOSCOPE_SHARED", "OSLOSCOPE_KEEP_SERVICES"))
+                          "OSLOSCOPE_KEEP_SERVICES"))
 RESERVED_ENV_PREFIXES = ("OSLOSCOPE_IT_",)
 MASK = "***"
 

@@ -205,7 +205,7 @@ def test_every_scalar_setting_has_an_env_name():
 
 def test_reserved_and_foreign_env_names_are_ignored():
     env = {"OSLOSCOPE_CONFIG": "", "OSLOSCOPE_HOME": "/x", "OSLOSCOPE_JAVA_HOME": "/jdk",
-           "OSLOSCOPE_SHARED": "/s", "OSLOSCOPE_KEEP_SERVICES": "1", "OSLOSCOPE_IT_KAFKA_PORT": "9",
+           "OSLOSCOPE_KEEP_SERVICES": "1", "OSLOSCOPE_IT_KAFKA_PORT": "9",
            "OSLOSCOPE_IT_ANYTHING": "x", "OSLOSCOPE_DEPLOY_DIR": "/d", "KAFKA_BOOTSTRAP": "nope:1"}
     assert load(env=env) == S.defaults()
 

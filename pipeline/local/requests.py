@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import heapq
 import textwrap
-from typing import Callable, Iterator
+from typing import Callable
 
 from detectors.engine import Engine
 from detectors.model import Event

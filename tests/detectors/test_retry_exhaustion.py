@@ -1,7 +1,7 @@
 """retry_exhausted: the audit's crash, false positives and duplicated evidence.
 
 Every stream is built from the real oslo.log templates (see
-../shared/reference/OSLO_LOG_FORMATS.md): nova's scheduling give-ups,
+the project's oslo.log format reference): nova's scheduling give-ups,
 oslo.db's ``SQL connection failed. %s attempts left.`` (max_retries - attempt,
 so the last warning before the DBConnectionError says ``1 attempts left``),
 keystoneauth's ``Failure: ... Retrying in Xs. N retries left`` and nova's
@@ -13,7 +13,6 @@ import datetime as dt
 import json
 
 from support import engine as support_engine, parse_text, oslo_line as _line
-from detectors import Engine
 from detectors.retry_exhaustion import RetryExhaustion
 
 T0 = dt.datetime(2018, 3, 14, 11, 20, 0)

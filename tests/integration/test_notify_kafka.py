@@ -12,9 +12,7 @@ import hashlib
 import hmac
 import json
 import os
-import signal
 import subprocess
-import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -106,7 +104,8 @@ def committed(bootstrap: str, group: str, topic: str) -> tuple[int, int]:
 
 
 def Notify(cfg: Path, env: dict, log: Path) -> Process:      # noqa: N802
-    return Process(OSLOSCOPE + ["notify", "--config", str(cfg)], log, env=env, stop_timeout=30.0).start()
+    return Process(OSLOSCOPE + ["notify", "--config", str(cfg)], log, env=env, stop_timeout=30.0,
+                   name="osloscope notify").start()
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -22,7 +21,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = ROOT / "deploy" / "samples"
 
-from processes import OSLOSCOPE, Process, worker  # noqa: E402
+from processes import OSLOSCOPE, Process, wait_for, worker  # noqa: E402
 GARBAGE = [b"\x00\x01\x02 binary garbage \xff\xfe", b"this is not an oslo.log line at all",
            b"{\"json\": \"without a message field\"}"]
 
@@ -49,21 +48,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def wait_for(pred, timeout: float, what: str, worker: Process | None = None, every: float = 1.0):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = pred()
-        if last:
-            return last
-        if worker and worker.proc and worker.proc.poll() is not None:
-            raise AssertionError(f"worker exited ({worker.proc.returncode}) waiting for {what}:\n"
-                                 + worker.tail())
-        time.sleep(every)
-    raise AssertionError(f"timed out waiting for {what} (last: {last!r})"
-                         + (f"\nworker log:\n{worker.tail()}" if worker else ""))
 
 
 def wait_drained(settings, worker: Process, timeout: float = 120.0) -> None:

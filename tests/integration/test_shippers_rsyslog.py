@@ -41,7 +41,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -63,7 +62,7 @@ FILEBEAT_YML = SHIPPERS / "filebeat" / "filebeat.yml"
 FLUENT_BIT_YAML = SHIPPERS / "fluent-bit" / "fluent-bit.yaml"
 VECTOR_TOML = SHIPPERS / "vector" / "vector.toml"
 OSLOSCOPE = str(Path(sys.executable).parent / "osloscope")
-from processes import Process, worker  # noqa: E402
+from processes import Process, wait_for, worker  # noqa: E402
 DEFAULT_TOPIC = "osloscope.raw"
 IDLE_FLUSH = 5.0          # worker.idle_flush: the last open record of a stream completes after this
 
@@ -366,24 +365,6 @@ def osloscope(args: list[str], env: dict, timeout: float = 120) -> subprocess.Co
                        text=True, timeout=timeout)
     assert r.returncode == 0, f"osloscope {' '.join(args)} exited {r.returncode}:\n{r.stderr[-3000:]}"
     return r
-
-
-def wait_for(pred, timeout: float, what: str, *procs) -> object:
-    """Poll ``pred`` until it returns something true; fail after ``timeout`` s or
-    when one of ``procs`` (Worker/Rsyslog) has exited."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = pred()
-        if last:
-            return last
-        for p in procs:
-            if p.proc.poll() is not None:
-                raise AssertionError(f"{p.__class__.__name__} exited ({p.proc.returncode}) waiting for "
-                                     f"{what}:\n{p.tail()}")
-        time.sleep(0.5)
-    logs = "".join(f"\n--- {p.__class__.__name__}:\n{p.tail()}" for p in procs)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r}){logs}")
 
 
 # ---------------------------------------------------------------- Kafka and Elasticsearch, read directly

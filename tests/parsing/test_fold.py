@@ -2,11 +2,9 @@
 time moves on; Apache access lines with an IPv6 client are access lines."""
 from __future__ import annotations
 
-from hypothesis import given, settings, strategies as st
 
 from support import analyze_paths, parse_text
 
-from pipeline.codec import event_to_doc
 from pipeline.parsing.extract import Source
 from pipeline.parsing.fold import EXPIRE_SECONDS
 from pipeline.parsing.parser import Parser
@@ -73,10 +71,6 @@ V6_LINES = [
     '2001:db8::5 - - [29/Oct/2015:10:51:13 +0100] "GET /v3/users HTTP/1.1" 401 500 "-" "curl/7" 2345',
     "an unrelated continuation line - - [ not an access line",
 ]
-
-
-def _docs(events):
-    return [(event_to_doc(ev), ev.ts) for ev in events]
 
 
 def test_apache_lines_with_ipv6_clients_are_access_events():

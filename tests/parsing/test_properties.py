@@ -10,7 +10,6 @@ takes every event without raising.
 from __future__ import annotations
 
 import json
-import os
 import re
 import sys
 from collections import Counter
