@@ -12,11 +12,17 @@ session window; a closed window yields a request summary, and the root
 causes those summaries name are joined into the incidents whose evidence
 carries their request ids (``detectors.rootcause``).
 
+A timestamp beyond ``horizon`` (set by the caller: the wall clock plus a
+margin; None: no limit) is implausible -- a line from the year 9999 --
+and must not move event time: such an event reaches the detectors with
+no timestamp, and ``future`` counts it.
+
 Every call returns what it produced (``Emitted``): incident documents
 (upserts: the latest version of an id wins) and request summaries.
 """
 from __future__ import annotations
 
+import copy
 from typing import Iterable, NamedTuple
 
 from .base import Detector
@@ -42,11 +48,22 @@ class Engine:
         self.advance_every = advance_every
         self.watermark: float | None = None
         self._last_advance: float | None = None
+        self.horizon: float | None = None
+        self.future = 0
+
+    def limit_future(self, epoch: float, margin: float = 86400.0) -> None:
+        """Timestamps more than ``margin`` seconds past ``epoch`` (the wall
+        clock, Unix time) are implausible from now on."""
+        self.horizon = epoch + margin
 
     # -- the contract ---------------------------------------------------------------
     def feed(self, ev: Event) -> Emitted:
         incidents: list[dict] = []
         ts = ev.ts
+        if ts is not None and self.horizon is not None and ts > self.horizon:
+            self.future += 1
+            ev = copy.copy(ev)
+            ev.ts = ts = None
         if ts is not None and (self.watermark is None or ts > self.watermark):
             self.watermark = ts
             if self._last_advance is None:

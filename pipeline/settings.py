@@ -123,7 +123,7 @@ class KafkaSettings:
     ssl_certfile: str = _f("", check=_file)
     ssl_keyfile: str = _f("", check=_file)
     client_id: str = _f("osloscope", check=_nonempty)
-    partitions: int = _f(1, ge=1)
+    partitions: int = _f(12, ge=1)
     replication_factor: int = _f(1, ge=1)
 
     @property
@@ -221,9 +221,12 @@ class ParserSettings:
 class DetectorSettings:
     auth_threshold: int = _f(10, ge=1)
     auth_window: float = _f(300.0, gt=0)
+    auth_slow_threshold: int = _f(30, ge=1)
+    auth_slow_window: float = _f(7200.0, gt=0)
     request_stalled_timeout: float = _f(120.0, gt=0)
     service_silent_factor: float = _f(5.0, gt=0)
     service_silent_floor: float = _f(300.0, gt=0)
+    service_silent_learn_intervals: int = _f(10, ge=1)
 
     def config(self) -> "DetectorConfig":
         """The detectors' frozen configuration (detectors.registry.DetectorConfig)."""
@@ -233,10 +236,13 @@ class DetectorSettings:
         from detectors.service_silent import ServiceSilentConfig
 
         return DetectorConfig(
-            auth_failures=AuthFailuresConfig(threshold=self.auth_threshold, window=self.auth_window),
+            auth_failures=AuthFailuresConfig(threshold=self.auth_threshold, window=self.auth_window,
+                                             slow_threshold=self.auth_slow_threshold,
+                                             slow_window=self.auth_slow_window),
             request_stalled=RequestStalledConfig(timeout=self.request_stalled_timeout),
             service_silent=ServiceSilentConfig(factor=self.service_silent_factor,
-                                               floor=self.service_silent_floor))
+                                               floor=self.service_silent_floor,
+                                               min_intervals=self.service_silent_learn_intervals))
 
 
 @dataclass(frozen=True)
@@ -262,12 +268,19 @@ class WorkerSettings:
     batch_timeout: float = _f(1.0, gt=0)
     session_timeout: float = _f(15.0, ge=6, le=300)
     fair_polling: bool = True
+    # event time across sources (pipeline/streaming/eventtime.py)
+    source_idle_timeout: float = _f(30.0, gt=0)
+    allowed_lateness: float = _f(7200.0, ge=0)
+    source_slack: float = _f(10.0, ge=0)
+    source_warmup: float = _f(10.0, ge=0)
+    max_future: float = _f(86400.0, gt=0)
+    max_buffered: int = _f(200_000, ge=1)
 
 
 # [notify] and [[notify.receivers]] (osloscope notify) --------------------------------------
 
 NOTIFY_LABELS = ("alertname", "type", "rule", "severity", "host", "service", "incident_id")
-RECEIVER_STYLES = ("json", "alertmanager", "slack")
+RECEIVER_STYLES = ("json", "alertmanager", "slack", "alertmanager_api")
 SEVERITIES = ("critical", "error", "warning")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
 _ENV_VAR = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
@@ -319,11 +332,18 @@ class NotifySettings:
     group_interval: float = _f(300.0, gt=0)
     repeat_interval: float = _f(14400.0, gt=0)
     external_url: str = _f("", check=_url)
+    # generatorURL of alerts pushed to Alertmanager's API; "{id}" becomes the incident id. "" =
+    # <elasticsearch.url>/<elasticsearch.incidents_index>/_doc/{id}, else external_url
+    incident_url: str = _f("", check=_url)
 
 
 @dataclass(frozen=True)
 class ReceiverSettings:
-    """One ``[[notify.receivers]]`` table; ``secret`` holds the value of ``secret_env`` when named."""
+    """One ``[[notify.receivers]]`` table; ``secret`` holds the value of ``secret_env`` when named.
+
+    Style ``alertmanager_api``: ``url`` is the Alertmanager (``http://127.0.0.1:9093``; the
+    notifier POSTs to ``<url>/api/v2/alerts``), open alerts are re-sent every
+    ``resend_interval`` seconds and ``max_alerts`` caps the alerts per request."""
     name: str = _f("", check=_receiver_name)
     url: str = _f("", check=_receiver_url)
     style: str = _f("json", choices=RECEIVER_STYLES)
@@ -339,6 +359,9 @@ class ReceiverSettings:
     ca_file: str = _f("", check=_file)
     max_backoff: float = _f(300.0, ge=1)
     max_alerts: int = _f(0, ge=0)
+    # style = "alertmanager_api": seconds between re-sends of the open alerts (keep it well below
+    # Alertmanager's resolve_timeout, 5 min by default, or Alertmanager resolves them itself)
+    resend_interval: float = _f(60.0, gt=0)
 
     def redacted(self) -> dict:
         """Plain dict; a secret written in the file is masked, one read from secret_env left out."""
@@ -616,6 +639,9 @@ class _Loader:
                 problems.append(("ca_file", "is set but url is http://"))
             if kw.get("ca_file") and kw.get("verify_tls") is False:
                 problems.append(("ca_file", "is set but verify_tls is false"))
+            if kw.get("style") == "alertmanager_api" and kw.get("send_resolved") is False:
+                problems.append(("send_resolved", "style alertmanager_api always sends resolves "
+                                                  "(Alertmanager's own receivers have send_resolved)"))
             name = kw.get("name")
             if name in names:
                 problems.append(("name", f"{name!r} is also notify.receivers[{names[name]}].name; "

@@ -1,11 +1,16 @@
-"""Shared helpers: paths to the real fixtures and small parse/analyze wrappers."""
+"""Shared helpers: paths to the real fixtures, small parse/analyze wrappers and
+(from events.py) the event builder for detector tests."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
+
+import events as _events
+
+# The one event builder for detector tests (tests/events.py): Events made directly, no parser.
+T0, at, by_time, ev = _events.T0, _events.at, _events.by_time, _events.ev
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures"
@@ -39,19 +44,19 @@ def oslo_line(t, pid: int, level: str, logger: str, ctx: str, msg: str) -> str:
 def raw_messages(paths, topic: str = "raw", partitions: int = 1, inode: bool = False) -> list:
     """The lines of the files under ``paths`` as ``osloscope ship`` puts them on
     the raw topic (headers host/path/service/offset, and inode if ``inode``; key
-    ``host|path``), each file in one of ``partitions`` partitions (by its key),
-    offsets per partition."""
+    the host), each host in one of ``partitions`` partitions (the sorted hosts
+    dealt round them), file after file, offsets per partition."""
     import zlib
 
     from pipeline.sources.files import discover
     from pipeline.streaming.stages import RawMessage
 
     msgs, next_offset = [], [0] * partitions
-    for lf in discover([str(p) for p in paths]):
-        key = f"{lf.source.host}|{lf.path}".encode()
-        # the partition follows the path below the checkout, so it is the same in every clone
-        where = os.path.relpath(lf.path, ROOT) if lf.path.startswith(str(ROOT)) else lf.path
-        part = zlib.crc32(f"{lf.source.host}|{where}".encode()) % partitions
+    files = discover([str(p) for p in paths])
+    hosts = sorted({lf.source.host for lf in files})           # hosts dealt round the partitions
+    for lf in files:
+        key = lf.source.host.encode()
+        part = hosts.index(lf.source.host) % partitions
         off = 0
         with open(lf.path, "rb") as fh:
             for line in fh:
@@ -63,6 +68,37 @@ def raw_messages(paths, topic: str = "raw", partitions: int = 1, inode: bool = F
                 next_offset[part] += 1
                 off += len(line)
     return msgs
+
+
+def events_topic(outputs, partitions: int = 1, topic: str = "events") -> list:
+    """The events topic as the worker fills it from parse-stage ``outputs``
+    (one Output per delivery, in order): each event in partition crc32(key) % n
+    with its upstream header, then the delivery's watermark markers in every
+    partition. Offsets per partition."""
+    import zlib
+
+    from pipeline.streaming.stage import MARKER_HEADER, UPSTREAM_HEADER, RawMessage
+
+    if not isinstance(outputs, (list, tuple)):
+        outputs = [outputs]
+    msgs, offsets = [], [0] * partitions
+    for out in outputs:
+        for key, value, upstream in out.events:
+            part = zlib.crc32(key) % partitions
+            msgs.append(RawMessage(topic, part, offsets[part], key, value,
+                                   {UPSTREAM_HEADER: upstream.encode()}))
+            offsets[part] += 1
+        for _upstream, value in out.markers:
+            for part in range(partitions):
+                msgs.append(RawMessage(topic, part, offsets[part], None, value, {MARKER_HEADER: b"1"}))
+                offsets[part] += 1
+    return msgs
+
+
+# settings for stage tests about parsing, not event time: an event goes on as soon as
+# its own source has passed it (no warm-up, no slack, no lateness)
+PROMPT_EVENT_TIME = {"OSLOSCOPE_WORKER_SOURCE_WARMUP": "0", "OSLOSCOPE_WORKER_SOURCE_SLACK": "0",
+                     "OSLOSCOPE_WORKER_ALLOWED_LATENESS": "0"}
 
 
 def parse_file(path: Path, **kw):

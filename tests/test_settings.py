@@ -47,7 +47,7 @@ def test_defaults_without_file_or_env():
     assert s == S.defaults()
     assert s.origin == "defaults"
     assert s.kafka.bootstrap == "127.0.0.1:9092"
-    assert s.kafka.partitions == 1
+    assert s.kafka.partitions == 12
     assert s.topics.events == "osloscope.events.by-request"
     assert s.elasticsearch.url == "http://127.0.0.1:9200" and s.elasticsearch.enabled
     assert s.elasticsearch.request_timeout == 30.0

@@ -93,6 +93,8 @@ class Group:
     sent_firing: list[str] | None = None                          # as of the last notification
     sent_resolved: list[str] = field(default_factory=list)
     sent_at: float | None = None
+    # style alertmanager_api: incident id -> the label set Alertmanager knows it by (sent firing)
+    sent_labels: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def idempotency_key(self) -> str:
         basis = f"{self.receiver}\n{self.key}\n{self.incarnation}\n{self.revision}"

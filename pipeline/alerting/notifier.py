@@ -15,29 +15,50 @@ revision, so its ``Idempotency-Key`` (receiver, group, revision) is never reused
 content; retries and a crash between a 2xx and its bookkeeping send the same key again, which
 receivers can drop. A stored version makes handling a document again a no-op. Time only arrives
 as ``now`` arguments: the Kafka loop (consumer.py) passes the wall clock, tests a fake one.
+
+Receivers of style ``alertmanager_api`` are an Alertmanager, which groups, waits, repeats,
+inhibits and silences by itself; the notifier does what Prometheus does for it:
+
+  - every incident is its own group (key ``{incident_id="..."}``), flushed at the next tick
+    after each change, with no group_wait, group_interval, repeat_interval or osloscope silences;
+  - an incident that opens, changes its label set (payloads.alertmanager_labels) or resolves
+    becomes an alert in the next ``POST /api/v2/alerts`` request, through the outbox like any
+    notification (one request per receiver and tick, ``max_alerts`` alerts at most); a replaced
+    label set is ended in the same request;
+  - every ``resend_interval`` seconds, while nothing waits in that receiver's outbox, all its
+    open alerts are POSTed again (with their newest annotations) directly, not through the
+    outbox: Alertmanager resolves an alert nobody re-sent within its resolve_timeout. A restart
+    re-sends at the first tick.
 """
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import logging
 import random
 import ssl
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterable, Sequence
+from urllib.parse import urlsplit, urlunsplit
 
 from pipeline.alerting import delivery
 from pipeline.alerting.grouping import (Group, accepts, doc_problem, group_key, is_newer, labels_of,
                                         needs_update, order, version)
 from pipeline.alerting.outbox import DB_NAME, Store
-from pipeline.alerting.payloads import render
+from pipeline import codec
+from pipeline.alerting.payloads import (alertmanager_alert, alertmanager_endpoint,
+                                        alertmanager_labels, generator_url, render)
 from pipeline.alerting.silences import store_for
 from pipeline.settings import NotifySettings, ReceiverSettings
 
 log = logging.getLogger("osloscope.notify")
 
 PRUNE_INTERVAL = 3600.0
+AM_STYLE = "alertmanager_api"
+AM_RESOLVE_TIMEOUT = 300.0              # Alertmanager's default resolve_timeout
+NEVER = 1.0e18                          # the timer of an alertmanager_api group between changes
 
 
 class NotifierBusy(Exception):
@@ -52,6 +73,7 @@ class Tick:
     delivered: int = 0
     retrying: int = 0       # attempts that failed and will be retried
     failed: int = 0         # notifications given up (permanent HTTP errors)
+    resent: int = 0         # open alerts re-sent to Alertmanager (style alertmanager_api)
 
 
 class Notifier:
@@ -65,7 +87,15 @@ class Notifier:
         if not receivers:
             raise ValueError("no receivers: add [[notify.receivers]] tables to the settings")
         self.settings = notify
-        self.receivers = {r.name: r for r in receivers}
+        self.receivers = {r.name: (replace(r, url=alertmanager_endpoint(r.url)) if r.style == AM_STYLE
+                                   else r) for r in receivers}
+        self.incident_url = notify.incident_url or notify.external_url
+        self._resend_at = {r.name: float("-inf") for r in receivers if r.style == AM_STYLE}
+        for r in receivers:
+            if r.style == AM_STYLE and r.resend_interval >= AM_RESOLVE_TIMEOUT:
+                log.warning("%s: resend_interval %.0f s is not below Alertmanager's default "
+                            "resolve_timeout (5m): raise resolve_timeout there, or open alerts "
+                            "resolve between re-sends", r.name, r.resend_interval)
         self.dir = Path(notify.state_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self._lock = open(self.dir / "notify.lock", "a")
@@ -86,7 +116,15 @@ class Notifier:
 
     @classmethod
     def from_settings(cls, settings, **kw) -> "Notifier":
-        return cls(settings.notify, settings.receivers, **kw)
+        notify = settings.notify
+        es = settings.elasticsearch
+        if not notify.incident_url and es.url:          # link alerts to the incident document
+            base = es.url.rstrip("/")
+            u = urlsplit(base)
+            if "@" in u.netloc:                          # never put credentials into alerts
+                base = urlunsplit((u.scheme, u.netloc.rsplit("@", 1)[1], u.path, "", ""))
+            notify = replace(notify, incident_url=f"{base}/{es.incidents_index}/_doc/{{id}}")
+        return cls(notify, settings.receivers, **kw)
 
     def _load(self) -> None:
         dropped = 0
@@ -149,7 +187,10 @@ class Notifier:
         old_key = self.where.get((r.name, iid))
         key = labels = None
         if accepts(r, doc):
-            labels = {k: v for k, v in labels_of(doc).items() if k in self.settings.group_by}
+            if r.style == AM_STYLE:                     # Alertmanager groups: one incident each
+                labels = {"incident_id": iid}
+            else:
+                labels = {k: v for k, v in labels_of(doc).items() if k in self.settings.group_by}
             key = group_key(labels)
         if old_key is not None and old_key != key:          # filtered out now, or moved group
             old = self.groups[(r.name, old_key)]
@@ -161,8 +202,10 @@ class Notifier:
             return
         g = self.groups.get((r.name, key))
         if g is None:
-            g = self.groups[(r.name, key)] = Group(r.name, key, labels, uuid.uuid4().hex,
-                                                   now + self.settings.group_wait)
+            wait = 0.0 if r.style == AM_STYLE else self.settings.group_wait
+            g = self.groups[(r.name, key)] = Group(r.name, key, labels, uuid.uuid4().hex, now + wait)
+        elif r.style == AM_STYLE:
+            g.next_flush = min(g.next_flush, now)
         g.alerts[iid] = doc
         self.where[(r.name, iid)] = key
         dirty.add((r.name, key))
@@ -181,11 +224,17 @@ class Notifier:
         report = Tick()
         due = sorted((g for g in self.groups.values() if g.next_flush <= now), key=lambda g: g.next_flush)
         if due:
-            active = [s for s in self.silences.silences() if s.starts_at <= now < s.ends_at]
-            rows = [row for row in (self._flush(g, now, active) for g in due) if row]
+            am = [g for g in due if self.receivers[g.receiver].style == AM_STYLE]
+            hooks = [g for g in due if self.receivers[g.receiver].style != AM_STYLE]
+            rows: list[tuple] = []
+            if hooks:
+                active = [s for s in self.silences.silences() if s.starts_at <= now < s.ends_at]
+                rows = [row for row in (self._flush(g, now, active) for g in hooks) if row]
+            rows += self._flush_alertmanager(am, now)
             self._save([(g.receiver, g.key) for g in due], {}, now, rows)
             report.flushed, report.queued = len(due), len(rows)
         self._deliver(now, report)
+        self._resend(now, report)
         if now - self._last_prune >= PRUNE_INTERVAL:
             self._last_prune = now
             held = {iid for g in self.groups.values() for iid in g.alerts}
@@ -216,6 +265,92 @@ class Notifier:
         if not g.alerts:
             del self.groups[(g.receiver, g.key)]
         return row
+
+    # Alertmanager's API (style alertmanager_api) ----------------------------------------------
+
+    def _alert(self, doc: dict, labels: dict, now: float, ends_at: float | None = None) -> dict:
+        return alertmanager_alert(doc, labels, now, generator=generator_url(self.incident_url, doc),
+                                  ends_at=ends_at)
+
+    def _flush_alertmanager(self, due: Sequence[Group], now: float) -> list[tuple]:
+        """The outbox rows (one request per receiver, ``max_alerts`` alerts each at most) saying
+        what changed in the due per-incident groups: opened (or a new label set, the old one
+        ended now), or resolved (then the group goes). A document that changed nothing
+        Alertmanager identifies alerts by waits for the next re-send."""
+        per: dict[str, list] = {}
+        for g in due:
+            alerts = per.setdefault(g.receiver, [])
+            changed = False
+            for iid, doc in list(g.alerts.items()):
+                sent = g.sent_labels.get(iid)
+                if doc["status"] == "resolved":
+                    if sent is not None:                 # never sent firing: nothing to resolve
+                        alerts.append(self._alert(doc, sent, now))
+                        changed = True
+                    del g.alerts[iid], self.where[(g.receiver, iid)]
+                    g.sent_labels.pop(iid, None)
+                    continue
+                labels = alertmanager_labels(doc, sent)
+                if labels != sent:
+                    if sent is not None:
+                        alerts.append(self._alert(doc, sent, now, ends_at=now))
+                    alerts.append(self._alert(doc, labels, now))
+                    g.sent_labels[iid] = labels
+                    changed = True
+            if changed:
+                g.revision += 1
+            g.sent_at, g.next_flush = now, NEVER
+            if not g.alerts:
+                del self.groups[(g.receiver, g.key)]
+        rows = []
+        for name, alerts in per.items():
+            if not alerts:
+                continue
+            basis = "\n".join(f"{g.key} {g.incarnation} {g.revision}" for g in due if g.receiver == name)
+            step = self.receivers[name].max_alerts or len(alerts)
+            for i in range(0, len(alerts), step):
+                chunk = alerts[i:i + step]
+                key = hashlib.sha256(f"{name}\n{i}\n{basis}".encode()).hexdigest()[:32]
+                rows.append((name, f"alertmanager:{len(chunk)}", i // step, key, codec.dumps(chunk), now))
+                log.info("%s: %d alert change(s) queued for Alertmanager", name, len(chunk))
+        return rows
+
+    def _resend(self, now: float, report: Tick) -> None:
+        """POST the open alerts of every alertmanager_api receiver whose resend_interval passed
+        (not while its outbox holds anything: changes go first, in order)."""
+        for name, due in self._resend_at.items():
+            r, b = self.receivers[name], self.backoff[name]
+            if due > now or b.next_attempt > now or self.store.pending(name, limit=1):
+                continue
+            alerts = [self._alert(doc, g.sent_labels[iid], now)
+                      for g in self.groups.values() if g.receiver == name
+                      for iid, doc in g.alerts.items()
+                      if doc["status"] != "resolved" and iid in g.sent_labels]
+            step = r.max_alerts or len(alerts) or 1
+            ok = True
+            for i in range(0, len(alerts), step):
+                body = codec.dumps(alerts[i:i + step])
+                key = hashlib.sha256(f"{name}\nresend\n{now!r}\n{i}".encode()).hexdigest()[:32]
+                res = delivery.post(r, body, delivery.headers(r, key, body, now), self._context(r), now)
+                if res.ok:
+                    b.reset()
+                    report.resent += len(alerts[i:i + step])
+                    continue
+                ok = False
+                if res.permanent:
+                    b.reset()
+                    log.error("%s: re-sending %d open alert(s) rejected: %s", name,
+                              len(alerts[i:i + step]), res.error)
+                    break
+                delay = b.fail(now, r.max_backoff, res.retry_after, self.rng)
+                report.retrying += 1
+                log.warning("%s: re-sending open alerts failed (%s); retrying in %.1f s", name,
+                            res.error, delay)
+                break
+            if ok or b.next_attempt <= now:              # done, or rejected: wait a full interval
+                self._resend_at[name] = now + r.resend_interval
+                if ok and alerts:
+                    log.debug("%s: re-sent %d open alert(s)", name, len(alerts))
 
     # delivery -----------------------------------------------------------------------------------
 

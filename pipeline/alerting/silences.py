@@ -4,7 +4,8 @@ A silence is a list of matchers on the alert labels ``osloscope notify`` gives e
 (alertname = type, type, rule, severity, host, service, incident_id), as in Alertmanager:
 ``label=value``, ``label!=value``, ``label=~regex``, ``label!~regex`` (regexes match the whole
 value). An incident is silenced while a silence whose matchers all match is active
-(``starts_at <= now < ends_at``).
+(``starts_at <= now < ends_at``). Receivers of style ``alertmanager_api`` are not muted by these:
+Alertmanager silences what it is sent (its own API, UI or amtool), on the labels it gets.
 
 Silences live in one JSON file (``<notify.state_dir>/silences.json``), written atomically (temp
 file, fsync, rename) under an advisory lock, so ``osloscope silence add|expire`` can change it

@@ -13,6 +13,12 @@ of the settings, grouped, deduplicated, silenced and repeated like Alertmanager 
 (notify.group_by, group_wait, group_interval, repeat_interval; `osloscope silence`).
 Notifications wait in an outbox under notify.state_dir until a receiver answers 2xx, retried
 with backoff; each request carries an Idempotency-Key and, with a secret, an HMAC signature.
+
+A receiver with style = "alertmanager_api" is a Prometheus Alertmanager: every incident is
+pushed to its POST /api/v2/alerts as one alert (labels alertname="osloscope_<type>", type,
+severity, host, service, incident_id, ...; endsAt when it resolves) and open alerts are re-sent
+every resend_interval seconds (default 60, below Alertmanager's resolve_timeout), so
+Alertmanager's routing, grouping, inhibition and silences apply to them.
 Stop with Ctrl-C or SIGTERM."""
 
 EPILOG = """\
@@ -23,7 +29,8 @@ broker reachable at start), with a traceback."""
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
-        "notify", help="send incidents to webhooks (json, Alertmanager or Slack format)",
+        "notify", help="send incidents to webhooks (json, Alertmanager or Slack format) or "
+                       "to Alertmanager's API",
         description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_option(p)
     add_loglevel_option(p)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import os
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Callable, Iterable, Iterator
@@ -161,6 +162,8 @@ def analyze(files: list[LogFile], *, tz: str | None = "UTC", since: float | None
     if engine is None:
         from pipeline.signatures import engine as default_engine
         engine = default_engine()
+    if engine.horizon is None:
+        engine.limit_future(time.time())
     stats = Stats()
     latest: dict[str, dict] = {}
 

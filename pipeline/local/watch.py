@@ -184,6 +184,7 @@ class Watcher:
         """Events of one poll, fed in timestamp order (a replay's backlog of
         several files then merges as in ``analyze``)."""
         engine, parsed = self.engine, []
+        engine.limit_future(time.time(), self.settings.worker.max_future)
         for ev in events:
             self.stats["events"] += 1
             if ev.kind == "unparsed":

@@ -6,7 +6,8 @@ from __future__ import annotations
 from kafka import KafkaAdminClient, KafkaConsumer
 from kafka.errors import CommitFailedError, KafkaError
 
-__all__ = ["CommitFailedError", "KafkaError", "broker_answers", "consumer"]
+__all__ = ["CommitFailedError", "KafkaError", "broker_answers", "consumer", "read_partition",
+           "topic_partitions"]
 
 
 def consumer(kafka_settings, topic: str, group_id: str, **kw) -> KafkaConsumer:
@@ -29,3 +30,47 @@ def broker_answers(bootstrap: str, timeout: float = 5.0) -> bool:
     except Exception:  # noqa: BLE001 - any client failure means "not healthy yet"
         return False
     return True
+
+
+def topic_partitions(settings, topic: str, timeout: float = 30.0) -> set[int]:
+    """The partition numbers of ``topic``; KafkaError if it does not exist within ``timeout``."""
+    import time
+
+    c = KafkaConsumer(**settings.kafka.client_kwargs())
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            found = c.partitions_for_topic(topic)
+            if found:
+                return set(found)
+            if time.monotonic() > deadline:
+                raise KafkaError(f"topic {topic} not found (run `osloscope setup`)")
+            time.sleep(0.5)
+    finally:
+        c.close()
+
+
+def read_partition(settings, topic: str, number: int, timeout: float = 60.0) -> list[tuple]:
+    """Every (key, value) of partition ``number`` of ``topic``, from its start to
+    the end it had when asked; KafkaError if that takes longer than ``timeout``."""
+    import time
+
+    from kafka import TopicPartition
+
+    c = KafkaConsumer(**settings.kafka.client_kwargs(), enable_auto_commit=False, group_id=None,
+                      fetch_max_bytes=64 * 1024 * 1024, max_partition_fetch_bytes=16 * 1024 * 1024)
+    try:
+        tp = TopicPartition(topic, number)
+        c.assign([tp])
+        c.seek_to_beginning(tp)
+        end = c.end_offsets([tp])[tp]
+        out: list[tuple] = []
+        deadline = time.monotonic() + timeout
+        while c.position(tp) < end:
+            if time.monotonic() > deadline:
+                raise KafkaError(f"reading {topic}[{number}] took longer than {timeout:.0f} s")
+            for records in c.poll(timeout_ms=1000).values():
+                out.extend((r.key, r.value) for r in records)
+        return out
+    finally:
+        c.close()

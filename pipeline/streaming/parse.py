@@ -3,19 +3,24 @@ host-scoped detectors (ENOSPC, auth bursts) -> events keyed by request id,
 incidents keyed by incident id, dead letters.
 
 Exactly the parser and detectors of embedded mode, one set per raw
-partition (a partition sees whole files: the raw topic is keyed by host and
-file). A partition's state: its parsers (open records per stream), the file
-generations behind each path, the host-scoped engine, the idle clock's event
-time and the last offset.
+partition (a partition sees whole hosts: the raw topic is keyed by host).
+Parsed events are held until every file of the partition has passed them
+(eventtime.py), then go on in timestamp order: to the host-scoped engine
+and to the events topic, followed by a watermark marker to every events
+partition that says up to when this partition has released everything.
+A partition's state: its parsers (open records per stream), the file
+generations behind each path, the host-scoped engine, the positions of its
+files, the events held, the idle clock's event time and the last offset.
 """
 from __future__ import annotations
 
 import logging
+import time
 
 from pipeline import codec, signatures
 from pipeline.parsing.extract import Source
 from pipeline.parsing.parser import Parser
-from pipeline.streaming.stage import Output, PartitionState, RawMessage, Stage, source_of
+from pipeline.streaming.stage import Output, PartitionState, RawMessage, Stage, partition_of, source_of
 
 log = logging.getLogger("osloscope.worker")
 
@@ -36,10 +41,18 @@ class _TrackingParser(Parser):
 class ParsePartition(PartitionState):
     """One raw partition's parsers and file generations, besides its engine."""
 
-    def __init__(self, engine) -> None:
-        super().__init__(engine)
+    def __init__(self, engine, config) -> None:
+        super().__init__(engine, config, slack=config.slack, backfill=True)
         self.parsers: dict[str | None, _TrackingParser] = {}      # time zone -> parser
         self.generation: dict[tuple, str] = {}     # (host, path) -> file identity (inode header)
+
+    def item_state(self, item) -> list:
+        ev, gen = item
+        return [codec.event_to_doc(ev), ev.ts, gen]
+
+    def item_from_state(self, state) -> tuple:
+        doc, ts, gen = state
+        return codec.event_from_doc({**doc, "_ts": ts}), gen
 
     def to_state(self) -> dict:
         return {**super().to_state(),
@@ -65,7 +78,7 @@ class ParseStage(Stage):
         self.stats.update(events_out=0, dead_letters=0)
 
     def new_partition(self) -> ParsePartition:
-        return ParsePartition(signatures.engine("host", self.settings))
+        return ParsePartition(signatures.engine("host", self.settings), self.eventtime)
 
     def _parser(self, part: ParsePartition, source: Source) -> _TrackingParser:
         tz = self.settings.parser.timezone_for(source.host, source.path)
@@ -75,13 +88,20 @@ class ParseStage(Stage):
         return p
 
     # -- input -----------------------------------------------------------------
-    def process(self, messages: list[RawMessage], now: float) -> Output:
-        """Parse a batch of raw messages (one line each, or a JSON envelope)."""
+    def process(self, messages: list[RawMessage], now: float, epoch: float | None = None) -> Output:
+        """Parse a batch of raw messages (one line each, or a JSON envelope).
+        ``now``: the monotonic clock; ``epoch``: the wall clock (Unix time)."""
         out = Output()
+        epoch = time.time() if epoch is None else epoch
+        touched: dict[str, ParsePartition] = {}
         for msg in messages:
             part = self._fresh(msg)
             if part is None:
                 continue
+            tp = partition_of(msg)
+            if tp not in touched:
+                touched[tp] = part
+                part.engine.limit_future(epoch, self.eventtime.max_future)
             source, offset = source_of(msg)
             parser = self._parser(part, source)
             gen = msg.headers.get("inode")
@@ -93,15 +113,18 @@ class ParseStage(Stage):
                     if known is not None:
                         # the file was rotated: its open record ended with it, and
                         # takes the old file's identity into its event id
-                        self._emit(part, parser.flush(Source(source.host, None, source.path)), out, now)
+                        self._hold(tp, part, parser.flush(Source(source.host, None, source.path)),
+                                   out, now, epoch)
                     part.generation[file_key] = gen_text
             parser.clock = now
             parser.activity[(source.host, source.path)] = now
-            self._feed_one(part, msg, parser, source, offset, out, now)
+            self._feed_one(tp, part, msg, parser, source, offset, out, now, epoch)
+        for tp, part in touched.items():
+            self._release(tp, part, out, now, epoch)
         return out
 
-    def _feed_one(self, part: ParsePartition, msg: RawMessage, parser: Parser, source: Source,
-                  offset: int | None, out: Output, now: float) -> None:
+    def _feed_one(self, tp: str, part: ParsePartition, msg: RawMessage, parser: Parser, source: Source,
+                  offset: int | None, out: Output, now: float, epoch: float) -> None:
         try:
             events = parser.feed(msg.value, source, offset)
         except Exception as exc:  # the parser must never raise; if it does, lose nothing
@@ -112,34 +135,68 @@ class ParseStage(Stage):
                 kafka=codec.kafka_position(msg.topic, msg.partition, msg.offset)))
             self.stats["dead_letters"] += 1
             return
-        self._emit(part, events, out, now)
+        self._hold(tp, part, events, out, now, epoch)
 
-    def tick(self, now: float, sink=None) -> Output:
-        """Wall-clock time passed: complete idle records, advance idle detectors.
-        (``sink`` is unused: the signature is the one of ``CorrelateStage.tick``.)"""
+    def tick(self, now: float, sink=None, epoch: float | None = None) -> Output:
+        """Wall-clock time passed: complete idle records, release what the
+        sources passed (and what idle sources no longer hold back), advance
+        idle detectors, repeat the watermark markers. (``sink`` is unused: the
+        signature is the one of ``CorrelateStage.tick``.)"""
         out = Output()
+        epoch = time.time() if epoch is None else epoch
         limit = self.settings.worker.idle_flush
         for tp, part in self.parts.items():
+            part.engine.limit_future(epoch, self.eventtime.max_future)
             for parser in part.parsers.values():
                 for (host, path), seen in list(parser.activity.items()):
                     if now - seen >= limit:
                         del parser.activity[(host, path)]
-                        self._emit(part, parser.flush(Source(host, None, path)), out, now)
+                        # the records completed were last heard of when their line arrived
+                        self._hold(tp, part, parser.flush(Source(host, None, path)), out, now, epoch,
+                                   heard=seen)
                         self._dirty.add(tp)
-            virtual = part.idle.virtual_now(now, part.engine.watermark)
-            if virtual is not None:
-                self._emitted(part.engine.advance(virtual), out)
-                self._dirty.add(tp)
+            self._release(tp, part, out, now, epoch)
+            if not part.held:
+                virtual = part.idle.virtual_now(now, part.engine.watermark)
+                if virtual is not None:
+                    self._emitted(part.engine.advance(virtual), out)
+                    self._dirty.add(tp)
         return out
 
-    def _emit(self, part: ParsePartition, events, out: Output, now: float) -> None:
+    def _hold(self, tp: str, part: ParsePartition, events, out: Output, now: float, epoch: float,
+              heard: float | None = None) -> None:
+        """Parsed events: dead letters go at once, the rest wait for their turn.
+        ``heard``: when their source last sent a line (default ``now``)."""
+        heard = now if heard is None else heard
+        horizon = epoch + self.eventtime.max_future
         for ev in events:
             if ev.kind == "unparsed":
                 out.deadletters.append(codec.dead_letter(ev))
                 self.stats["dead_letters"] += 1
                 continue
-            out.events.append(codec.event_record(ev, part.generation.get((ev.host, ev.file_path))))
-            self.stats["events_out"] += 1
-            if ev.ts is not None:
-                part.idle.saw(now, ev.ts)
-            self._emitted(part.engine.feed(ev), out)
+            ts = ev.ts
+            if ts is not None and ts <= horizon:
+                part.sources.saw(f"{ev.host}|{ev.file_path}", ts, heard)
+            item = (ev, part.generation.get((ev.host, ev.file_path)))
+            for due in part.held.push(ts, (ev.file_path or "", ev.host or ""), item, epoch):
+                self._pass(tp, part, due, out, now)
+
+    def _release(self, tp: str, part: ParsePartition, out: Output, now: float, epoch: float) -> None:
+        """Everything the partition's sources have passed goes on, then a marker."""
+        frontier = part.sources.frontier(now, epoch)
+        due = part.held.release(frontier)
+        for item in due:
+            self._pass(tp, part, item, out, now)
+        if due:
+            self._dirty.add(tp)
+        self._marker(tp, part, frontier, now, out, force=bool(due))
+
+    def _pass(self, tp: str, part: ParsePartition, item: tuple, out: Output, now: float) -> None:
+        """An event's turn: to the events topic and the host-scoped detectors."""
+        ev, gen = item
+        key, value = codec.event_record(ev, gen)
+        out.events.append((key, value, tp))
+        self.stats["events_out"] += 1
+        if ev.ts is not None:
+            part.idle.saw(now, ev.ts)
+        self._emitted(part.engine.feed(ev), out)

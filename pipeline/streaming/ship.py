@@ -1,7 +1,7 @@
 """``osloscope ship``: tail oslo.log files into Kafka, one record per line.
 
-Record: topic ``topics.raw``; key ``host|path`` (one partition sees one file
-in order); value the line's bytes exactly as on disk without the final
+Record: topic ``topics.raw``; key the host (one partition sees all of a
+host, each file in order: host-scoped detectors see the whole host); value the line's bytes exactly as on disk without the final
 ``\\n`` (what rsyslog's omkafka or Filebeat send, no JSON wrapping); headers
 ``host``, ``service``, ``path`` (the stream name: a rotated file keeps the
 name it was followed under), ``offset`` (decimal byte offset of the line in
@@ -138,7 +138,7 @@ class _Shipper:
 
         data = line.data[:-1] if line.data.endswith(b"\n") else line.data
         src = line.file.source
-        key = f"{src.host}|{line.file.label}".encode("utf-8", "surrogateescape")
+        key = (src.host or "").encode("utf-8", "surrogateescape")
         delay = 1.0
         while True:
             try:

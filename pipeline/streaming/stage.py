@@ -3,13 +3,14 @@ raw record comes from, and state kept per input partition.
 
 A stage keeps one independent state per input partition ("topic/partition"),
 created on the partition's first message: parsers, detector engine, the last
-processed offset. ``snapshot(partition)`` is that state as versioned JSON
-(``pipeline.codec.state``); ``restore(partition, data, now)`` brings it back,
-and ``process()`` then skips input at or below the restored offset, so a
-restart neither loses nor double-counts. ``dirty()`` names the partitions
-changed since they were last ``saved()``: the worker saves those before it
-acks. ``partitions()`` lists them all (the next step moves a partition's
-snapshot through a compacted changelog topic when it changes worker).
+processed offset, the positions of its sources and the events held for
+their turn (eventtime.py). ``snapshot(partition)`` is that state as
+versioned JSON (``pipeline.codec.state``); ``restore(partition, data, now)``
+brings it back, and ``process()`` then skips input at or below the
+restored offset, so a restart neither loses nor double-counts. ``dirty()``
+names the partitions changed since they were last ``saved()``: the worker
+writes those to the stage's changelog topic (changelog.py) before it acks,
+and reads a partition's state back when the partition is assigned to it.
 """
 from __future__ import annotations
 
@@ -19,8 +20,10 @@ from functools import lru_cache
 from pipeline import codec
 from pipeline.parsing.extract import Source
 from pipeline.parsing.naming import service_from_path
+from pipeline.streaming.eventtime import EventTimeConfig, Reorder, Sources
 
-STATE_VERSION = 2          # 1 was one pickle per stage
+STATE_VERSION = 3          # 1 was one pickle per stage; 2 had no event-time state
+MARKER_EVERY = 5.0         # seconds between repeated watermark markers of an unchanged frontier
 
 
 @dataclass
@@ -34,21 +37,52 @@ class RawMessage:
     headers: dict[str, bytes] = field(default_factory=dict)
 
 
+# headers of the events topic: the raw partition an event came from, and watermark markers
+UPSTREAM_HEADER = "osloscope-upstream"
+MARKER_HEADER = "osloscope-marker"
+
+
 @dataclass
 class Output:
-    events: list[tuple[bytes, bytes]] = field(default_factory=list)       # (key, json)
+    events: list[tuple[bytes, bytes, str]] = field(default_factory=list)   # (key, json, upstream)
     incidents: list[dict] = field(default_factory=list)
     deadletters: list[dict] = field(default_factory=list)
     es_actions: list[dict] = field(default_factory=list)
+    # (upstream partition, marker JSON): to every events partition, after the events
+    markers: list[tuple[str, bytes]] = field(default_factory=list)
 
     def extend(self, other: "Output") -> None:
         self.events.extend(other.events)
         self.incidents.extend(other.incidents)
         self.deadletters.extend(other.deadletters)
         self.es_actions.extend(other.es_actions)
+        self.markers.extend(other.markers)
 
     def __bool__(self) -> bool:
-        return bool(self.events or self.incidents or self.deadletters or self.es_actions)
+        return bool(self.events or self.incidents or self.deadletters or self.es_actions
+                    or self.markers)
+
+
+def marker(upstream: str, frontier: float | None) -> bytes:
+    """A watermark marker: ``upstream`` released every event up to ``frontier``
+    (None: it holds nothing back; -inf travels as ``"holding": true`` alone)."""
+    if frontier is None:
+        return codec.dumps({"marker": "watermark", "upstream": upstream, "holding": False})
+    if frontier == float("-inf"):
+        return codec.dumps({"marker": "watermark", "upstream": upstream, "holding": True})
+    return codec.dumps({"marker": "watermark", "upstream": upstream, "holding": True,
+                        "frontier": frontier})
+
+
+def read_marker(value: bytes) -> tuple[str, float | None]:
+    """(upstream, frontier) of a marker; frontier None: holds nothing back. ValueError if not one."""
+    doc = codec.loads(value)
+    if not isinstance(doc, dict) or doc.get("marker") != "watermark" or not isinstance(doc.get("upstream"), str):
+        raise ValueError("not a watermark marker")
+    if not doc.get("holding"):
+        return doc["upstream"], None
+    f = doc.get("frontier")
+    return doc["upstream"], float(f) if isinstance(f, (int, float)) else float("-inf")
 
 
 def partition_of(msg: RawMessage) -> str:
@@ -68,7 +102,7 @@ def source_of(msg: RawMessage) -> tuple[Source, int | None]:
     """Host, service, file and byte offset of a raw record.
 
     ``osloscope ship`` sets headers; other shippers send a JSON envelope (the
-    parser unwraps it) or a bare line, keyed ``host|path`` or not at all.
+    parser unwraps it) or a bare line, keyed by host, ``host|path`` or not at all.
     """
     h = msg.headers
     if "host" in h or "path" in h:
@@ -82,6 +116,7 @@ def source_of(msg: RawMessage) -> tuple[Source, int | None]:
         host, sep, path = key.partition("|")
         if sep:
             return Source(host or None, service_from_path(path) if path else None, path or None), None
+        return Source(host or None, None, f"kafka:{msg.topic}/{msg.partition}"), None
     return Source(None, None, f"kafka:{msg.topic}/{msg.partition}"), None
 
 
@@ -118,22 +153,39 @@ class IdleClock:
 
 class PartitionState:
     """What a stage keeps for every input partition: its detector engine, the
-    idle clock's event time and the last offset processed (subclasses add theirs)."""
+    idle clock's event time, the last offset processed, the positions of its
+    sources and the events held until they pass (eventtime.py); subclasses add theirs."""
 
-    def __init__(self, engine) -> None:
+    def __init__(self, engine, config: EventTimeConfig, *, slack: float, backfill: bool) -> None:
         self.engine = engine
         self.idle = IdleClock()
         self.offset = -1
+        self.sources = Sources(config, slack=slack, backfill=backfill)
+        self.held = Reorder(config)
+        self.last_marker: tuple | None = None        # (frontier sent, monotonic time sent)
+
+    def item_state(self, item):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def item_from_state(self, state):  # pragma: no cover - abstract
+        raise NotImplementedError
 
     def to_state(self) -> dict:
+        released = self.held.released
         return {"offset": self.offset, "idle_event_ts": self.idle.event_ts,
-                "engine": self.engine.snapshot()}
+                "engine": self.engine.snapshot(), "sources": self.sources.snapshot(),
+                "released": None if released == float("-inf") else released,
+                "held": [[ts, list(order), self.item_state(item)] for ts, order, item in self.held.items()]}
 
     def restore(self, state: dict, now: float) -> None:
         """Back to ``to_state``'s state; ``now`` restarts the idle clock."""
         self.offset = state["offset"]
         self.idle = IdleClock(state["idle_event_ts"], now)
         self.engine.restore(state["engine"])
+        self.sources.restore(state.get("sources", {}), now)
+        released = state.get("released")
+        self.held.restore(float("-inf") if released is None else released,
+                          [(ts, order, self.item_from_state(it)) for ts, order, it in state.get("held", [])])
 
 
 class Stage:
@@ -147,6 +199,7 @@ class Stage:
         self.parts: dict[str, PartitionState] = {}      # "topic/partition" -> its state
         self._dirty: set[str] = set()
         self.stats: dict[str, int] = {"records_in": 0, "skipped_replay": 0, "incidents_out": 0}
+        self.eventtime = EventTimeConfig.of(settings.worker)
 
     # -- partitions --------------------------------------------------------------
     def new_partition(self) -> PartitionState:  # pragma: no cover - abstract
@@ -167,6 +220,12 @@ class Stage:
     @property
     def offsets(self) -> dict[str, int]:
         return {tp: part.offset for tp, part in self.parts.items()}
+
+    def drop(self, tp: str) -> None:
+        """Forget partition ``tp`` (it went to another worker, or its state is
+        reloaded): the next message of it starts from fresh or restored state."""
+        self.parts.pop(tp, None)
+        self._dirty.discard(tp)
 
     def dirty(self) -> list[str]:
         """The partitions changed since they were last ``saved`` (to save before acking)."""
@@ -200,6 +259,27 @@ class Stage:
         part = self.new_partition()
         part.restore(state, now)
         self.parts[tp] = part
+
+    # -- event time ---------------------------------------------------------------
+    def eventtime_stats(self) -> dict:
+        """Late, far-future and early-released events summed over the partitions,
+        and the events held now."""
+        out = {"late": 0, "late_max_seconds": 0.0, "future": 0, "forced": 0, "held": 0}
+        for part in self.parts.values():
+            st = part.held.stats
+            for k in ("late", "future", "forced"):
+                out[k] += st[k]
+            out["late_max_seconds"] = max(out["late_max_seconds"], st["late_max_seconds"])
+            out["held"] += len(part.held)
+        return out
+
+    def _marker(self, tp: str, part: PartitionState, frontier: float | None, now: float,
+                out: Output, force: bool) -> None:
+        """A watermark marker for ``tp`` when its frontier changed, or every MARKER_EVERY s."""
+        last = part.last_marker
+        if force or last is None or last[0] != frontier or now - last[1] >= MARKER_EVERY:
+            part.last_marker = (frontier, now)
+            out.markers.append((tp, marker(tp, frontier)))
 
     # -- outputs -----------------------------------------------------------------
     def _incidents(self, docs: list[dict], out: Output) -> None:

@@ -14,12 +14,23 @@ TOPIC_CONFIGS = {
 
 
 def topic_names(settings) -> dict[str, str]:
+    """Role -> topic name: the four data topics and the stages' state changelogs."""
+    from pipeline.streaming.changelog import topic_name
+
     t = settings.topics
-    return {"raw": t.raw, "deadletter": t.deadletter, "events": t.events, "incidents": t.incidents}
+    return {"raw": t.raw, "deadletter": t.deadletter, "events": t.events, "incidents": t.incidents,
+            "parse_state": topic_name(settings, "parse"), "correlate_state": topic_name(settings, "correlate")}
+
+
+def _config(role: str) -> dict[str, str]:
+    from pipeline.streaming.changelog import TOPIC_CONFIG
+
+    return TOPIC_CONFIG if role.endswith("_state") else TOPIC_CONFIGS[role]
 
 
 def create_topics(settings, log: Callable[[str], None] = print, timeout: float = 60.0) -> dict[str, str]:
-    """Create the four topics; {name: "created" | "exists"}."""
+    """Create the data topics and the state changelogs (compacted, one partition per
+    input partition); {name: "created" | "exists"}."""
     from kafka import KafkaAdminClient
     from kafka.admin import NewTopic
     from kafka.errors import KafkaError, TopicAlreadyExistsError
@@ -43,7 +54,7 @@ def create_topics(settings, log: Callable[[str], None] = print, timeout: float =
                 continue
             topic = NewTopic(name, num_partitions=settings.kafka.partitions,
                              replication_factor=settings.kafka.replication_factor,
-                             topic_configs=TOPIC_CONFIGS[role])
+                             topic_configs=_config(role))
             try:
                 admin.create_topics([topic])
                 result[name] = "created"

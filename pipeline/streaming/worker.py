@@ -17,11 +17,16 @@ are overwritten downstream (deterministic ids), or resumes after it
 (snapshot offsets say so). faust's exactly-once mode is not used (see
 ../shared/DESIGN.md, "Delivery").
 
-Detector and parser state is kept per input partition and saved as
-versioned JSON under ``worker.state_dir/<app_id>/<stage>/`` (state.py);
-it survives a restart of the worker on the same machine. A partition that
-moves to another worker starts there from its committed offset with fresh
-state.
+Detector and parser state is kept per input partition, saved as versioned
+JSON to the stage's compacted changelog topic (changelog.py) before the
+input offsets are acked, and read back when a partition is assigned: the
+state follows its partition to whichever worker gets it, on any machine.
+Any number of workers with the same ``app_id`` share the partitions.
+
+Event time: the parse stage holds events until every file of its partition
+has passed them and sends watermark markers to every events partition; the
+correlate stage holds events until every upstream partition has passed them
+(eventtime.py). Detectors see timestamp order, whatever the arrival order.
 """
 from __future__ import annotations
 
@@ -33,8 +38,10 @@ from pathlib import Path
 
 from pipeline import codec
 from pipeline.streaming.metrics import Metrics
+from pipeline.streaming.kafka_clients import topic_partitions
+from pipeline.streaming.stage import MARKER_HEADER, UPSTREAM_HEADER
 from pipeline.streaming.stages import CorrelateStage, Output, ParseStage, RawMessage
-from pipeline.streaming.state import StateStore, restore_stage
+from pipeline.streaming.changelog import Changelog, restore_partition
 
 log = logging.getLogger("osloscope.worker")
 
@@ -114,25 +121,35 @@ def build_app(settings, *, sink=None):
     incidents_topic = app.topic(t.incidents, value_type=bytes, key_type=bytes)
 
     metrics = Metrics()
-    store = StateStore(w.state_dir, w.app_id)
     parse_stage = ParseStage(settings)
     correlate_stage = CorrelateStage(settings)
-    now = time.monotonic()
-    restore_stage(parse_stage, store, now)
-    restore_stage(correlate_stage, store, now)
+    changelogs = {"parse": Changelog(settings, "parse"), "correlate": Changelog(settings, "correlate")}
+    loaded: dict[str, set[str]] = {"parse": set(), "correlate": set()}   # partitions whose state is here
+    stage_of_topic = {t.raw: parse_stage, t.events: correlate_stage}
     if sink is None and settings.elasticsearch.enabled:
         from pipeline.sinks.elasticsearch import ElasticsearchSink
         sink = ElasticsearchSink(settings.elasticsearch)
     locks = {"parse": asyncio.Lock(), "correlate": asyncio.Lock()}
     loop_run = asyncio.get_event_loop
 
+    events_partitions: list[int] = []
+
+    async def partitions_of_events() -> list[int]:
+        """The events topic's partitions (a watermark marker goes to each)."""
+        if not events_partitions:
+            found = await loop_run().run_in_executor(None, topic_partitions, settings, t.events)
+            events_partitions.extend(sorted(found))
+        return events_partitions
+
     async def publish(out: Output, stage: str) -> None:
-        """Send every output and wait until Kafka acknowledged all of them."""
+        """Send every output and wait until Kafka acknowledged all of them; the
+        watermark markers go after the events they cover were acknowledged."""
         t0 = time.perf_counter()
         send = app.producer.send        # the transport directly: no per-message schema work
         futs = []
-        for key, value in out.events:
-            futs.append(await send(t.events, key, value, None, None, None))
+        for key, value, upstream in out.events:
+            futs.append(await send(t.events, key, value, None, None,
+                                   [(UPSTREAM_HEADER, upstream.encode())]))
         for doc in out.incidents:
             futs.append(await send(t.incidents, doc["id"].encode(), codec.cap(doc), None, None, None))
         for dl in out.deadletters:
@@ -140,9 +157,16 @@ def build_app(settings, *, sink=None):
             futs.append(await send(t.deadletter, key, codec.cap(dl), None, None, None))
         if futs:
             await asyncio.gather(*futs)
+        if out.markers:
+            futs = []
+            for number in await partitions_of_events():
+                for _upstream, value in out.markers:
+                    futs.append(await send(t.events, None, value, number, None, [(MARKER_HEADER, b"1")]))
+            await asyncio.gather(*futs)
         metrics.time(stage, "publish", time.perf_counter() - t0)
         metrics.add(stage, "events_out", len(out.events))
         metrics.add(stage, "incidents_out", len(out.incidents))
+        metrics.incidents(out.incidents)
         metrics.add(stage, "dead_letters", len(out.deadletters))
 
     async def index(actions: list[dict], stage: str) -> None:
@@ -157,13 +181,34 @@ def build_app(settings, *, sink=None):
             await publish(Output(deadletters=[r.dead_letter() for r in rejected]), stage)
 
     async def save(stage) -> None:
-        """Write the state of every partition the stage changed since its last save."""
+        """Write the state of every partition the stage changed since its last save
+        to its changelog topic, and wait for Kafka's acknowledgements."""
         t0 = time.perf_counter()
+        changelog = changelogs[stage.name]
+        send = app.producer.send
+        written = []
+        futs = []
         for tp in stage.dirty():
-            data = stage.snapshot(tp)
-            await loop_run().run_in_executor(None, store.save, stage.name, tp, data)
+            records = changelog.writes(tp, stage.snapshot(tp))
+            for key, value, number in records:
+                futs.append(await send(changelog.topic, key, value, number, None, None))
+            written.append((tp, records))
+        if futs:
+            await asyncio.gather(*futs)
+        for tp, records in written:
+            changelog.written(tp, records)
             stage.saved(tp)
+            metrics.add(stage.name, "state_bytes", sum(len(v or b"") for _k, v, _n in records))
         metrics.time(stage.name, "save", time.perf_counter() - t0)
+
+    async def restore(stage, msgs: list[RawMessage]) -> None:
+        """Read the state of partitions this worker has not loaded since they were assigned."""
+        for tp in sorted({f"{m.topic}/{m.partition}" for m in msgs} - loaded[stage.name]):
+            t0 = time.perf_counter()
+            await loop_run().run_in_executor(None, restore_partition, stage, changelogs[stage.name], tp,
+                                             time.monotonic())
+            loaded[stage.name].add(tp)
+            metrics.time(stage.name, "restore", time.perf_counter() - t0)
 
     async def deliver(out: Output, stage) -> None:
         """Index and publish a stage's outputs, then save its state: all before any ack."""
@@ -187,6 +232,7 @@ def build_app(settings, *, sink=None):
     async def run_stage(stream, stage, **kw) -> None:
         async for msgs in batches(stream, stage.name):
             async with locks[stage.name]:
+                await restore(stage, msgs)
                 t0 = time.perf_counter()
                 out = stage.process(msgs, time.monotonic(), **kw)
                 metrics.time(stage.name, "process", time.perf_counter() - t0)
@@ -217,6 +263,20 @@ def build_app(settings, *, sink=None):
                         kafka=codec.kafka_position(m.topic, m.partition, m.offset))]), "index")
             await index(list(latest.values()), "index")
 
+    @app.on_partitions_revoked.connect
+    async def on_revoked(app_, *, revoked, **kwargs) -> None:
+        """Partitions that go elsewhere: forget their state (the new owner reads it
+        from the changelog; if they come back, so do we)."""
+        for tp_ in revoked:
+            stage = stage_of_topic.get(tp_.topic)
+            if stage is None:
+                continue
+            async with locks[stage.name]:
+                tp = f"{tp_.topic}/{tp_.partition}"
+                stage.drop(tp)
+                loaded[stage.name].discard(tp)
+                changelogs[stage.name].forget(tp)
+
     @app.timer(1.0, name="osloscope.tick")
     async def tick():
         now = time.monotonic()
@@ -239,7 +299,7 @@ def build_app(settings, *, sink=None):
                               content_type="text/plain; version=0.0.4")
 
     app.osloscope = {"parse": parse_stage, "correlate": correlate_stage, "metrics": metrics,
-                     "sink": sink, "store": store}
+                     "sink": sink, "changelogs": changelogs}
     return app
 
 
@@ -251,6 +311,10 @@ def run(settings, *, loglevel: str = "info") -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     for noisy in ("elastic_transport", "elasticsearch", "kafka", "aiokafka"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    from pipeline.streaming.topics import create_topics
+
+    # the state changelogs are named after the app id: make sure they (and the data topics) exist
+    create_topics(settings, log=log.info)
     app = build_app(settings)
     worker = faust.Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
     worker.execute_from_commandline()

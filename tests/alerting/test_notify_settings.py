@@ -77,7 +77,8 @@ style = "json"
             f"{p}: notify.group_by: unknown label(s) 'hostname'",
             f"{p}: notify.group_interval: must be > 0",
             f"{p}: notify.receivers[0].url: expected an http:// or https:// URL",
-            f"{p}: notify.receivers[0].style: must be one of 'json', 'alertmanager', 'slack', got 'pagerduty'",
+            f"{p}: notify.receivers[0].style: must be one of 'json', 'alertmanager', 'slack', "
+            "'alertmanager_api', got 'pagerduty'",
             f"{p}: notify.receivers[0].severities: unknown severity 'fatal'",
             f"{p}: notify.receivers[0].timeot: unknown setting; did you mean timeout? (line 13)",
             f"{p}: notify.receivers[0].secret_env: set either secret or secret_env, not both (line 12)",

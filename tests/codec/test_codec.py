@@ -57,7 +57,7 @@ def test_a_record_of_nul_bytes_is_capped_by_its_json_not_its_characters(settings
     p = ParseStage(settings)
     out = p.process([RawMessage("raw", 0, 0, b"h|/x.log", line, {"host": b"h", "path": b"/x.log"})], 0.0)
     out.extend(p.tick(1e9))
-    [(_key, value)] = out.events
+    [(_key, value, _upstream)] = out.events
     assert len(value) <= MAX_DOC_BYTES
     doc = json.loads(value)
     assert doc["message"].endswith(TRUNCATED) and doc["event"]["original"].endswith(TRUNCATED)

@@ -1,72 +1,64 @@
 """Absence detectors: request_stalled and service_silent.
 
-Synthetic streams are built from real templates (nova access lines, compute
-claims and resource-tracker lines, the API's DEBUG action line). The rule
-under test everywhere: absence is judged only against the event watermark
-other streams move on, never at the end of input.
+Synthetic streams are built as events (support.ev, no parser) from real
+templates (nova access lines, compute claims and resource-tracker lines, the
+API's DEBUG action line). The rule under test everywhere: absence is judged
+only against the event watermark other streams move on, never at the end of
+input.
 """
 from __future__ import annotations
 
-import datetime as dt
 import json
+from functools import partial
 
 import pytest
 
-from support import engine as support_engine, CORPUS, FIXTURES, SAMPLES, analyze_paths, parse_text, oslo_line as line
+from support import engine as support_engine, CORPUS, FIXTURES, SAMPLES, T0, analyze_paths, at, by_time, ev
 from detectors import Engine
 from detectors.request_stalled import RequestStalled
 from detectors.service_silent import ServiceSilent
 from detectors.topology import accepted_operation
 from detectors import registry
 
-T0 = dt.datetime(2017, 6, 6, 9, 0, 0)
-USER = "c49d86f8a39148bb809d2da44811ca3b f19126d9035d4209b363386e8e267129 - - -"
 REQ_A = "req-1a3e0f52-7d3c-4e0b-9a77-8f2f1c0b6e21"
 REQ_B = "req-0bd8e4b4-6989-4c34-a623-20d2bff98816"
 REQ_C = "req-9d2e34e0-ff36-45c4-94c9-218f9c5e5bf6"
 INSTANCE = "7b1c2a40-5d1e-4f7a-9c55-1e2d3f4a5b6c"
 
+api = partial(ev, host="controller", service="nova-api")
+conductor = partial(ev, host="controller", service="nova-conductor")
+compute = partial(ev, host="compute-1", service="nova-compute")
 
 
-def at(seconds: float) -> dt.datetime:
-    return T0 + dt.timedelta(seconds=seconds)
-
-
-def access(t, req, method="POST", path="/v2.1/servers", status=202):
-    return line(t, 28356, "INFO", "nova.osapi_compute.wsgi.server", f"[{req} {USER}]",
-                f'10.12.27.29 "{method} {path} HTTP/1.1" status: {status} len: 1221 time: 0.8207741')
+def access(t, req, method="POST", path="/v2.1/servers", status=202, **fields):
+    return api(t, "INFO", "nova.osapi_compute.wsgi.server",
+               f'10.12.27.29 "{method} {path} HTTP/1.1" status: {status} len: 1221 time: 0.8207741',
+               req=req, http_method=method, url_path=path, status_code=status, source_ip="10.12.27.29", **fields)
 
 
 def claim(t, req=REQ_A):
-    return line(t, 665097, "INFO", "nova.compute.claims", f"[{req} {USER}]",
-                f"[instance: {INSTANCE}] Attempting claim: memory 2048 MB, disk 20 GB, vcpus 2 CPU")
+    return compute(t, "INFO", "nova.compute.claims", "Attempting claim: memory 2048 MB, disk 20 GB, vcpus 2 CPU",
+                   req=req, instance=INSTANCE)
 
 
 def audit(t, node="compute-1"):
-    return line(t, 665097, "INFO", "nova.compute.resource_tracker", "[-]",
-                f"Auditing locally available compute resources for node {node}")
+    return compute(t, "INFO", "nova.compute.resource_tracker",
+                   f"Auditing locally available compute resources for node {node}")
 
 
 def api_noise(t):
-    return line(t, 28356, "INFO", "nova.osapi_compute.wsgi.server", f"[{REQ_B} {USER}]",
-                '10.12.27.29 "GET /v2.1/servers/detail HTTP/1.1" status: 200 len: 1893 time: 0.1207741')
-
-
-def streams(**texts):
-    """Events of several (host, service) streams merged in timestamp order."""
-    events = []
-    for name, text in texts.items():
-        host, service = name.split("__")
-        events.extend(parse_text(text, host=host.replace("_", "-"), service=service.replace("_", "-")))
-    return sorted(events, key=lambda e: e.ts or 0)
+    return api(t, "INFO", "nova.osapi_compute.wsgi.server",
+               '10.12.27.29 "GET /v2.1/servers/detail HTTP/1.1" status: 200 len: 1893 time: 0.1207741',
+               req=REQ_B, http_method="GET", url_path="/v2.1/servers/detail", status_code=200,
+               source_ip="10.12.27.29")
 
 
 def run(events, detectors, *, end=None):
     """Feed an engine; ``end``: then advance the timer far beyond the input."""
     engine = Engine(detectors)
     docs = []
-    for ev in events:
-        docs.extend(engine.feed(ev).incidents)
+    for e in events:
+        docs.extend(engine.feed(e).incidents)
     if end is not None:
         docs.extend(engine.advance(end).incidents)
     for det in detectors:
@@ -79,12 +71,12 @@ def latest(docs):
 
 
 def compute_periodic(start, stop, every=20.0, node="compute-1"):
-    return "".join(audit(at(s), node) for s in range_(start, stop, every))
+    return [audit(at(s), node) for s in range_(start, stop, every)]
 
 
 def earlier_boot():
     """An earlier boot the compute picked up: these workers handle this API's requests."""
-    return {"api": access(at(-300), REQ_C), "compute": claim(at(-299), REQ_C)}
+    return {"api": [access(at(-300), REQ_C)], "compute": [claim(at(-299), REQ_C)]}
 
 
 def range_(start, stop, step):
@@ -97,8 +89,8 @@ def range_(start, stop, step):
 # --- request_stalled ------------------------------------------------------------
 def test_accepted_boot_with_no_follow_up_while_others_log_is_request_stalled(incident_validator):
     b = earlier_boot()
-    events = streams(controller__nova_api=b["api"] + access(at(0), REQ_A),
-                     compute_1__nova_compute=compute_periodic(-600, 400) + b["compute"])
+    events = by_time(b["api"] + [access(at(0), REQ_A)],
+                     compute_periodic(-600, 400) + b["compute"])
     (inc,) = latest(run(events, [RequestStalled()]))
     assert (inc["type"], inc["rule"], inc["status"]) == ("request_stalled", "request_stalled.nova", "open")
     assert inc["request_ids"] == [REQ_A]
@@ -112,18 +104,18 @@ def test_accepted_boot_with_no_follow_up_while_others_log_is_request_stalled(inc
 @pytest.mark.parametrize("delay", [2.0, -0.2])        # after, or before the access line is written
 def test_no_stall_when_compute_picks_the_request_up(delay):
     b = earlier_boot()
-    events = streams(controller__nova_api=b["api"] + access(at(0), REQ_A),
-                     compute_1__nova_compute=compute_periodic(-600, 400) + b["compute"] + claim(at(delay)))
+    events = by_time(b["api"] + [access(at(0), REQ_A)],
+                     compute_periodic(-600, 400) + b["compute"] + [claim(at(delay))])
     assert run(events, [RequestStalled()]) == []
 
 
 def test_no_stall_when_the_conductor_logs_the_request():
-    conductor = line(at(1), 2315, "WARNING", "nova.scheduler.utils", f"[{REQ_A} {USER}]",
-                     "Failed to compute_task_build_instances: No valid host was found.")
+    picked_up = conductor(at(1), "WARNING", "nova.scheduler.utils",
+                          "Failed to compute_task_build_instances: No valid host was found.", req=REQ_A)
     b = earlier_boot()
-    events = streams(controller__nova_api=b["api"] + access(at(0), REQ_A),
-                     controller__nova_conductor=conductor,
-                     compute_1__nova_compute=compute_periodic(-600, 400) + b["compute"])
+    events = by_time(b["api"] + [access(at(0), REQ_A)],
+                     [picked_up],
+                     compute_periodic(-600, 400) + b["compute"])
     assert run(events, [RequestStalled()]) == []
 
 
@@ -131,8 +123,8 @@ def test_no_stall_when_the_file_just_ends():
     """The logs end right after the 202 (the workers' too): a timer far in
     the future and the end of input judge nothing."""
     b = earlier_boot()
-    events = streams(controller__nova_api=b["api"] + api_noise(at(-30)) + access(at(0), REQ_A) + api_noise(at(30)),
-                     compute_1__nova_compute=compute_periodic(-600, 40) + b["compute"])
+    events = by_time(b["api"] + [api_noise(at(-30)), access(at(0), REQ_A), api_noise(at(30))],
+                     compute_periodic(-600, 40) + b["compute"])
     det = RequestStalled()
     assert run(events, [det], end=T0.timestamp() + 86400) == []
     assert len(det.pending) == 0                         # flush dropped it
@@ -141,35 +133,35 @@ def test_no_stall_when_the_file_just_ends():
 def test_no_stall_judged_without_any_worker_logs_in_the_input():
     """Only nova-api logs (other requests keep time moving): the workers'
     absence is not evidence, their logs are simply not there."""
-    noise = "".join(api_noise(at(s)) for s in range_(10, 600, 10))
-    events = streams(controller__nova_api=access(at(0), REQ_A) + noise)
+    noise = [api_noise(at(s)) for s in range_(10, 600, 10)]
+    events = by_time([access(at(0), REQ_A)] + noise)
     assert run(events, [RequestStalled()]) == []
 
 
 def test_no_stall_judged_when_the_workers_in_the_input_never_handled_this_api():
     """Compute logs of another cloud (or of hosts the scheduler never picks):
     they log, but no accepted request of this API was ever picked up."""
-    events = streams(controller__nova_api=access(at(0), REQ_A),
-                     compute_1__nova_compute=compute_periodic(-600, 400))
+    events = by_time([access(at(0), REQ_A)],
+                     compute_periodic(-600, 400))
     assert run(events, [RequestStalled()]) == []
 
 
 def test_live_migration_named_by_the_debug_action_line_is_tracked():
     path = f"/v2.1/servers/{INSTANCE}/action"
-    debug = line(at(-0.1), 28356, "DEBUG", "nova.api.openstack.wsgi", f"[{REQ_A} {USER}]",
-                 "Action: 'action', calling method: <bound method MigrateServerController._migrate_live of "
-                 "<nova.api.openstack.compute.migrate_server.MigrateServerController object at 0x7f>>, "
-                 'body: {"os-migrateLive": {"block_migration": "auto", "host": null}} _process_stack '
-                 "/usr/lib/python2.7/site-packages/nova/api/openstack/wsgi.py:609")
+    debug = api(at(-0.1), "DEBUG", "nova.api.openstack.wsgi",
+                "Action: 'action', calling method: <bound method MigrateServerController._migrate_live of "
+                "<nova.api.openstack.compute.migrate_server.MigrateServerController object at 0x7f>>, "
+                'body: {"os-migrateLive": {"block_migration": "auto", "host": null}}', req=REQ_A)
+    migrate = access(at(0), REQ_A, path=path, resources={"instance": [INSTANCE]})
     b = earlier_boot()
-    events = streams(controller__nova_api=b["api"] + debug + access(at(0), REQ_A, path=path),
-                     compute_1__nova_compute=compute_periodic(-600, 400) + b["compute"])
+    events = by_time(b["api"] + [debug, migrate],
+                     compute_periodic(-600, 400) + b["compute"])
     (inc,) = latest(run(events, [RequestStalled()]))
     assert inc["details"]["operations"] == {"live-migrate server": 1}
     assert inc["resources"]["instance"] == [INSTANCE]
     # without the action line an action is not judged (reboot, lock, ... may log nothing elsewhere)
-    events = streams(controller__nova_api=b["api"] + access(at(0), REQ_A, path=path),
-                     compute_1__nova_compute=compute_periodic(-600, 400) + b["compute"])
+    events = by_time(b["api"] + [migrate],
+                     compute_periodic(-600, 400) + b["compute"])
     assert run(events, [RequestStalled()]) == []
 
 
@@ -189,45 +181,45 @@ def test_accepted_operations():
 def test_many_stalled_requests_are_one_incident_and_a_late_pickup_is_noted():
     reqs = [f"req-1a3e0f52-7d3c-4e0b-9a77-8f2f1c0b6e{i:02d}" for i in range(5)]
     b = earlier_boot()
-    api = "".join(access(at(10 * i), r) for i, r in enumerate(reqs))
-    events = streams(controller__nova_api=b["api"] + api,
-                     compute_1__nova_compute=compute_periodic(-600, 600) + b["compute"] + claim(at(500), reqs[0]))
+    accepted = [access(at(10 * i), r) for i, r in enumerate(reqs)]
+    events = by_time(b["api"] + accepted,
+                     compute_periodic(-600, 600) + b["compute"] + [claim(at(500), reqs[0])])
     (inc,) = latest(run(events, [RequestStalled()]))
     assert inc["count"] == 5 and inc["request_ids"] == reqs
     assert inc["details"]["picked_up_late"] == 1
 
 
 def test_request_stalled_snapshot_restore_round_trip():
-    events = streams(controller__nova_api=access(at(0), REQ_A) + access(at(50), REQ_B),
-                     compute_1__nova_compute=compute_periodic(-600, 400) + claim(at(60), REQ_B))
+    events = by_time([access(at(0), REQ_A), access(at(50), REQ_B)],
+                     compute_periodic(-600, 400) + [claim(at(60), REQ_B)])
     whole = run(events, [RequestStalled()])
     first = RequestStalled()
     docs = []
     half = len(events) // 2
-    for ev in events[:half]:
-        docs.extend(first.feed(ev))
+    for e in events[:half]:
+        docs.extend(first.feed(e))
     second = RequestStalled()
     second.restore(json.loads(json.dumps(first.snapshot())))
-    for ev in events[half:]:
-        docs.extend(second.feed(ev))
+    for e in events[half:]:
+        docs.extend(second.feed(e))
     assert docs == whole and len(latest(docs)) == 1
 
 
 # --- service_silent -------------------------------------------------------------
 def silent_compute(stop_at=1200, resume_at=None):
-    text = compute_periodic(0, stop_at, every=30)
+    events = compute_periodic(0, stop_at, every=30)
     if resume_at is not None:
-        text += compute_periodic(resume_at, resume_at + 120, every=30)
-    return text
+        events += compute_periodic(resume_at, resume_at + 120, every=30)
+    return events
 
 
 def controller_noise(start, stop, every=10):
-    return "".join(api_noise(at(s)) for s in range_(start, stop, every))
+    return [api_noise(at(s)) for s in range_(start, stop, every)]
 
 
 def test_a_silent_compute_fires_and_resolves_when_it_speaks_again(incident_validator):
-    events = streams(compute_1__nova_compute=silent_compute(1200, resume_at=2400),
-                     controller__nova_api=controller_noise(0, 2600))
+    events = by_time(silent_compute(1200, resume_at=2400),
+                     controller_noise(0, 2600))
     docs = run(events, [ServiceSilent()])
     opened, resolved = docs
     assert (opened["type"], opened["status"], opened["host"], opened["service"]) == (
@@ -245,57 +237,57 @@ def test_a_silent_compute_fires_and_resolves_when_it_speaks_again(incident_valid
 
 
 def test_a_stream_that_never_pauses_has_a_history_too():
-    busy = "".join(audit(at(s)) for s in range_(0, 600, 0.5))
-    events = streams(compute_1__nova_compute=busy, controller__nova_api=controller_noise(0, 1000))
+    busy = [audit(at(s)) for s in range_(0, 600, 0.5)]
+    events = by_time(busy, controller_noise(0, 1000))
     (inc,) = run(events, [ServiceSilent()])
     assert inc["details"]["threshold_seconds"] == 300 and inc["details"]["history_gaps"] >= 20
 
 
 def test_no_silence_when_the_file_just_ends():
     """One stream, its file ends: nothing, whatever the timer says."""
-    events = streams(compute_1__nova_compute=silent_compute(1200))
+    events = by_time(silent_compute(1200))
     assert run(events, [ServiceSilent()], end=T0.timestamp() + 86400) == []
 
 
 def test_no_silence_when_every_stream_ends_together():
-    events = streams(compute_1__nova_compute=silent_compute(1200),
-                     controller__nova_api=controller_noise(0, 1200))
+    events = by_time(silent_compute(1200),
+                     controller_noise(0, 1200))
     assert run(events, [ServiceSilent()], end=T0.timestamp() + 86400) == []
 
 
 def test_a_fleet_wide_gap_is_no_evidence():
     """Everything stops for an hour, then only the controller speaks again
     for four minutes: shorter than the threshold since the fleet resumed."""
-    events = streams(compute_1__nova_compute=silent_compute(1200),
-                     controller__nova_api=controller_noise(0, 1200) + controller_noise(4800, 5040))
+    events = by_time(silent_compute(1200),
+                     controller_noise(0, 1200) + controller_noise(4800, 5040))
     assert run(events, [ServiceSilent()]) == []
 
 
 def test_no_silence_before_the_stream_has_a_history():
-    events = streams(compute_1__nova_compute=silent_compute(150),        # 5 records only
-                     controller__nova_api=controller_noise(0, 2600))
+    events = by_time(silent_compute(150),        # 5 records only
+                     controller_noise(0, 2600))
     assert run(events, [ServiceSilent()]) == []
 
 
 def test_a_quiet_stream_learns_its_own_rhythm():
     """A service that logs every 10 minutes is not silent after 20."""
-    events = streams(compute_1__nova_compute=compute_periodic(0, 36000, every=600),
-                     controller__nova_api=controller_noise(0, 37200, every=30))
+    events = by_time(compute_periodic(0, 36000, every=600),
+                     controller_noise(0, 37200, every=30))
     assert run(events, [ServiceSilent()]) == []
 
 
 def test_service_silent_snapshot_restore_round_trip():
-    events = streams(compute_1__nova_compute=silent_compute(1200, resume_at=2400),
-                     controller__nova_api=controller_noise(0, 2600))
+    events = by_time(silent_compute(1200, resume_at=2400),
+                     controller_noise(0, 2600))
     whole = run(events, [ServiceSilent()])
     for cut in (len(events) // 3, 2 * len(events) // 3):     # before and while silent
         first, docs = ServiceSilent(), []
-        for ev in events[:cut]:
-            docs.extend(first.feed(ev))
+        for e in events[:cut]:
+            docs.extend(first.feed(e))
         second = ServiceSilent()
         second.restore(json.loads(json.dumps(first.snapshot())))
-        for ev in events[cut:]:
-            docs.extend(second.feed(ev))
+        for e in events[cut:]:
+            docs.extend(second.feed(e))
         assert docs == whole
 
 

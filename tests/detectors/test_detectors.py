@@ -1,11 +1,12 @@
-"""Detectors on real lines: each seed case yields its incident, healthy traffic none."""
+"""Detectors on real lines: each seed case yields its incident, healthy traffic none;
+their behaviour on synthetic events (support.ev, no parser)."""
 from __future__ import annotations
 
-import datetime as dt
+from functools import partial
 
 import pytest
 
-from support import engine as support_engine, CORPUS, FIXTURES, SAMPLES, analyze_paths, parse_text
+from support import engine as support_engine, CORPUS, FIXTURES, SAMPLES, analyze_paths, at, by_time, ev, parse_text
 from detectors import Engine
 from detectors.auth_failures import AuthFailures, AuthFailuresConfig
 from detectors.disk_full import DiskFull
@@ -93,120 +94,120 @@ def test_demo_sample_has_one_incident_of_each_type():
     assert all("10.12.27.29" not in i["resources"]["source_ip"] for i in incidents)
 
 
-# --- behaviour on synthetic streams built from the real templates ---------------
-def _line(t: dt.datetime, pid: int, level: str, logger: str, ctx: str, msg: str) -> str:
-    return f"{t:%Y-%m-%d %H:%M:%S}.{t.microsecond // 1000:03d} {pid} {level} {logger} {ctx} {msg}\n"
+# --- behaviour on synthetic streams: the real templates as events, no parser -------
+REQ = "req-c5016b48-399b-44f8-adea-a86421f1e129"
+cmp1 = partial(ev, host="cmp1", service="nova-compute")
 
 
-T0 = dt.datetime(2017, 6, 6, 9, 0, 0)
-REQ = "[req-c5016b48-399b-44f8-adea-a86421f1e129 c49d86f8a39148bb809d2da44811ca3b f19126d9035d4209b363386e8e267129 - - -]"
-
-
-def _run(text: str, engine: Engine | None = None, host: str = "cmp1", service: str = "nova-compute"):
+def _run(events, engine: Engine | None = None):
     engine = engine or these()
     latest = {}
-    for ev in sorted(parse_text(text, host=host, service=service), key=lambda e: e.ts or 0):
-        for doc in engine.feed(ev).incidents:
+    for e in by_time(events):
+        for doc in engine.feed(e).incidents:
             latest[doc["id"]] = doc
     return list(latest.values())
 
 
 def _access_401(t, ip="198.51.100.7"):
-    return _line(t, 28356, "INFO", "nova.osapi_compute.wsgi.server", "[-]",
-                 f'{ip} "GET /v2.1/servers HTTP/1.1" status: 401 len: 282 time: 0.0103340')
+    return cmp1(t, "INFO", "nova.osapi_compute.wsgi.server",
+                f'{ip} "GET /v2.1/servers HTTP/1.1" status: 401 len: 282 time: 0.0103340',
+                http_method="GET", url_path="/v2.1/servers", status_code=401, source_ip=ip)
 
 
 def test_a_single_401_is_normal():
-    assert _run(_access_401(T0)) == []
+    assert _run([_access_401(at(0))]) == []
 
 
 def test_nine_401s_stay_quiet_and_ten_in_five_minutes_fire():
-    nine = "".join(_access_401(T0 + dt.timedelta(seconds=20 * i)) for i in range(9))
+    nine = [_access_401(at(20 * i)) for i in range(9)]
     assert _run(nine) == []
-    slow = "".join(_access_401(T0 + dt.timedelta(seconds=40 * i)) for i in range(10))  # 6 min
+    slow = [_access_401(at(40 * i)) for i in range(10)]  # 6 min
     assert _run(slow) == []
-    ten = "".join(_access_401(T0 + dt.timedelta(seconds=20 * i)) for i in range(10))
+    ten = [_access_401(at(20 * i)) for i in range(10)]
     (inc,) = _run(ten)
     assert (inc["rule"], inc["count"], inc["resources"]["source_ip"]) == ("auth_failure.burst", 10, ["198.51.100.7"])
     assert len(inc["evidence"]) == 10
 
 
 def test_password_spraying_one_user_from_many_addresses_is_a_user_burst():
-    text = "".join(
-        _line(T0 + dt.timedelta(seconds=10 * i), 3011, "WARNING", "keystone.common.wsgi", "[-]",
-              "Could not find user: alice.") for i in range(12))
-    (inc,) = _run(text, service="keystone")
+    events = [cmp1(at(10 * i), "WARNING", "keystone.common.wsgi", "Could not find user: alice.", service="keystone")
+              for i in range(12)]
+    (inc,) = _run(events)
     assert inc["resources"]["user"] == ["alice"]
 
 
 def test_retry_followed_by_success_is_not_an_incident():
-    text = "".join([
-        _line(T0, 10, "DEBUG", "nova.compute.manager", REQ,
-              "[instance: 30e8a024-d1c0-4a64-aae7-a830e8c6be94] Build of instance "
-              "30e8a024-d1c0-4a64-aae7-a830e8c6be94 was re-scheduled: Insufficient compute resources"),
-        _line(T0 + dt.timedelta(seconds=30), 10, "INFO", "nova.compute.manager", REQ,
-              "[instance: 30e8a024-d1c0-4a64-aae7-a830e8c6be94] Took 12.10 seconds to build instance."),
-        _line(T0, 11, "WARNING", "oslo_db.sqlalchemy.engines", "[-]", "SQL connection failed. 10 attempts left."),
-        _line(T0 + dt.timedelta(seconds=10), 11, "INFO", "nova.service", "[-]", "Starting compute node"),
-        _line(T0, 12, "WARNING", "keystoneauth.session", "[-]",
-              "Failure: Unable to establish connection to http://ctl:8778/resource_providers: timed out. "
-              "Retrying in 0.5s. 2 retries left"),
-        _line(T0 + dt.timedelta(seconds=1), 12, "INFO", "nova.compute.resource_tracker", "[-]",
-              "Compute node record updated"),
-    ])
-    assert _run(text) == []
+    inst = "30e8a024-d1c0-4a64-aae7-a830e8c6be94"
+    events = [
+        cmp1(at(0), "DEBUG", "nova.compute.manager",
+             f"Build of instance {inst} was re-scheduled: Insufficient compute resources",
+             req=REQ, instance=inst, resources={"instance": [inst]}),
+        cmp1(at(30), "INFO", "nova.compute.manager", "Took 12.10 seconds to build instance.", req=REQ, instance=inst),
+        cmp1(at(0), "WARNING", "oslo_db.sqlalchemy.engines", "SQL connection failed. 10 attempts left."),
+        cmp1(at(10), "INFO", "nova.service", "Starting compute node"),
+        cmp1(at(0), "WARNING", "keystoneauth.session",
+             "Failure: Unable to establish connection to http://ctl:8778/resource_providers: timed out. "
+             "Retrying in 0.5s. 2 retries left"),
+        cmp1(at(1), "INFO", "nova.compute.resource_tracker", "Compute node record updated"),
+    ]
+    assert _run(events) == []
 
 
 def test_scheduling_retries_exhausted_carry_the_per_host_attempts():
     inst = "7b1c2a40-5d1e-4f7a-9c55-1e2d3f4a5b6c"
-    text = ""
-    for n, host in enumerate(("cmp1", "cmp2", "cmp3")):
-        text += _line(T0 + dt.timedelta(seconds=n), 10 + n, "DEBUG", "nova.compute.manager", REQ,
-                      f"[instance: {inst}] Build of instance {inst} was re-scheduled: "
-                      f"internal error: qemu-kvm: Cirrus VGA not available")
-    text += _line(T0 + dt.timedelta(seconds=5), 20, "WARNING", "nova.scheduler.utils", REQ,
-                  f"Failed to compute_task_build_instances: Exceeded maximum number of retries. Exhausted all "
-                  f"hosts available for retrying build failures for instance {inst}.")
-    (inc,) = _run(text)
+    events = [cmp1(at(n), "DEBUG", "nova.compute.manager",
+                   f"Build of instance {inst} was re-scheduled: internal error: qemu-kvm: Cirrus VGA not available",
+                   req=REQ, instance=inst, resources={"instance": [inst]})
+              for n in range(3)]
+    events.append(cmp1(at(5), "WARNING", "nova.scheduler.utils",
+                       f"Failed to compute_task_build_instances: Exceeded maximum number of retries. Exhausted all "
+                       f"hosts available for retrying build failures for instance {inst}.",
+                       req=REQ, resources={"instance": [inst]}))
+    (inc,) = _run(events)
     assert inc["rule"] == "retry_exhausted.max_scheduling_retries"
     assert inc["resources"]["instance"] == [inst]
     assert inc["details"]["attempts_seen"] == 3
     assert sum("re-scheduled" in e["message"] for e in inc["evidence"]) == 3
 
 
+def _sql_failed(t, left):
+    return cmp1(t, "WARNING", "oslo_db.sqlalchemy.engines", f"SQL connection failed. {left} attempts left.")
+
+
 def test_finite_db_retries_then_connection_error_exhausts_and_infinite_never_does():
-    text = "".join(_line(T0 + dt.timedelta(seconds=10 * i), 11, "WARNING", "oslo_db.sqlalchemy.engines", "[-]",
-                         f"SQL connection failed. {3 - i} attempts left.") for i in range(3))
-    text += _line(T0 + dt.timedelta(seconds=40), 11, "CRITICAL", "nova", "[-]",
-                  "DBConnectionError: (pymysql.err.OperationalError) (2003, \"Can't connect to MySQL server on 'db'\")")
-    (inc,) = _run(text)
+    events = [_sql_failed(at(10 * i), 3 - i) for i in range(3)]
+    events.append(cmp1(at(40), "CRITICAL", "nova",
+                       "DBConnectionError: (pymysql.err.OperationalError) (2003, \"Can't connect to MySQL server on 'db'\")",
+                       error_type="DBConnectionError",
+                       error_message="(pymysql.err.OperationalError) (2003, \"Can't connect to MySQL server on 'db'\")"))
+    (inc,) = _run(events)
     assert inc["rule"] == "retry_exhausted.db_retry_limit" and inc["details"]["attempts_seen"] == 3
-    forever = "".join(_line(T0 + dt.timedelta(seconds=10 * i), 11, "WARNING", "oslo_db.sqlalchemy.engines", "[-]",
-                            f"SQL connection failed. {-1 - i} attempts left.") for i in range(5))
-    forever += _line(T0 + dt.timedelta(seconds=60), 11, "ERROR", "nova", "[-]", "DBConnectionError: still down")
+    forever = [_sql_failed(at(10 * i), -1 - i) for i in range(5)]
+    forever.append(cmp1(at(60), "ERROR", "nova", "DBConnectionError: still down",
+                        error_type="DBConnectionError", error_message="still down"))
     assert _run(forever) == []
 
 
 def test_keystoneauth_retries_then_failure_is_exhaustion():
-    text = "".join(_line(T0 + dt.timedelta(seconds=i), 12, "WARNING", "keystoneauth.session", "[-]",
-                         "Failure: Unable to establish connection to http://ctl:8778/resource_providers: "
-                         f"Connection refused. Retrying in 0.5s. {2 - i} retries left") for i in range(3))
-    text += _line(T0 + dt.timedelta(seconds=4), 12, "ERROR", "nova.compute.manager", "[-]",
-                  "Error updating resources: Unable to establish connection to http://ctl:8778/resource_providers")
-    (inc,) = _run(text)
+    events = [cmp1(at(i), "WARNING", "keystoneauth.session",
+                   "Failure: Unable to establish connection to http://ctl:8778/resource_providers: "
+                   f"Connection refused. Retrying in 0.5s. {2 - i} retries left") for i in range(3)]
+    events.append(cmp1(at(4), "ERROR", "nova.compute.manager",
+                       "Error updating resources: Unable to establish connection to http://ctl:8778/resource_providers"))
+    (inc,) = _run(events)
     assert inc["rule"] == "retry_exhausted.keystoneauth_retries"
     assert "http://ctl:8778/resource_providers" in inc["title"]
 
 
 def test_disk_full_one_incident_per_host_and_filesystem_resolves_and_reopens():
     def enospc(t, path="/var/lib/nova/instances/_base/abc.part"):
-        return _line(t, 5, "ERROR", "nova.image.glance", "[-]", f"Error writing to {path}: [Errno 28] No space left on device")
-    text = enospc(T0) + enospc(T0 + dt.timedelta(minutes=5)) + enospc(T0 + dt.timedelta(minutes=6), "/var/log/nova/x.log")
-    incidents = _run(text)
+        return cmp1(t, "ERROR", "nova.image.glance", f"Error writing to {path}: [Errno 28] No space left on device")
+    events = [enospc(at(0)), enospc(at(300)), enospc(at(360), "/var/log/nova/x.log")]
+    incidents = _run(events)
     assert sorted((i["details"]["filesystem"], i["count"]) for i in incidents) == [
         ("/var/lib/nova/instances", 2), ("/var/log", 1)]
     # quiet for longer than 30 minutes: the first resolves, a recurrence is a new incident
-    later = text + enospc(T0 + dt.timedelta(minutes=50))
+    later = events + [enospc(at(3000))]
     incidents = _run(later)
     nova = sorted((i for i in incidents if i["details"]["filesystem"] == "/var/lib/nova/instances"),
                   key=lambda i: i["first_seen"])
@@ -215,16 +216,16 @@ def test_disk_full_one_incident_per_host_and_filesystem_resolves_and_reopens():
 
 
 def test_cinder_capacity_filter_is_not_enospc():
-    text = _line(T0, 5, "WARNING", "cinder.scheduler.filters.capacity_filter", "[-]",
-                 "Insufficient free space for volume creation on host c1@lvm#lvm (requested / avail): 100/20.0")
-    assert _run(text) == []
+    e = cmp1(at(0), "WARNING", "cinder.scheduler.filters.capacity_filter",
+             "Insufficient free space for volume creation on host c1@lvm#lvm (requested / avail): 100/20.0")
+    assert _run([e]) == []
 
 
 def test_rabbitmq_access_refused_is_a_hard_auth_failure():
-    text = _line(T0, 5, "ERROR", "oslo.messaging._drivers.impl_rabbit", "[-]",
-                 "AMQP server on 10.0.0.5:5672 is unreachable: (0, 0): (403) ACCESS_REFUSED - Login was refused "
-                 "using authentication mechanism AMQPLAIN. For details see the broker logfile.. Trying again in 1 seconds.")
-    (inc,) = _run(text)
+    e = cmp1(at(0), "ERROR", "oslo.messaging._drivers.impl_rabbit",
+             "AMQP server on 10.0.0.5:5672 is unreachable: (0, 0): (403) ACCESS_REFUSED - Login was refused "
+             "using authentication mechanism AMQPLAIN. For details see the broker logfile.. Trying again in 1 seconds.")
+    (inc,) = _run([e])
     assert (inc["rule"], inc["severity"]) == ("auth_failure.rabbitmq", "critical")
 
 
@@ -235,8 +236,8 @@ def test_replay_gives_the_same_incident_ids_and_snapshot_restore_continues_exact
 
     def run(evs, engine):
         out = {}
-        for ev in evs:
-            for doc in engine.feed(ev).incidents:
+        for e in evs:
+            for doc in engine.feed(e).incidents:
                 out[doc["id"]] = doc
         return out
 
@@ -256,7 +257,5 @@ def test_replay_gives_the_same_incident_ids_and_snapshot_restore_continues_exact
 def test_detector_state_is_bounded_by_key_count():
     det = AuthFailures(AuthFailuresConfig(threshold=10, window=300, max_keys=100))
     engine = Engine([det])
-    text = "".join(_access_401(T0 + dt.timedelta(milliseconds=i), ip=f"10.9.{i // 250}.{i % 250}")
-                   for i in range(1000))
-    _run(text, engine)
+    _run([_access_401(at(i / 1000), ip=f"10.9.{i // 250}.{i % 250}") for i in range(1000)], engine)
     assert len(det.recent) <= 100

@@ -3,76 +3,89 @@ up (one incident per host and filesystem); glance's StorageFull is its store.
 Error suffixes: Python 2 era bare exception classes get error.type, prose does not."""
 from __future__ import annotations
 
+import datetime as dt
 import json
 
 import pytest
 
-from support import engine as support_engine, parse_text
+from support import engine as support_engine, by_time, ev, parse_text
 from detectors import Engine
 from detectors.disk_full import DiskFull
 
 INSTANCE = "2c5a8e62-62d0-430d-8747-795350bb6939"
-CTX = "[req-{0} c49d86f8a39148bb809d2da44811ca3b f19126d9035d4209b363386e8e267129 - default default]"
 NOVA_REQ = "req-1e5b9d4a-3c2f-4b8e-9a6d-7f0c1b2a3d4e"
 CINDER_REQ = "req-8a7b6c5d-4e3f-4a1b-9c8d-7e6f5a4b3c2d"
+GLANCE_REQ = "req-3c2b1a0f-9e8d-4c7b-a6f5-e4d3c2b1a0f9"
+ENOSPC = "[Errno 28] No space left on device"
 
 
-def _ctx(req: str) -> str:
-    return CTX.format(req[4:])
+def _t(clock: str) -> dt.datetime:
+    """``clock`` (HH:MM:SS.mmm) on the day of these logs."""
+    return dt.datetime.fromisoformat(f"2018-03-12 {clock}")
 
 
 # Pike: glance download into the image cache fails, then the build fails one frame up.
-NOVA_PAIR = (
-    f"2018-03-12 14:02:11.412 21880 ERROR nova.image.glance {_ctx(NOVA_REQ)} [instance: {INSTANCE}] "
-    "Error writing to /var/lib/nova/instances/_base/f5797db00aacfbe240bbfb0f53c2da80e4be6dfc.part: "
-    "[Errno 28] No space left on device\n"
-    f"2018-03-12 14:02:11.530 21880 ERROR nova.compute.manager {_ctx(NOVA_REQ)} [instance: {INSTANCE}] "
-    "Instance failed to spawn: IOError: [Errno 28] No space left on device\n"
-    f"2018-03-12 14:02:11.530 21880 ERROR nova.compute.manager [instance: {INSTANCE}] Traceback (most recent call last):\n"
-    f"2018-03-12 14:02:11.530 21880 ERROR nova.compute.manager [instance: {INSTANCE}]   File "
-    "\"/usr/lib/python2.7/site-packages/nova/compute/manager.py\", line 2192, in _build_resources\n"
-    f"2018-03-12 14:02:11.530 21880 ERROR nova.compute.manager [instance: {INSTANCE}]     yield resources\n"
-    f"2018-03-12 14:02:11.530 21880 ERROR nova.compute.manager [instance: {INSTANCE}] "
-    "IOError: [Errno 28] No space left on device\n"
-)
+def nova_path(clock: str = "14:02:11.412", host: str = "cmp1"):
+    return ev(_t(clock), "ERROR", "nova.image.glance",
+              f"Error writing to /var/lib/nova/instances/_base/f5797db00aacfbe240bbfb0f53c2da80e4be6dfc.part: {ENOSPC}",
+              host=host, service="nova-compute", req=NOVA_REQ, instance=INSTANCE)
+
+
+def nova_spawn(clock: str = "14:02:11.530", host: str = "cmp1", **fields):
+    """The spawn failure one frame up: it names no path (``stack_trace=None``: logged without its traceback)."""
+    fields.setdefault("stack_trace", "Traceback (most recent call last):\n"
+                                     '  File "/usr/lib/python2.7/site-packages/nova/compute/manager.py", line 2192, '
+                                     "in _build_resources\n    yield resources\n"
+                                     f"IOError: {ENOSPC}")
+    return ev(_t(clock), "ERROR", "nova.compute.manager", f"Instance failed to spawn: IOError: {ENOSPC}",
+              host=host, service="nova-compute", req=NOVA_REQ, instance=INSTANCE,
+              error_type="IOError", error_message=ENOSPC, **fields)
+
+
+def nova_pair(host: str = "cmp1"):
+    return [nova_path(host=host), nova_spawn(host=host)]
+
+
 # cinder: conversion dir too small, then the create-from-image flow fails naming no path.
-CINDER_PAIR = (
-    f"2018-03-12 15:10:04.118 3302 ERROR cinder.image.image_utils {_ctx(CINDER_REQ)} "
-    "Insufficient free space on /var/lib/cinder/conversion for image conversion.\n"
-    f"2018-03-12 15:10:04.126 3302 ERROR cinder.volume.flows.manager.create_volume {_ctx(CINDER_REQ)} "
-    "Failed to copy image 9d4f2c59-7d3a-4c1e-8f2b-6a5e4d3c2b1a to volume: 0e2f6a1c-5b4d-4e3f-9a8b-7c6d5e4f3a2b: "
-    "cinder.exception.ImageCopyFailure: Failed to copy image to volume: qemu-img: error while writing at "
-    "byte 2147483648: No space left on device\n"
-)
-GLANCE_FULL = (
-    "2018-03-12 16:20:00.301 4120 ERROR glance.api.v2.image_data "
-    "[req-3c2b1a0f-9e8d-4c7b-a6f5-e4d3c2b1a0f9 c49d86f8a39148bb809d2da44811ca3b f19126d9035d4209b363386e8e267129 - default default] "
-    "Image storage media is full: There is not enough disk space on the image storage media.\n"
-    "2018-03-12 16:25:00.044 4120 ERROR glance_store._drivers.filesystem "
-    "[req-5e4d3c2b-1a0f-4e9d-8c7b-a6f5e4d3c2b1 c49d86f8a39148bb809d2da44811ca3b f19126d9035d4209b363386e8e267129 - default default] "
-    "There is no enough disk space left on the image storage media. requested=10737418240\n"
-)
+def cinder_pair(host: str):
+    cause = "Failed to copy image to volume: qemu-img: error while writing at byte 2147483648: No space left on device"
+    return [
+        ev(_t("15:10:04.118"), "ERROR", "cinder.image.image_utils",
+           "Insufficient free space on /var/lib/cinder/conversion for image conversion.",
+           host=host, service="cinder-volume", req=CINDER_REQ),
+        ev(_t("15:10:04.126"), "ERROR", "cinder.volume.flows.manager.create_volume",
+           "Failed to copy image 9d4f2c59-7d3a-4c1e-8f2b-6a5e4d3c2b1a to volume: 0e2f6a1c-5b4d-4e3f-9a8b-7c6d5e4f3a2b: "
+           f"cinder.exception.ImageCopyFailure: {cause}",
+           host=host, service="cinder-volume", req=CINDER_REQ,
+           error_type="cinder.exception.ImageCopyFailure", error_message=cause,
+           resources={"image": ["9d4f2c59-7d3a-4c1e-8f2b-6a5e4d3c2b1a"],
+                      "volume": ["0e2f6a1c-5b4d-4e3f-9a8b-7c6d5e4f3a2b"]}),
+    ]
 
 
-def _events(*streams):
-    """(text, host, service) streams parsed and merged in time order."""
-    evs = []
-    for text, host, service in streams:
-        evs.extend(parse_text(text, host=host, service=service))
-    return sorted(evs, key=lambda e: e.ts or 0)
+def glance_media_full(host: str = "ctl1"):
+    return ev(_t("16:20:00.301"), "ERROR", "glance.api.v2.image_data",
+              "Image storage media is full: There is not enough disk space on the image storage media.",
+              host=host, service="glance-api", req=GLANCE_REQ)
+
+
+def glance_store_full(host: str = "ctl1"):
+    return ev(_t("16:25:00.044"), "ERROR", "glance_store._drivers.filesystem",
+              "There is no enough disk space left on the image storage media. requested=10737418240",
+              host=host, service="glance-api", req="req-5e4d3c2b-1a0f-4e9d-8c7b-a6f5e4d3c2b1")
 
 
 def _incidents(evs, engine=None):
     engine = engine or support_engine()
     latest = {}
-    for ev in evs:
-        for doc in engine.feed(ev).incidents:
+    for e in evs:
+        for doc in engine.feed(e).incidents:
             latest[doc["id"]] = doc
     return [d for d in latest.values() if d["type"] == "disk_full"]
 
 
 def test_nova_enospc_and_the_spawn_failure_are_one_incident():
-    (inc,) = _incidents(_events((NOVA_PAIR, "cmp1", "nova-compute")))
+    (inc,) = _incidents(by_time(nova_pair("cmp1")))
     assert (inc["host"], inc["count"]) == ("cmp1", 2)
     assert inc["details"]["filesystem"] == "/var/lib/nova/instances"
     assert inc["resources"]["instance"] == [INSTANCE]
@@ -80,44 +93,40 @@ def test_nova_enospc_and_the_spawn_failure_are_one_incident():
 
 
 def test_cinder_conversion_dir_and_the_copy_failure_are_one_incident():
-    (inc,) = _incidents(_events((CINDER_PAIR, "blk1", "cinder-volume")))
+    (inc,) = _incidents(by_time(cinder_pair("blk1")))
     assert (inc["host"], inc["count"]) == ("blk1", 2)
     assert inc["details"]["filesystem"] == "/var/lib/cinder"
     assert inc["resources"]["volume"] == ["0e2f6a1c-5b4d-4e3f-9a8b-7c6d5e4f3a2b"]
 
 
 def test_a_record_without_path_on_another_host_gets_its_own_incident():
-    spawn_only = "".join(line.replace("14:02:11", "14:03:00") + "\n"
-                         for line in NOVA_PAIR.splitlines()[1:])
-    incidents = _incidents(_events((NOVA_PAIR, "cmp1", "nova-compute"), (spawn_only, "cmp2", "nova-compute")))
+    spawn_only = [nova_spawn("14:03:00.530", host="cmp2")]
+    incidents = _incidents(by_time(nova_pair("cmp1"), spawn_only))
     got = sorted((i["host"], i["details"]["filesystem"], i["count"]) for i in incidents)
     assert got == [("cmp1", "/var/lib/nova/instances", 2), ("cmp2", "unknown", 1)]
 
 
 def test_a_record_without_path_prefers_the_incident_of_its_request():
     # cinder's pair on a host whose nova incident was updated more recently
-    nova = NOVA_PAIR.splitlines()[0].replace("14:02:11.412", "15:10:04.120") + "\n"
-    incidents = _incidents(_events((CINDER_PAIR, "aio", "cinder-volume"), (nova, "aio", "nova-compute")))
+    nova = [nova_path("15:10:04.120", host="aio")]
+    incidents = _incidents(by_time(cinder_pair("aio"), nova))
     got = sorted((i["details"]["filesystem"], i["count"]) for i in incidents)
     assert got == [("/var/lib/cinder", 2), ("/var/lib/nova/instances", 1)]
 
 
 def test_a_record_without_path_after_the_quiet_period_is_a_new_unknown_incident():
-    first, spawn = NOVA_PAIR.splitlines()[0], NOVA_PAIR.splitlines()[1]
-    text = first + "\n" + spawn.replace("14:02:11.530", "14:40:00.000") + "\n"
-    incidents = _incidents(_events((text, "cmp1", "nova-compute")))
+    incidents = _incidents(by_time([nova_path(), nova_spawn("14:40:00.000", stack_trace=None)]))
     got = sorted((i["details"]["filesystem"], i["status"], i["count"]) for i in incidents)
     assert got == [("/var/lib/nova/instances", "resolved", 1), ("unknown", "open", 1)]
 
 
-def _reversed_pair(delay: str = "14:02:12.001") -> str:
-    """NOVA_PAIR with the path record logged after the pathless one."""
-    first, rest = NOVA_PAIR.splitlines()[0], NOVA_PAIR.splitlines()[1:]
-    return "".join(line + "\n" for line in rest) + first.replace("14:02:11.412", delay) + "\n"
+def _reversed_pair(delay: str = "14:02:12.001"):
+    """The nova pair with the path record logged after the pathless one."""
+    return [nova_spawn(), nova_path(delay)]
 
 
 def test_the_path_record_coming_second_names_the_filesystem_of_the_same_incident():
-    evs = _events((_reversed_pair(), "cmp1", "nova-compute"))
+    evs = by_time(_reversed_pair())
     (inc,) = _incidents(evs)
     assert (inc["host"], inc["count"]) == ("cmp1", 2)
     assert inc["details"]["filesystem"] == "/var/lib/nova/instances"
@@ -137,15 +146,13 @@ def test_the_path_record_coming_second_names_the_filesystem_of_the_same_incident
 
 
 def test_a_path_record_does_not_take_over_a_guess_that_has_gone_quiet():
-    evs = _events((_reversed_pair("14:40:00.000"), "cmp1", "nova-compute"))
+    evs = by_time(_reversed_pair("14:40:00.000"))
     got = sorted((i["details"]["filesystem"], i["status"], i["count"]) for i in _incidents(evs))
     assert got == [("/var/lib/nova/instances", "open", 1), ("unknown", "resolved", 1)]
 
 
 def test_a_path_record_of_another_service_does_not_take_over_glances_assumed_store():
-    glance = GLANCE_FULL.splitlines()[0] + "\n"
-    nova = NOVA_PAIR.splitlines()[0].replace("2018-03-12 14:02:11.412", "2018-03-12 16:21:00.000") + "\n"
-    incidents = _incidents(_events((glance, "ctl1", "glance-api"), (nova, "ctl1", "nova-compute")))
+    incidents = _incidents(by_time([glance_media_full("ctl1")], [nova_path("16:21:00.000", host="ctl1")]))
     got = sorted((i["details"]["filesystem"], "filesystem_assumed" in i["details"]) for i in incidents)
     assert got == [("/var/lib/glance/images", True), ("/var/lib/nova/instances", False)]
 
@@ -154,21 +161,18 @@ def test_another_services_path_does_not_take_over_glances_store_through_a_shared
     """All-in-one host: nova's pathless spawn failure joins glance's incident
     (the host's most recent); nova's record with the path then shares that
     request, but glance's store is still glance's."""
-    glance = GLANCE_FULL.splitlines()[0] + "\n"
-    lines = NOVA_PAIR.splitlines()
-    spawn = "".join(line.replace("14:02:11.530", "16:21:00.000") + "\n" for line in lines[1:])
-    path = lines[0].replace("14:02:11.412", "16:21:00.100") + "\n"
-    incidents = _incidents(_events((glance, "aio", "glance-api"), (spawn + path, "aio", "nova-compute")))
+    nova = [nova_spawn("16:21:00.000", host="aio"), nova_path("16:21:00.100", host="aio")]
+    incidents = _incidents(by_time([glance_media_full("aio")], nova))
     got = sorted((i["details"]["filesystem"], i["services"][0], i["count"]) for i in incidents)
     assert got == [("/var/lib/glance/images", "glance-api", 2), ("/var/lib/nova/instances", "nova-compute", 1)]
 
 
 def test_glance_naming_its_store_replaces_the_assumed_default():
-    glance = GLANCE_FULL.splitlines()[0] + "\n" + (
-        "2018-03-12 16:20:00.412 4120 ERROR glance_store._drivers.filesystem "
-        "[req-3c2b1a0f-9e8d-4c7b-a6f5-e4d3c2b1a0f9 c49d86f8a39148bb809d2da44811ca3b f19126d9035d4209b363386e8e267129 - default default] "
-        "[Errno 28] No space left on device: '/srv/glance/images/8a4c2f7e-1b3d-4e5f-a6b7-c8d9e0f1a2b3'\n")
-    (inc,) = _incidents(_events((glance, "ctl1", "glance-api")))
+    image = "8a4c2f7e-1b3d-4e5f-a6b7-c8d9e0f1a2b3"
+    store = ev(_t("16:20:00.412"), "ERROR", "glance_store._drivers.filesystem",
+               f"{ENOSPC}: '/srv/glance/images/{image}'",
+               host="ctl1", service="glance-api", req=GLANCE_REQ, resources={"image": [image]})
+    (inc,) = _incidents(by_time([glance_media_full(), store]))
     assert inc["details"]["filesystem"] == "/srv/glance/images" and inc["count"] == 2
     assert "filesystem_assumed" not in inc["details"]
     assert inc["title"] == "Disk full on ctl1 (/srv/glance/images)"
@@ -176,7 +180,7 @@ def test_glance_naming_its_store_replaces_the_assumed_default():
 
 
 def test_glance_storage_full_is_the_default_glance_store():
-    (inc,) = _incidents(_events((GLANCE_FULL, "ctl1", "glance-api")))
+    (inc,) = _incidents(by_time([glance_media_full(), glance_store_full()]))
     assert (inc["host"], inc["count"]) == ("ctl1", 2)
     assert inc["details"]["filesystem"] == "/var/lib/glance/images"
     assert inc["title"] == "Disk full on ctl1 (/var/lib/glance/images)"
@@ -187,7 +191,7 @@ def test_glance_storage_full_is_the_default_glance_store():
 
 
 def test_snapshot_restore_between_the_pair_continues_the_same_incident():
-    evs = _events((NOVA_PAIR, "cmp1", "nova-compute"))
+    evs = by_time(nova_pair("cmp1"))
     (whole,) = _incidents(evs, Engine([DiskFull()]))
     first = DiskFull()
     _incidents(evs[:1], Engine([first]))
@@ -198,9 +202,17 @@ def test_snapshot_restore_between_the_pair_continues_the_same_incident():
 
 
 # --- error.type from ``: ExcClass: summary`` suffixes -------------------------
+# These check the parser's extraction, so they parse real lines on purpose.
+CTX = "[req-{0} c49d86f8a39148bb809d2da44811ca3b f19126d9035d4209b363386e8e267129 - default default]"
+
+
+def _ctx(req: str) -> str:
+    return CTX.format(req[4:])
+
+
 def _one(msg: str, level: str = "ERROR", logger: str = "nova.compute.manager"):
-    (ev,) = parse_text(f"2017-09-04 10:00:00.000 2311 {level} {logger} {_ctx(NOVA_REQ)} {msg}\n")
-    return ev
+    (parsed,) = parse_text(f"2017-09-04 10:00:00.000 2311 {level} {logger} {_ctx(NOVA_REQ)} {msg}\n")
+    return parsed
 
 
 BARE_CLASSES = [

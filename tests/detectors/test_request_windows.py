@@ -2,17 +2,17 @@
 tests/cli/test_analyze.py, tests/cli/test_trace.py).
 
 Golden: the seed 002 (S20) and seed 004 (S23-flow) flows name the component
-the operator found; synthetic multi-service streams from real templates
-check linking across request ids, windows and bounded memory.
+the operator found; synthetic multi-service streams from real templates (events
+built with support.ev, no parser) check linking across request ids, windows and
+bounded memory.
 """
 from __future__ import annotations
 
 import datetime as dt
 import json
 
-from support import FIXTURES, SAMPLES, parse_text
+from support import FIXTURES, SAMPLES, by_time, ev, parse_text
 from detectors.request_windows import LINK_CACHE, RES_INDEX, RequestWindows, raised_in
-from detectors.model import Event
 from pipeline.local.requests import summaries
 from pipeline.sources.files import discover
 
@@ -21,7 +21,6 @@ S20_REQ = "req-c5016b48-399b-44f8-adea-a86421f1e129"
 S23_REQ = "req-e359221b-6be3-4ac2-bb55-5310f5bb0bb2"
 VOLUME = "dd04f3d2-63cb-45f2-9a31-9ecc523bd40f"
 INSTANCE = "30e8a024-d1c0-4a64-aae7-a830e8c6be94"
-USER = "c49d86f8a39148bb809d2da44811ca3b f19126d9035d4209b363386e8e267129 - - -"
 CINDER_REQ = "req-0bd8e4b4-6989-4c34-a623-20d2bff98816"
 T0 = dt.datetime(2017, 6, 6, 9, 27, 19)
 
@@ -76,33 +75,35 @@ def test_raised_in_skips_reraise_helpers():
 
 
 # --- linking across request ids (pre-Pike: no global request id) ----------------------
-def _line(t, pid, level, logger, ctx, msg):
-    return f"{t:%Y-%m-%d %H:%M:%S}.{t.microsecond // 1000:03d} {pid} {level} {logger} {ctx} {msg}\n"
-
-
 def _at(s):
     return T0 + dt.timedelta(seconds=s)
 
 
 def _flow(cinder_error: bool):
-    nova = (_line(_at(0), 665097, "INFO", "nova.compute.claims", f"[{S20_REQ} {USER}]",
-                  f"[instance: {INSTANCE}] Claim successful")
-            + _line(_at(189.5), 665097, "ERROR", "nova.compute.manager", f"[{S20_REQ} {USER}]",
-                    f"[instance: {INSTANCE}] Instance failed block device setup: VolumeNotCreated: Volume "
-                    f"{VOLUME} did not finish being created even after we waited 189 seconds or 61 attempts. "
-                    "And its status is downloading."))
-    cinder = _line(_at(1), 3012, "INFO", "cinder.volume.flows.manager.create_volume", f"[{CINDER_REQ} {USER}]",
-                   f"Volume {VOLUME}: being created as image with specification: {{'status': u'creating', "
-                   f"'image_id': 'c9509d39-78b3-4509-94b5-8498e8e6acea', 'volume_name': u'volume-{VOLUME}'}}")
+    gave_up = (f"Volume {VOLUME} did not finish being created even after we waited 189 seconds or 61 attempts. "
+               "And its status is downloading.")
+    nova = [
+        ev(_at(0), "INFO", "nova.compute.claims", "Claim successful",
+           host="compute-1", service="nova-compute", req=S20_REQ, instance=INSTANCE),
+        ev(_at(189.5), "ERROR", "nova.compute.manager", f"Instance failed block device setup: VolumeNotCreated: {gave_up}",
+           host="compute-1", service="nova-compute", req=S20_REQ, instance=INSTANCE,
+           error_type="VolumeNotCreated", error_message=gave_up, resources={"volume": [VOLUME]}),
+    ]
+    cinder = [
+        ev(_at(1), "INFO", "cinder.volume.flows.manager.create_volume",
+           f"Volume {VOLUME}: being created as image with specification: {{'status': u'creating', "
+           f"'image_id': 'c9509d39-78b3-4509-94b5-8498e8e6acea', 'volume_name': u'volume-{VOLUME}'}}",
+           host="block-1", service="cinder-volume", req=CINDER_REQ,
+           resources={"volume": [VOLUME], "image": ["c9509d39-78b3-4509-94b5-8498e8e6acea"]}),
+    ]
     if cinder_error:
-        cinder += _line(_at(60), 3012, "ERROR", "cinder.image.image_utils", f"[{CINDER_REQ} {USER}]",
-                        "Insufficient free space on /var/lib/cinder/conversion for image conversion.")
-    events = parse_text(nova, host="compute-1", service="nova-compute") + parse_text(
-        cinder, host="block-1", service="cinder-volume")
+        cinder.append(ev(_at(60), "ERROR", "cinder.image.image_utils",
+                         "Insufficient free space on /var/lib/cinder/conversion for image conversion.",
+                         host="block-1", service="cinder-volume", req=CINDER_REQ))
     rw = RequestWindows()
     docs = []
-    for ev in sorted(events, key=lambda e: e.ts):
-        docs.extend(rw.feed(ev))
+    for e in by_time(nova, cinder):
+        docs.extend(rw.feed(e))
     docs.extend(rw.flush())
     return {d["key"]: d for d in docs if d["events"] > 1 or d["key"] == CINDER_REQ}, docs
 
@@ -128,12 +129,11 @@ def test_a_cinder_error_is_the_root_cause_and_cinder_does_not_blame_nova():
 
 
 # --- windows ---------------------------------------------------------------------------
-def _ev(req, ts, **kw):
-    t = dt.datetime.fromtimestamp(ts, dt.timezone.utc)
+def _ev(req, ts, level="INFO", **kw):
+    """A record of request ``req`` at epoch seconds ``ts``."""
     kw.setdefault("service", "nova-compute")
-    kw.setdefault("level", "INFO")
-    return Event(request_id=req, ts=ts, timestamp=t.isoformat(timespec="milliseconds"),
-                 host="compute-1", message="Claim successful", **kw)
+    return ev(dt.datetime.fromtimestamp(ts, dt.timezone.utc), level, None, "Claim successful",
+              host="compute-1", req=req, **kw)
 
 
 def _req(i):
@@ -186,9 +186,9 @@ def test_memory_stays_flat_as_distinct_request_ids_grow():
 
 def test_accepted_boot_without_workers_is_incomplete_and_ends_at_the_api():
     rw = RequestWindows()
-    ev = _ev(_req(7), T0.timestamp(), service="nova-api", http_method="POST", url_path="/v2.1/servers",
-             status_code=202)
-    (s,) = rw.feed(ev) + rw.flush()
+    accepted = _ev(_req(7), T0.timestamp(), service="nova-api", http_method="POST", url_path="/v2.1/servers",
+                   status_code=202)
+    (s,) = rw.feed(accepted) + rw.flush()
     assert s["outcome"] == "incomplete" and s["root_cause"]["component"] == "nova-api"
     assert "no record of the request from nova-compute/nova-conductor/nova-scheduler" in s["root_cause"]["reason"]
 
@@ -198,13 +198,13 @@ def test_request_windows_snapshot_restore_round_trip():
                     + parse_text((SEEDS / "S23-flow" / "controller" / "nova-api.log").read_text(),
                                  host="controller", service="nova-api"), key=lambda e: e.ts)
     whole = RequestWindows()
-    expected = [d for ev in events for d in whole.feed(ev)] + whole.flush()
+    expected = [d for e in events for d in whole.feed(e)] + whole.flush()
     for cut in range(0, len(events) + 1, 3):
         a = RequestWindows()
-        got = [d for ev in events[:cut] for d in a.feed(ev)]
+        got = [d for e in events[:cut] for d in a.feed(e)]
         b = RequestWindows()
         b.restore(json.loads(json.dumps(a.snapshot())))
-        got += [d for ev in events[cut:] for d in b.feed(ev)] + b.flush()
+        got += [d for e in events[cut:] for d in b.feed(e)] + b.flush()
         assert got == expected, cut
 
 

@@ -277,8 +277,9 @@ def reference_run(settings, names) -> dict:
     out = parse.process(raw, 0.0)
     out.extend(parse.tick(1e9))
     incidents = {d["id"]: d for d in out.incidents}
-    ev_msgs = [RawMessage(names.events, 0, i, k, v) for i, (k, v) in enumerate(out.events)]
-    for d in corr.process(ev_msgs, 0.0).incidents:
+    from support import events_topic
+
+    for d in corr.process(events_topic(out, topic=names.events), 0.0).incidents + corr.tick(2e9).incidents:
         incidents[d["id"]] = d
     return incidents
 

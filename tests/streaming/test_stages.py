@@ -7,7 +7,8 @@ import json
 
 import pytest
 
-from support import engine as support_engine, FIXTURES, SAMPLES, analyze_paths, raw_messages
+from support import (PROMPT_EVENT_TIME, FIXTURES, SAMPLES, analyze_paths, engine as support_engine,
+                     events_topic, raw_messages)
 
 from pipeline.codec import MAX_DOC_BYTES, event_id
 from pipeline.settings import load
@@ -20,14 +21,21 @@ def settings(tmp_path, monkeypatch):
     return load(None, env={"OSLOSCOPE_WORKER_IDLE_FLUSH": "5"})
 
 
+@pytest.fixture
+def prompt(tmp_path, monkeypatch):
+    """Settings for tests about parsing: an event goes on once its own file passed it."""
+    monkeypatch.chdir(tmp_path)
+    return load(None, env={"OSLOSCOPE_WORKER_IDLE_FLUSH": "5", **PROMPT_EVENT_TIME})
+
+
 def run(settings, msgs, parse=None, corr=None, flush=True):
     parse = parse or ParseStage(settings)
     corr = corr or CorrelateStage(settings)
     out = parse.process(msgs, 0.0)
     if flush:
         out.extend(parse.tick(1e9))
-    ev = [RawMessage("events", 0, i, k, v) for i, (k, v) in enumerate(out.events)]
-    out2 = corr.process(ev, 0.0)
+    out2 = corr.process(events_topic(out), 0.0)
+    out2.extend(corr.tick(2e9))
     incidents = {}
     for d in out.incidents + out2.incidents:
         incidents[d["id"]] = d
@@ -41,9 +49,9 @@ def test_streaming_stages_find_what_analyze_finds(settings):
     assert {(k, v["rule"]) for k, v in incidents.items()} == {(k, v["rule"]) for k, v in expected.items()}
     assert {d["type"] for d in incidents.values()} >= {"retry_exhausted", "auth_failure", "disk_full"}
     n_events = len(out.events)
-    docs = [json.loads(v) for _k, v in out.events]
+    docs = [json.loads(v) for _k, v, _up in out.events]
     assert len({d["_id"] for d in docs}) == n_events          # ids unique
-    keys = {k for k, _v in out.events}
+    keys = {k for k, _v, _up in out.events}
     assert any(k.startswith(b"req-") for k in keys)            # keyed by request id
 
 
@@ -61,12 +69,11 @@ def test_snapshot_restore_mid_stream_is_exact(settings):
         second.extend(p2.tick(1e9))
         assert p2.stats["skipped_replay"] == min(10, cut)
         events = first.events + second.events
-        ids = [json.loads(v)["_id"] for _k, v in events]
+        ids = [json.loads(v)["_id"] for _k, v, _up in events]
         assert len(ids) == len(set(ids))
         corr = CorrelateStage(settings)
-        ev = [RawMessage("events", 0, i, k, v) for i, (k, v) in enumerate(events)]
         incidents = {d["id"]: d for d in first.incidents + second.incidents}
-        for d in corr.process(ev, 0.0).incidents:
+        for d in corr.process(events_topic([first, second]), 0.0).incidents + corr.tick(2e9).incidents:
             incidents[d["id"]] = d
         assert {k: v["count"] for k, v in incidents.items()} == \
             {k: v["count"] for k, v in reference.items()}, cut
@@ -74,13 +81,13 @@ def test_snapshot_restore_mid_stream_is_exact(settings):
 
 def test_correlate_drops_duplicate_events_and_survives_restore(settings):
     out, _ = run(settings, raw_messages([SAMPLES]))
-    ev = [RawMessage("events", 0, i, k, v) for i, (k, v) in enumerate(out.events)]
+    ev = events_topic(out)
     c1 = CorrelateStage(settings)
     c1.process(ev[:40], 0.0)
     c2 = CorrelateStage(settings)
     c2.restore("events/0", c1.snapshot("events/0"), 0.0)
     # the parse stage replayed a batch: same events again, at new offsets
-    again = [RawMessage("events", 0, 1000 + i, m.key, m.value) for i, m in enumerate(ev[30:40])]
+    again = [RawMessage("events", 0, 1000 + i, m.key, m.value, m.headers) for i, m in enumerate(ev[30:40])]
     c2.process(again, 0.0)
     assert c2.stats["duplicates"] == 10
     assert c2.stats["records_in"] == 10
@@ -99,10 +106,10 @@ def test_source_from_headers_key_or_nothing():
     assert src.path == "kafka:raw/3" and src.host is None
 
 
-def test_idle_stream_record_completes_on_tick(settings):
+def test_idle_stream_record_completes_on_tick(prompt):
     line = (b"2017-06-06 08:12:41.201 2931 ERROR nova.compute.manager "
             b"[req-7c1d0d3e-5b8e-4c47-9d0e-2f1b6f7d9a10 - - - - -] boom")
-    p = ParseStage(settings)
+    p = ParseStage(prompt)
     msg = RawMessage("raw", 0, 0, b"h|/var/log/nova/nova-compute.log", line,
                      {"host": b"h", "path": b"/var/log/nova/nova-compute.log", "offset": b"0"})
     assert not p.process([msg], 100.0).events                  # still open: a traceback may follow
@@ -114,8 +121,8 @@ def test_idle_stream_record_completes_on_tick(settings):
     assert out.events[0][0] == b"req-7c1d0d3e-5b8e-4c47-9d0e-2f1b6f7d9a10"
 
 
-def test_garbage_goes_to_dead_letters_and_huge_records_are_capped(settings):
-    p = ParseStage(settings)
+def test_garbage_goes_to_dead_letters_and_huge_records_are_capped(prompt):
+    p = ParseStage(prompt)
     msgs = [RawMessage("raw", 0, 0, b"h|/x.log", b"\x00\xff\xfe garbage", {"host": b"h", "path": b"/x.log"}),
             RawMessage("raw", 0, 1, b"h|/x.log", b"2017-06-06 08:12:41.201 1 ERROR nova.x [-] "
                        + b"A" * (3 * MAX_DOC_BYTES), {"host": b"h", "path": b"/x.log"})]
@@ -134,23 +141,23 @@ def test_event_ids_are_deterministic():
     assert event_id(a) == event_id(b) != event_id(c)
 
 
-def test_filebeat_envelopes_without_key_or_headers_route_to_their_host_and_flush_when_idle(settings):
+def test_filebeat_envelopes_without_key_or_headers_route_to_their_host_and_flush_when_idle(prompt):
     line = ("2017-06-06 09:30:29.364 665097 INFO nova.compute.manager "
             "[req-c5016b48-399b-44f8-adea-a86421f1e129 - - - - -] Took 0.72 seconds to deallocate network")
     docs = [{"message": line, "host": {"name": h}, "log": {"file": {"path": "/var/log/nova/nova-compute.log"},
                                                           "offset": 100 * i}}
             for i, h in enumerate(["cmp1", "cmp2"])]
-    p = ParseStage(settings)
+    p = ParseStage(prompt)
     msgs = [RawMessage("raw", 0, i, None, json.dumps(d).encode()) for i, d in enumerate(docs)]
     assert not p.process(msgs, 10.0).events           # records stay open until idle
     out = p.tick(20.0)
-    got = sorted((json.loads(v)["host"]["name"], json.loads(v)["log"]["offset"]) for _k, v in out.events)
+    got = sorted((json.loads(v)["host"]["name"], json.loads(v)["log"]["offset"]) for _k, v, _up in out.events)
     assert got == [("cmp1", 0), ("cmp2", 100)]
 
 
-def test_rotated_file_records_get_new_ids(settings):
+def test_rotated_file_records_get_new_ids(prompt):
     line = b"2017-06-06 09:30:29.364 1 INFO nova.compute.manager [-] same offset, other file"
-    p = ParseStage(settings)
+    p = ParseStage(prompt)
 
     def msg(i, inode):
         return RawMessage("raw", 0, i, b"h|/var/log/nova/nova-compute.log", line,
@@ -160,15 +167,14 @@ def test_rotated_file_records_get_new_ids(settings):
     out.extend(p.tick(1e9))
     out.extend(p.process([msg(1, b"2049:12")], 0.0))
     out.extend(p.tick(2e9))
-    ids = [json.loads(v)["_id"] for _k, v in out.events]
+    ids = [json.loads(v)["_id"] for _k, v, _up in out.events]
     assert len(ids) == 2 and ids[0] != ids[1]
 
 
 def test_correlate_stage_gives_incidents_their_root_cause(settings):
     out, incidents = run(settings, raw_messages([FIXTURES / "seeds" / "S20"]))
     c = CorrelateStage(settings)
-    ev = [RawMessage("events", 0, i, k, v) for i, (k, v) in enumerate(out.events)]
-    docs = c.process(ev, 0.0).incidents + c.tick(1e12).incidents
+    docs = c.process(events_topic(out), 0.0).incidents + c.tick(1e12).incidents
     # the window closes when time moves on; flush what is left the way a quiet stream would
     docs += c.partition("events/0").engine.flush().incidents
     final = {}
@@ -183,13 +189,13 @@ def _raw(host: str, path: str, line: str, offset: int, n: int) -> RawMessage:
     return RawMessage("raw", 0, n, f"{host}|{path}".encode(), line.encode(), headers)
 
 
-def test_an_idle_file_on_one_host_does_not_complete_another_hosts_record_of_the_same_path(settings):
+def test_an_idle_file_on_one_host_does_not_complete_another_hosts_record_of_the_same_path(prompt):
     """/var/log/nova/nova-compute.log is the same path on every compute node:
     compute-1 going idle must not cut compute-2's open traceback in two."""
     path = "/var/log/nova/nova-compute.log"
     rid = "req-7b1c2a40-5d1e-4f7a-9c55-1e2d3f4a5b6c"
     t = "2017-06-06 09:20:01.118"
-    stage = ParseStage(settings)
+    stage = ParseStage(prompt)
     out = stage.process([
         _raw("compute-1", path, f"{t} 11 INFO nova.compute.manager [{rid} - - - - -] one", 0, 0),
         _raw("compute-2", path, f"{t} 22 ERROR nova.compute.manager [{rid} - - - - -] boom", 0, 1),
@@ -201,7 +207,7 @@ def test_an_idle_file_on_one_host_does_not_complete_another_hosts_record_of_the_
     out.extend(stage.process([
         _raw("compute-2", path, f"{t} 22 ERROR nova.compute.manager ValueError: tail", 140, 3)], now=6.5))
     out.extend(stage.tick(1e9))
-    docs = [json.loads(v) for _k, v in out.events]
+    docs = [json.loads(v) for _k, v, _up in out.events]
     boom = [d for d in docs if d["host"]["name"] == "compute-2"]
     assert len(boom) == 1, [d["message"] for d in boom]
     assert boom[0]["openstack"]["request_id"] == rid

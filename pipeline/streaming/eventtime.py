@@ -1,0 +1,203 @@
+"""Event time across many sources: per-source positions, the frontier they
+allow, and the buffer that hands events to the detectors in timestamp order.
+
+Why. ``osloscope analyze`` merges its files by timestamp, so its detectors
+see one ordered stream. A worker reads whatever the shippers sent, in
+whatever order: one host's shipper hours behind another, one file sent
+after another, a source that goes quiet. Fed in arrival order, absence
+detectors judged against a clock that ran ahead of the slowest host, and
+the worker's incidents differed from ``analyze``'s on the same logs.
+
+How. Each stage partition keeps, per *source*, the highest event time it
+has delivered (``Sources``). The partition's *frontier* is the event time
+up to which every source that still holds it back has delivered:
+
+* parse stage: the sources are the files (host + path) in the raw
+  partition. Their position is their highest timestamp minus ``slack``
+  (lines of one file may be a little out of order).
+* correlate stage: the sources are the upstream raw partitions; each tells
+  its frontier in *watermark markers* it sends to every events partition.
+
+The frontier is the minimum over the sources that hold it back:
+
+* a source with nothing new for ``idle_timeout`` wall-clock seconds stops
+  holding it back (a quiet API log must not stall the fleet); when it
+  sends again, what it sends is late (see below);
+* after a start (or a restore) nothing is released for ``warmup`` seconds,
+  so sources that start a moment later are waited for;
+* ``allowed_lateness`` bounds the wait in event time. While the input is
+  live (its newest record is at most ``allowed_lateness`` old by the wall
+  clock) the frontier never trails the newest record by more than that. A
+  backfill (older logs, sent in any order: file after file, host after
+  host) is held until it is ``allowed_lateness`` of event time behind the
+  newest record or until every source went idle -- latency does not matter
+  there, order does;
+* when no source holds it back, everything buffered is released.
+
+``Reorder`` holds events until the frontier passes them and releases them
+sorted by (timestamp, file, host), the order ``analyze`` merges its files
+in. An event older than the frontier already released is *late*: it is
+passed on at once (it still counts: counts, evidence, a resolve), counted
+with its lateness; never dropped. Past ``max_buffered`` events the oldest
+are released early (counted). An event whose timestamp is more than
+``max_future`` seconds ahead of the wall clock never moves a source's
+position (one line from the year 9999 must not switch the absence
+detectors off): it is passed on at once and counted.
+"""
+from __future__ import annotations
+
+import heapq
+import itertools
+from dataclasses import dataclass
+
+INF = float("inf")
+
+
+@dataclass(frozen=True)
+class EventTimeConfig:
+    idle_timeout: float = 30.0         # wall-clock seconds after which a quiet source stops holding
+    allowed_lateness: float = 7200.0   # event-time seconds the frontier may trail the newest record
+    slack: float = 10.0                # event-time seconds a file's lines may be out of order
+    warmup: float = 10.0               # wall-clock seconds nothing is released after a start
+    max_future: float = 86400.0        # seconds ahead of the wall clock a timestamp may be
+    max_buffered: int = 200_000        # events held per partition at most
+
+    @classmethod
+    def of(cls, worker) -> "EventTimeConfig":
+        """From the ``[worker]`` settings."""
+        return cls(idle_timeout=worker.source_idle_timeout, allowed_lateness=worker.allowed_lateness,
+                   slack=worker.source_slack, warmup=worker.source_warmup,
+                   max_future=worker.max_future, max_buffered=worker.max_buffered)
+
+
+class Sources:
+    """Per-source positions and the frontier they allow (see the module docstring).
+
+    ``saw(key, position, wall)`` records a source's new position (its highest
+    timestamp, or for an upstream partition the frontier it announced);
+    ``done(key, wall)`` says the source has nothing left to hold back (an
+    upstream that released everything). Wall-clock times restart on restore.
+    """
+
+    def __init__(self, config: EventTimeConfig, *, slack: float = 0.0, backfill: bool = True) -> None:
+        self.config = config
+        self.slack = slack
+        self.backfill = backfill
+        self.pos: dict[str, float] = {}        # source -> position (event time)
+        self.wall: dict[str, float] = {}       # source -> wall clock of its last news
+        self.idle: set[str] = set()            # sources that stopped holding
+        self.started: float | None = None
+
+    def saw(self, key: str, position: float, wall: float) -> None:
+        if self.started is None:
+            self.started = wall
+        old = self.pos.get(key)
+        if old is None or position > old:
+            self.pos[key] = position
+        if wall >= self.wall.get(key, wall):
+            self.wall[key] = wall
+            self.idle.discard(key)
+
+    def done(self, key: str, wall: float) -> None:
+        if self.started is None:
+            self.started = wall
+        if key in self.pos:                    # a source never seen holds nothing back anyway
+            self.wall[key] = wall
+            self.idle.add(key)
+
+    def frontier(self, wall: float, epoch: float) -> float | None:
+        """Event time up to which everything may be released; None: everything
+        (no source holds back). ``wall`` is the monotonic clock of ``saw``,
+        ``epoch`` the wall clock as Unix time (to tell live input from a backfill)."""
+        if self.started is None:
+            return None
+        if wall - self.started < self.config.warmup:
+            return -INF
+        timeout = self.config.idle_timeout
+        holding = [p for k, p in self.pos.items()
+                   if k not in self.idle and wall - self.wall.get(k, wall) < timeout]
+        if not holding:
+            return None
+        low = min(holding) - self.slack
+        newest = max(holding)
+        lateness = self.config.allowed_lateness
+        if newest >= epoch - lateness or not self.backfill:
+            return max(low, newest - lateness)           # live: never wait more than that
+        return min(low, newest - lateness)               # backfill: order matters, not latency
+
+    def snapshot(self) -> dict:
+        return {"pos": {k: (None if v == -INF else v) for k, v in self.pos.items()},
+                "idle": sorted(self.idle)}
+
+    def restore(self, state: dict, wall: float) -> None:
+        self.pos = {k: (-INF if v is None else float(v)) for k, v in state.get("pos", {}).items()}
+        self.idle = set(state.get("idle", ())) & set(self.pos)
+        self.wall = dict.fromkeys(self.pos, wall)
+        self.started = wall if self.pos else None
+
+
+class Reorder:
+    """Events held until the frontier passes them (see the module docstring).
+
+    Items are opaque to the buffer: ``push(ts, order, item)`` with ``order``
+    the tie-break (file, host); ``release(frontier)`` returns the items due,
+    in order. ``stats``: late, late_max_seconds, future, forced.
+    """
+
+    def __init__(self, config: EventTimeConfig) -> None:
+        self.config = config
+        self.heap: list = []
+        self.seq = itertools.count()
+        self.released = -INF                       # highest frontier released so far
+        self.stats = {"late": 0, "late_max_seconds": 0.0, "future": 0, "forced": 0}
+
+    def __len__(self) -> int:
+        return len(self.heap)
+
+    def push(self, ts: float | None, order: tuple, item, epoch: float) -> list:
+        """Hold ``item``; returns what must go on at once (itself if late,
+        untimed or from the far future, the oldest held if over the cap)."""
+        if ts is None:
+            return [item]
+        if ts > epoch + self.config.max_future:
+            self.stats["future"] += 1
+            return [item]
+        if ts < self.released:
+            self.stats["late"] += 1
+            lag = self.released - ts
+            if lag > self.stats["late_max_seconds"]:
+                self.stats["late_max_seconds"] = round(lag, 3)
+            return [item]
+        heapq.heappush(self.heap, (ts, order, next(self.seq), item))
+        out = []
+        while len(self.heap) > self.config.max_buffered:
+            ts0, _o, _s, first = heapq.heappop(self.heap)
+            self.stats["forced"] += 1
+            self.released = max(self.released, ts0)
+            out.append(first)
+        return out
+
+    def release(self, frontier: float | None) -> list:
+        """The held items at or before ``frontier`` (all of them for None), in order."""
+        heap = self.heap
+        out = []
+        if frontier is None:
+            while heap:
+                ts, _o, _s, item = heapq.heappop(heap)
+                self.released = max(self.released, ts)
+                out.append(item)
+            return out
+        while heap and heap[0][0] <= frontier:
+            out.append(heapq.heappop(heap)[3])
+        if frontier > self.released:
+            self.released = frontier
+        return out
+
+    def items(self) -> list:
+        """(ts, order, item) of what is held, in order (for snapshots)."""
+        return [(ts, order, item) for ts, order, _s, item in sorted(self.heap)]
+
+    def restore(self, released: float, items: list) -> None:
+        self.released = released
+        self.heap = [(ts, tuple(order), next(self.seq), item) for ts, order, item in items]
+        heapq.heapify(self.heap)

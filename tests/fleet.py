@@ -1,0 +1,126 @@
+"""A small fleet's logs for the event-time tests: seven hosts, forty minutes.
+
+Two controllers (nova-api, nova-conductor, nova-scheduler, keystone) and five
+computes (nova-compute), all writing real oslo.log templates:
+
+* every compute runs its periodic tasks every 60 s (oslo.service
+  ``Running periodic task ComputeManager._...``; nova's resource tracker
+  ``Auditing locally available compute resources for <host>``), except
+  ``compute-3``, whose nova-compute goes silent 25 minutes in (a hung
+  service: its periodic records stop);
+* boots every ~40 s: nova-api ``POST /v2.1/servers`` answered 202, then
+  conductor, scheduler and the chosen compute log the same request id within
+  seconds -- except one boot at minute 30, which nobody picks up (the
+  message bus lost it: a stalled request);
+* keystone answers token requests; at minute 12 one address fails to
+  authenticate 14 times within a minute (a burst);
+* the API services log only when called.
+
+Templates: nova/api/openstack/wsgi.py and the eventlet/wsgi access line
+(``"POST /v2.1/servers HTTP/1.1" status: 202``), oslo_service/periodic_task.py
+(``Running periodic task %(full_task_name)s``), nova/compute/resource_tracker.py
+(``Auditing locally available compute resources for %(host)s (node: %(node)s)``),
+nova/conductor/manager.py, nova/scheduler/manager.py, keystone's
+``Authorization failed. The request you have made requires authentication.
+from %(ip)s`` (keystone/server/flask/application.py).
+"""
+from __future__ import annotations
+
+import random
+import uuid
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+START = datetime(2024, 3, 5, 9, 0, 0, tzinfo=timezone.utc)
+MINUTES = 40
+CONTROLLERS = ("controller-1", "controller-2")
+COMPUTES = tuple(f"compute-{i}" for i in range(1, 6))
+SILENT = "compute-3"
+SILENT_AFTER = 25 * 60
+STALLED_AT = 30 * 60
+BURST_AT = 12 * 60
+
+FILES = {
+    "nova-api": "nova/nova-api.log", "nova-conductor": "nova/nova-conductor.log",
+    "nova-scheduler": "nova/nova-scheduler.log", "keystone": "keystone/keystone.log",
+    "nova-compute": "nova/nova-compute.log",
+}
+
+
+def _line(t: datetime, pid: int, level: str, logger: str, ctx: str, msg: str) -> str:
+    return f"{t:%Y-%m-%d %H:%M:%S}.{t.microsecond // 1000:03d} {pid} {level} {logger} {ctx} {msg}\n"
+
+
+def _req(rng: random.Random) -> str:
+    return f"req-{uuid.UUID(int=rng.getrandbits(128), version=4)}"
+
+
+def generate(root: Path, seed: int = 7, start: datetime = START) -> dict:
+    """Write the fleet under ``root/<host>/<project>/<file>.log``; returns what it holds."""
+    rng = random.Random(seed)
+    out: dict[tuple[str, str], list[tuple[float, str]]] = {}
+
+    def log(host: str, service: str, sec: float, pid: int, level: str, logger: str, ctx: str, msg: str):
+        t = start + timedelta(seconds=sec)
+        out.setdefault((host, service), []).append((sec, _line(t, pid, level, logger, ctx, msg)))
+
+    nil = "[- - - - - -]"
+    # periodic tasks of every compute, every 60 s (compute-3 stops)
+    for i, host in enumerate(COMPUTES):
+        for k in range(MINUTES):
+            sec = 7 + i * 3 + k * 60 + rng.random()
+            if host == SILENT and sec > SILENT_AFTER:
+                break
+            log(host, "nova-compute", sec, 2100 + i, "DEBUG", "oslo_service.periodic_task", nil,
+                "Running periodic task ComputeManager.update_available_resource run_periodic_tasks "
+                "/usr/lib/python3/dist-packages/oslo_service/periodic_task.py:210")
+            log(host, "nova-compute", sec + 0.05, 2100 + i, "INFO", "nova.compute.resource_tracker", nil,
+                f"Auditing locally available compute resources for {host} (node: {host}.cloud)")
+    # boots
+    boots = 0
+    sec = 20.0
+    while sec < MINUTES * 60 - 120:
+        api = CONTROLLERS[boots % 2]
+        rid = _req(rng)
+        inst = str(uuid.UUID(int=rng.getrandbits(128), version=4))
+        ctx = f"[{rid} 4a5f8d0e2c1b4c8e9f6a7b3d2e1f0a9b 6c7d8e9f0a1b2c3d4e5f6a7b8c9d0e1f - default default]"
+        stalled = abs(sec - STALLED_AT) < 20
+        log(api, "nova-api", sec, 1800, "INFO", "nova.api.openstack.requestlog", ctx,
+            f'10.0.0.5 "POST /v2.1/servers" status: 202 len: 426 microversion: 2.79 time: 0.4{boots % 10}1')
+        if not stalled:
+            cond = CONTROLLERS[(boots + 1) % 2]
+            target = COMPUTES[boots % len(COMPUTES)]
+            if target == SILENT and sec > SILENT_AFTER:
+                target = COMPUTES[0]
+            log(cond, "nova-scheduler", sec + 0.6, 1900, "DEBUG", "nova.scheduler.manager", ctx,
+                f"Starting to schedule for instances: ['{inst}'] select_destinations "
+                "/usr/lib/python3/dist-packages/nova/scheduler/manager.py:141")
+            log(cond, "nova-conductor", sec + 1.2, 1950, "DEBUG", "nova.conductor.manager", ctx,
+                f"[instance: {inst}] Selected host: {target}; Selected node: {target}.cloud; "
+                "Alternates: [] schedule_and_build_instances "
+                "/usr/lib/python3/dist-packages/nova/conductor/manager.py:1620")
+            log(target, "nova-compute", sec + 2.5, 2100 + COMPUTES.index(target), "INFO",
+                "nova.compute.claims", ctx, f"[instance: {inst}] Claim successful on node {target}.cloud")
+            log(target, "nova-compute", sec + 9.0, 2100 + COMPUTES.index(target), "INFO",
+                "nova.compute.manager", ctx, f"[instance: {inst}] Took 6.41 seconds to build instance.")
+        boots += 1
+        sec += 35 + rng.random() * 10
+    # keystone: token requests, and one burst of failures from one address
+    for k in range(MINUTES * 2):
+        sec = 11 + k * 30 + rng.random()
+        ks = CONTROLLERS[k % 2]
+        log(ks, "keystone", sec, 3300, "INFO", "keystone.common.wsgi", f"[{_req(rng)} - - - - -]",
+            "POST http://controller:5000/v3/auth/tokens")
+    for k in range(14):
+        sec = BURST_AT + k * 4 + rng.random()
+        log(CONTROLLERS[0], "keystone", sec, 3300, "WARNING", "keystone.server.flask.application",
+            f"[{_req(rng)} - - - - -]",
+            "Authorization failed. The request you have made requires authentication. from 203.0.113.77")
+    files = []
+    for (host, service), lines in sorted(out.items()):
+        path = root / host / FILES[service]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "w") as fh:
+            fh.writelines(line for _s, line in sorted(lines, key=lambda x: x[0]))
+        files.append(path)
+    return {"files": files, "boots": boots}

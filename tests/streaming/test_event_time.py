@@ -1,0 +1,217 @@
+"""Event time across hosts: whatever order a fleet's lines arrive in, the
+stages give the incidents ``analyze`` gives on the same files (same ids,
+types and counts), with a simulated wall clock, several raw and events
+partitions and watermark markers between the stages.
+(pipeline/streaming/eventtime.py; the same through real Kafka in
+tests/integration/test_event_time.py.)"""
+from __future__ import annotations
+
+import heapq
+from pathlib import Path
+
+import pytest
+
+import fleet
+from support import analyze_paths, engine as support_engine, events_topic, raw_messages
+
+from pipeline.settings import load
+from pipeline.streaming.eventtime import EventTimeConfig, Reorder, Sources
+from pipeline.streaming.stage import RawMessage
+from pipeline.streaming.stages import CorrelateStage, ParseStage
+
+RAW_PARTITIONS, EVENT_PARTITIONS = 3, 2
+BATCH, STEP = 40, 0.2           # messages per parse batch, wall seconds per batch
+
+
+@pytest.fixture(scope="module")
+def fleet_dir(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("fleet")
+    fleet.generate(root)
+    return root
+
+
+@pytest.fixture(scope="module")
+def expected(fleet_dir):
+    return {d["id"]: (d["type"], d["count"]) for d in analyze_paths(fleet_dir, engine=support_engine())}
+
+
+@pytest.fixture
+def settings(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    return load(None, env={})
+
+
+def _ts(msg: RawMessage) -> float:
+    """The line's timestamp (the fleet writes UTC oslo.log lines)."""
+    from datetime import datetime, timezone
+    t = datetime.strptime(msg.value[:23].decode(), "%Y-%m-%d %H:%M:%S.%f")
+    return t.replace(tzinfo=timezone.utc).timestamp()
+
+
+def orders(msgs: list[RawMessage]) -> dict[str, list[RawMessage]]:
+    """The shipping orders of the issue, each keeping every file's lines in order."""
+    by_file: dict[bytes, list[RawMessage]] = {}
+    for m in msgs:
+        by_file.setdefault(m.headers["path"], []).append(m)
+    files = list(by_file.values())
+
+    def merged(shift) -> list[RawMessage]:
+        """All files at once, by (timestamp + shift(file))."""
+        keyed = [[(_ts(m) + shift(f[0]), i, j, m) for j, m in enumerate(f)] for i, f in enumerate(files)]
+        return [m for *_k, m in heapq.merge(*keyed)]
+
+    behind = b"controller-2"
+    return {
+        "one file after another": [m for f in files for m in f],
+        "reversed": [m for f in reversed(files) for m in f],
+        "all hosts at once": merged(lambda m: 0.0),
+        "one host 30 min behind": merged(lambda m: 1800.0 if m.headers["host"] == behind else 0.0),
+    }
+
+
+class Pipeline:
+    """The two stages as the worker runs them: raw partitions -> parse ->
+    events partitions (keyed by request id, with markers) -> correlate."""
+
+    def __init__(self, settings) -> None:
+        self.parse, self.corr = ParseStage(settings), CorrelateStage(settings)
+        self.offsets = [0] * EVENT_PARTITIONS
+        self.incidents: dict[str, dict] = {}
+
+    def _deliver(self, out, now: float, epoch: float) -> None:
+        for d in out.incidents:
+            self.incidents[d["id"]] = d
+        ev = events_topic(out, EVENT_PARTITIONS)
+        for m in ev:                                  # continue the events partitions' offsets
+            m.offset = self.offsets[m.partition]
+            self.offsets[m.partition] += 1
+        for d in self.corr.process(ev, now, epoch=epoch).incidents:
+            self.incidents[d["id"]] = d
+
+    def tick(self, now: float, epoch: float) -> None:
+        self._deliver(self.parse.tick(now, epoch=epoch), now, epoch)
+        for d in self.corr.tick(now, epoch=epoch).incidents:
+            self.incidents[d["id"]] = d
+
+    def run(self, msgs: list[RawMessage], live: bool) -> dict:
+        """Ship ``msgs`` in batches, wall clock STEP s per batch, a tick every second;
+        ``live``: the wall clock is the newest timestamp shipped (else today: a backfill)."""
+        import time as _time
+
+        now, next_tick, newest = 0.0, 1.0, 0.0
+        today = _time.time()
+        for i in range(0, len(msgs), BATCH):
+            batch = msgs[i:i + BATCH]
+            newest = max([newest] + [_ts(m) for m in batch])
+            epoch = newest + 2.0 if live else today
+            self._deliver(self.parse.process(batch, now, epoch=epoch), now, epoch)
+            now += STEP
+            if now >= next_tick:
+                self.tick(now, epoch)
+                next_tick += 1.0
+        for _ in range(120):                        # the fleet goes quiet: two minutes of ticks
+            now += 1.0
+            epoch = (newest + 2.0 + now) if live else today
+            self.tick(now, epoch)
+        return {k: (d["type"], d["count"]) for k, d in self.incidents.items()}
+
+
+def _raw(fleet_dir) -> list[RawMessage]:
+    return raw_messages([fleet_dir], partitions=RAW_PARTITIONS, inode=True)
+
+
+@pytest.mark.parametrize("order", ["one file after another", "reversed", "all hosts at once",
+                                   "one host 30 min behind"])
+def test_a_backfill_in_any_order_gives_what_analyze_gives(order, fleet_dir, expected, settings):
+    assert {t for t, _c in expected.values()} >= {"request_stalled", "auth_failure"}
+    msgs = orders(_raw(fleet_dir))[order]
+    p = Pipeline(settings)
+    assert p.run(_renumber(msgs), live=False) == expected
+    stats = p.parse.eventtime_stats(), p.corr.eventtime_stats()
+    assert all(s["late"] == 0 and s["held"] == 0 for s in stats), stats
+
+
+@pytest.mark.parametrize("order", ["all hosts at once", "one host 30 min behind"])
+def test_live_shipping_gives_what_analyze_gives(order, fleet_dir, expected, settings):
+    msgs = orders(_raw(fleet_dir))[order]
+    p = Pipeline(settings)
+    assert p.run(_renumber(msgs), live=True) == expected
+    assert p.parse.eventtime_stats()["late"] == 0 and p.corr.eventtime_stats()["late"] == 0
+
+
+def test_without_event_time_the_lagging_host_breaks_absence(fleet_dir, expected, settings, monkeypatch):
+    """The test above can fail: release events as they arrive (no waiting for the
+    slowest source) and the host 30 minutes behind yields incidents analyze has not."""
+    monkeypatch.setattr(Sources, "frontier", lambda self, wall, epoch: None)
+    msgs = orders(_raw(fleet_dir))["one host 30 min behind"]
+    assert Pipeline(settings).run(_renumber(msgs), live=True) != expected
+
+
+def _renumber(msgs: list[RawMessage]) -> list[RawMessage]:
+    """Offsets per partition in the new arrival order."""
+    nxt = [0] * RAW_PARTITIONS
+    out = []
+    for m in msgs:
+        out.append(RawMessage(m.topic, m.partition, nxt[m.partition], m.key, m.value, m.headers))
+        nxt[m.partition] += 1
+    return out
+
+
+# -- the pieces ----------------------------------------------------------------------------
+CFG = EventTimeConfig(idle_timeout=30.0, allowed_lateness=600.0, slack=0.0, warmup=5.0,
+                      max_future=86400.0, max_buffered=5)
+
+
+def test_the_frontier_is_the_slowest_active_source_and_an_idle_one_stops_holding():
+    s = Sources(CFG)
+    s.saw("a", 1000.0, 0.0)
+    s.saw("b", 400.0, 0.0)
+    assert s.frontier(1.0, 1000.0) == float("-inf")          # warming up
+    assert s.frontier(6.0, 1000.0) == 400.0                  # live: the slowest source
+    s.saw("a", 1100.0, 20.0)
+    assert s.frontier(31.0, 1100.0) == 1100.0                # b idle for 31 s: no longer holds
+    s.saw("b", 450.0, 40.0)                                  # b is back, 650 s behind: lateness bounds it
+    assert s.frontier(41.0, 1100.0) == 500.0
+    assert s.frontier(100.0, 1100.0) is None                 # everything idle: release all
+
+
+def test_a_backfill_waits_for_the_allowed_lateness_or_for_quiet():
+    s = Sources(CFG)
+    s.saw("a", 1000.0, 0.0)
+    assert s.frontier(6.0, 10_000_000.0) == 400.0            # 600 s behind its own newest record
+    assert s.frontier(31.0, 10_000_000.0) is None
+
+
+def test_late_future_and_overflow_are_counted_never_dropped():
+    r = Reorder(CFG)
+    assert r.push(10.0, ("f",), "a", 1000.0) == []
+    assert r.release(10.0) == ["a"]
+    assert r.push(5.0, ("f",), "late", 1000.0) == ["late"]
+    assert r.push(1e12, ("f",), "future", 1000.0) == ["future"]
+    assert r.push(None, ("f",), "untimed", 1000.0) == ["untimed"]
+    for i in range(6):
+        forced = r.push(20.0 + i, ("f",), f"e{i}", 1000.0)
+    assert forced == ["e0"]
+    assert r.stats == {"late": 1, "late_max_seconds": 5.0, "future": 1, "forced": 1}
+    assert r.release(None) == ["e1", "e2", "e3", "e4", "e5"]
+
+
+def test_a_year_9999_line_does_not_switch_absence_off(settings):
+    """One far-future record neither moves a source nor the engine's event time."""
+    from support import engine
+    from datetime import datetime
+
+    eng = engine(windows=True)
+    eng.limit_future(datetime(2026, 1, 1).timestamp())
+    from pipeline.parsing.parser import Parser
+    from pipeline.parsing.extract import Source
+
+    p = Parser("UTC")
+    src = Source("h", "nova-compute", "/var/log/nova/nova-compute.log")
+    evs = [*p.feed(b"9999-12-31 23:59:59.000 1 ERROR nova.compute.manager [-] boom\n", src, 0),
+           *p.feed(b"2025-12-31 10:00:00.000 1 INFO nova.compute.manager [-] fine\n", src, 60),
+           *p.flush()]
+    for ev in evs:
+        eng.feed(ev)
+    assert eng.future == 1
+    assert eng.watermark is not None and eng.watermark < datetime(2026, 1, 2).timestamp()

@@ -1,0 +1,109 @@
+"""Worker self-metrics (pipeline/streaming/metrics.py): open incidents as Prometheus gauges by
+type, severity and host, from the incident documents the worker produces."""
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from pipeline.streaming import metrics as M
+from pipeline.streaming.metrics import Metrics
+
+_SAMPLE = re.compile(r'osloscope_open_incidents\{type="((?:[^"\\]|\\.)*)",severity="((?:[^"\\]|\\.)*)",'
+                     r'host="((?:[^"\\]|\\.)*)"\} (\d+)\Z')
+_PAIR = r'[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\.)*"'
+_LINE = re.compile(rf'([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{{{_PAIR}(?:,{_PAIR})*\}})? -?[0-9][0-9.e+-]*\Z')
+
+
+def doc(n: int, *, status="open", type_="disk_full", severity="critical", host="compute-2",
+        seen="2024-05-01T10:00:00.000+00:00", count=1) -> dict:
+    return {"id": f"{n:024x}", "type": type_, "severity": severity, "status": status, "host": host,
+            "hosts": [host] if host else [], "last_seen": seen, "count": count}
+
+
+def gauges(m: Metrics) -> dict[tuple[str, str, str], int]:
+    text = m.prometheus()
+    assert "# HELP osloscope_open_incidents " in text
+    assert "# TYPE osloscope_open_incidents gauge" in text
+    out = {}
+    for line in text.splitlines():
+        if line.startswith("osloscope_open_incidents{"):
+            hit = _SAMPLE.match(line)
+            assert hit, line
+            out[hit.groups()[:3]] = int(hit.group(4))
+    return out
+
+
+def test_open_incidents_by_type_severity_and_host():
+    m = Metrics()
+    assert gauges(m) == {}
+    m.incidents([doc(1), doc(2), doc(3, host="compute-3"),
+                 doc(4, type_="auth_failure", severity="warning", host="controller-1")])
+    assert gauges(m) == {("disk_full", "critical", "compute-2"): 2,
+                         ("disk_full", "critical", "compute-3"): 1,
+                         ("auth_failure", "warning", "controller-1"): 1}
+    # an update, a resolve, an escalation; the series that went to 0 stays, at 0
+    m.incidents([doc(1, count=5, seen="2024-05-01T10:01:00+00:00"),
+                 doc(3, status="resolved", seen="2024-05-01T10:05:00+00:00"),
+                 doc(4, type_="auth_failure", severity="error", host="controller-1", count=60,
+                     seen="2024-05-01T10:02:00+00:00")])
+    assert gauges(m) == {("disk_full", "critical", "compute-2"): 2,
+                         ("disk_full", "critical", "compute-3"): 0,
+                         ("auth_failure", "warning", "controller-1"): 0,
+                         ("auth_failure", "error", "controller-1"): 1}
+    assert "osloscope_open_incidents_dropped_total 0" in m.prometheus()
+
+
+def test_latest_version_wins_whatever_the_order():
+    m = Metrics()
+    late_open = doc(1, seen="2024-05-01T10:00:00+00:00")
+    m.incidents([doc(1, status="resolved", seen="2024-05-01T10:09:00+00:00"), late_open])
+    assert gauges(m) == {}                                   # the resolve is newer: stays resolved
+    m.incidents([doc(2, count=3), doc(2, count=2)])         # a replayed older version changes nothing
+    assert m.open_incidents[doc(2)["id"]][0][2] == 3
+    m.incidents([doc(2, status="resolved", count=3)])       # same time and count: resolved wins
+    assert gauges(m) == {("disk_full", "critical", "compute-2"): 0}
+    m.incidents([{"no": "id"}, "not a dict", doc(5, host=None)])
+    assert gauges(m)[("disk_full", "critical", "")] == 1
+
+
+def test_label_values_are_escaped():
+    m = Metrics()
+    m.incidents([doc(1, host='we"ird\\host\nx')])
+    line = next(x for x in m.prometheus().splitlines() if x.startswith("osloscope_open_incidents{"))
+    assert line == ('osloscope_open_incidents{type="disk_full",severity="critical",'
+                    'host="we\\"ird\\\\host\\nx"} 1')
+
+
+def test_bounded(monkeypatch):
+    monkeypatch.setattr(M, "MAX_TRACKED_INCIDENTS", 5)
+    monkeypatch.setattr(M, "MAX_RESOLVED_REMEMBERED", 3)
+    monkeypatch.setattr(M, "MAX_INCIDENT_SERIES", 4)
+    m = Metrics()
+    m.incidents([doc(i, host=f"compute-{i}") for i in range(8)])
+    assert len(m.open_incidents) == 5 and m.incidents_dropped == 3
+    assert sum(gauges(m).values()) == 5 and len(gauges(m)) <= 5
+    assert "osloscope_open_incidents_dropped_total 3" in m.prometheus()
+    m.incidents([doc(i, host=f"compute-{i}", status="resolved") for i in range(8)])
+    assert not m.open_incidents and len(m.resolved_incidents) == 3
+    assert len(m.incident_series) == 4 and set(gauges(m).values()) == {0}
+
+
+@pytest.mark.parametrize("n", [1, 1000])
+def test_exposition_stays_parseable(n):
+    m = Metrics()
+    m.add("parse", "records_in", 3)
+    m.incidents([doc(i, host=f"h{i % 7}") for i in range(n)])
+    text = m.prometheus()
+    assert text.endswith("\n")
+    typed = set()
+    for line in text.splitlines():
+        if line.startswith("# TYPE "):
+            typed.add(line.split()[2])
+            continue
+        if line.startswith("# HELP "):
+            continue
+        hit = _LINE.match(line)
+        assert hit, line
+        assert hit.group(1) in typed, f"{line}: no # TYPE line before it"
+    assert sum(gauges(m).values()) == n
