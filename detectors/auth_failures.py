@@ -2,13 +2,28 @@
 
 Two kinds of signal:
 
-* **Bursts** (rule ``auth_failure.burst``): keystone ``Authorization failed ...
-  from <ip>``, keystone user failures (unknown user, locked, disabled,
-  expired password) and HTTP 401/403 access lines are counted per source
-  address and per user in a sliding window (default >= 10 in 300 s). One
-  401 from an expired token is ordinary traffic and never fires. A per-user
-  burst fires only when its failures come from two or more source addresses
-  (or carry none); a single address is already covered by its own burst.
+* **Rates** per source address and per user: keystone ``Authorization
+  failed ... from <ip>``, keystone user failures (unknown user, locked,
+  disabled, expired password) and HTTP 401/403 access lines are counted in
+  two sliding windows:
+
+  - *fast* (rule ``auth_failure.burst``): >= ``threshold`` in ``window``
+    seconds (default 10 in 5 min) -- a burst;
+  - *slow* (rule ``auth_failure.slow``): >= ``slow_threshold`` in
+    ``slow_window`` seconds (default 30 in 2 h) -- one client failing every
+    30 to 60 seconds all day long never makes a burst, but it makes this.
+
+  The incident names the window that fired (title, ``details.window`` and
+  ``details.window_label``: ``fast: 10 in 5 min`` / ``slow: 30 in 2 h``).
+  One page per key: while a key (address or user) has an open rate
+  incident of either window, every further failure of that key goes into
+  it and the other window opens nothing (a burst of 30 is one fast
+  incident, not a fast and a slow one); failures that went into an incident
+  are not counted again towards a later slow window. A rate incident
+  resolves after 15 min without failures. One 401 from an expired token is
+  ordinary traffic and never fires. A per-user rate fires only when its
+  failures come from two or more source addresses (or carry none); a single
+  address is already covered by its own rate.
 * **Hard failures** that are never normal, one incident per (host, service,
   account) while they continue: MySQL ``Access denied for user`` (1044/1045,
   seed S16), RabbitMQ ``ACCESS_REFUSED`` / ``Login was refused``, nova
@@ -58,9 +73,34 @@ HARD = ("database", "rabbitmq", "image", "service_credentials")
 
 @dataclass(frozen=True)
 class AuthFailuresConfig:
-    threshold: int = 10          # rejected authentications per source address or user that make a burst
-    window: float = 300.0        # seconds the burst must fit in (sliding)
+    threshold: int = 10          # fast window: rejected authentications per source address or user ...
+    window: float = 300.0        # ... within this many seconds (sliding): a burst
+    slow_threshold: int = 30     # slow window: rejected authentications per source address or user ...
+    slow_window: float = 7200.0  # ... within this many seconds (sliding): a slow, persistent rate
     max_keys: int = 100_000      # source addresses and users followed at once
+
+
+def span(seconds: float) -> str:
+    """``300`` -> ``5 min``, ``7200`` -> ``2 h``, ``90`` -> ``90 s``."""
+    if seconds >= 3600 and seconds % 3600 == 0:
+        return f"{seconds / 3600:g} h"
+    if seconds >= 60 and seconds % 60 == 0:
+        return f"{seconds / 60:g} min"
+    return f"{seconds:g} s"
+
+
+class _Recent:
+    """One key's recent failures: the last ``threshold`` with their evidence
+    (fast window), the last ``slow_threshold`` as (ts, timestamp, address)."""
+    __slots__ = ("fast", "slow")
+
+    def __init__(self, fast: int, slow: int) -> None:
+        self.fast: deque = deque(maxlen=fast)
+        self.slow: deque = deque(maxlen=slow)
+
+    @property
+    def last_ts(self) -> float | None:
+        return self.slow[-1][0] if self.slow else (self.fast[-1][0] if self.fast else None)
 
 
 class AuthFailures(Detector):
@@ -72,11 +112,21 @@ class AuthFailures(Detector):
         self.config = config
         self.threshold = config.threshold
         self.window = config.window
+        self.slow_threshold = config.slow_threshold
+        self.slow_window = config.slow_window
         self.max_keys = config.max_keys
-        # key -> deque[(ts, source_ip)], at most `threshold` entries each
-        self.recent: KeyedStore[tuple, deque] = KeyedStore(config.max_keys)
+        self.windows = {
+            "fast": ("auth_failure.burst", "burst", self.threshold, self.window),
+            "slow": ("auth_failure.slow", "slow", self.slow_threshold, self.slow_window),
+        }
+        # (kind, who) -> _Recent
+        self.recent: KeyedStore[tuple, _Recent] = KeyedStore(config.max_keys)
 
-    # -- burst signals -------------------------------------------------------
+    def label(self, which: str) -> str:
+        _, _, threshold, window = self.windows[which]
+        return f"{which}: {threshold} in {span(window)}"
+
+    # -- rate signals --------------------------------------------------------
     def _signal(self, ev: Event, text: str) -> tuple[str | None, str | None] | None:
         """(source_ip, user) when ``ev`` is one rejected authentication."""
         if ev.status_code in (401, 403):
@@ -92,38 +142,81 @@ class AuthFailures(Detector):
             return ev.source_ip, next(g for g in m.groups() if g)
         return None
 
-    def _count(self, key: tuple, ts: float, ip: str | None, ev: Event) -> deque:
-        return self.recent.append(key, (ts, ip, evidence_of(ev)), self.threshold)
+    def _count(self, kind: str, who: str, ts: float, ip: str | None, ev: Event) -> _Recent:
+        key = (kind, who)
+        r = self.recent.get(key)
+        if r is None:
+            r = _Recent(self.threshold, self.slow_threshold)
+            self.recent.put(key, r)
+        else:
+            self.recent.touch(key)
+        r.fast.append((ts, ip, evidence_of(ev)))
+        r.slow.append((ts, ev.timestamp, ip))
+        return r
 
-    def _burst(self, kind: str, who: str, ev: Event, ip: str | None, user: str | None,
-               out: list[dict]) -> None:
+    @staticmethod
+    def _one_address(addresses) -> bool:
+        """All failures carry the same source address (a user's rate is then
+        the address's own)."""
+        seen = set()
+        for a in addresses:
+            if not a:
+                return False
+            seen.add(a)
+        return len(seen) == 1
+
+    def _rate(self, kind: str, who: str, ev: Event, ip: str | None, user: str | None,
+              out: list[dict]) -> None:
         ts = ev.ts or 0.0
-        key = ("burst", kind, who)
-        q = self._count(key, ts, ip, ev)
-        inc = self.book.get(key, ts)
+        r = self._count(kind, who, ts, ip, ev)
+        inc = self.book.get(("burst", kind, who), ts) or self.book.get(("slow", kind, who), ts)
         if inc is None:
-            if len(q) < self.threshold or ts - q[0][0] > self.window:
+            fast, slow = r.fast, r.slow
+            if (len(fast) >= self.threshold and ts - fast[0][0] <= self.window
+                    and not (kind == "user" and self._one_address(a for _, a, _ in fast))):
+                inc = self._open("fast", kind, who, fast[0][0], ts, out)
+                for earlier_ts, _, item in list(fast)[:-1]:   # the window that crossed the threshold
+                    inc.add_item(item, earlier_ts)
+            elif (len(slow) >= self.slow_threshold and ts - slow[0][0] <= self.slow_window
+                    and not (kind == "user" and self._one_address(a for _, _, a in slow))):
+                inc = self._open("slow", kind, who, slow[0][0], ts, out)
+                k = min(len(fast), len(slow)) - 1             # the latest records, with their evidence
+                with_evidence = list(fast)[-1 - k:-1] if k > 0 else []
+                unseen = list(slow)[:len(slow) - k - 1]
+                if unseen:                                    # older ones: counted, first one dated
+                    inc.count += len(unseen)
+                    inc.first_ts, inc.first_seen = unseen[0][0], unseen[0][1]
+                for earlier_ts, _, item in with_evidence:
+                    inc.add_item(item, earlier_ts)
+            else:
                 return
-            if kind == "user" and len({a for _, a, _ in q if a}) == 1 and all(a for _, a, _ in q):
-                return  # one address: its own per-address burst covers it
-            label = "source address" if kind == "source_ip" else "user"
-            inc = self.book.touch(key, ts, lambda: Incident(
-                rule="auth_failure.burst", type="auth_failure", key=key, window_start=q[0][0],
-                severity="warning", title=f"Authentication failures from {label} {who}",
-                probable_cause=TEXTS["burst"]["probable_cause"],
-                remediation=TEXTS["burst"]["remediation"].format(who=f"{label} {who}"),
-            ), out)
-            for earlier_ts, _, item in list(q)[:-1]:   # the window that crossed the threshold
-                inc.add_item(item, earlier_ts)
+        r.fast.clear()            # what goes into an incident is not counted again
+        r.slow.clear()
+        which = inc.details.get("window") or ("fast" if inc.key[0] == "burst" else "slow")
+        _, _, threshold, window = self.windows[which]
         inc.add(ev, resources={"source_ip": [ip] if ip else [], "user": [user] if user else []})
-        inc.details["threshold"] = self.threshold
-        inc.details["window_seconds"] = self.window
         inc.summary = (f"{inc.count} rejected authentications for {kind.replace('_', ' ')} {who} "
-                       f"between {inc.first_seen} and {inc.last_seen} (threshold "
-                       f"{self.threshold} in {int(self.window)} s)")
-        if inc.severity == "warning" and inc.count >= 5 * self.threshold:
+                       f"between {inc.first_seen} and {inc.last_seen} ({which} window: "
+                       f"{threshold} in {span(window)})")
+        if inc.severity == "warning" and inc.count >= 5 * threshold:
             inc.severity = "error"
         out.append(inc.to_doc())
+
+    def _open(self, which: str, kind: str, who: str, start: float, ts: float,
+              out: list[dict]) -> Incident:
+        rule, tag, threshold, window = self.windows[which]
+        label = "source address" if kind == "source_ip" else "user"
+        key = (tag, kind, who)
+        texts_of = TEXTS["burst" if which == "fast" else "slow"]
+        inc = self.book.touch(key, ts, lambda: Incident(
+            rule=rule, type="auth_failure", key=key, window_start=start, severity="warning",
+            title=f"Authentication failures from {label} {who} ({self.label(which)})",
+            probable_cause=texts_of["probable_cause"],
+            remediation=texts_of["remediation"].format(who=f"{label} {who}"),
+        ), out)
+        inc.details.update(window=which, window_label=self.label(which), threshold=threshold,
+                           window_seconds=window)
+        return inc
 
     # -- hard failures -------------------------------------------------------
     def _hard(self, ev: Event, text: str) -> tuple[str, str, dict] | None:
@@ -180,20 +273,32 @@ class AuthFailures(Detector):
             ip, user = sig
             if ip:
                 ip = ip.split(",")[0].strip()
-                self._burst("source_ip", ip, ev, ip, user, out)
+                self._rate("source_ip", ip, ev, ip, user, out)
             if user:
-                self._burst("user", user, ev, ip, user, out)
+                self._rate("user", user, ev, ip, user, out)
         return out
 
     def advance(self, now: float) -> list[dict]:
-        self.recent.expire(lambda _k, q: not q or now - q[-1][0] > self.window)
+        horizon = max(self.window, self.slow_window)
+        self.recent.expire(lambda _k, r: r.last_ts is None or now - r.last_ts > horizon)
         return self.book.advance(now)
 
     def snapshot(self) -> dict:
         return {"incidents": self.book.snapshot(),
-                "recent": self.recent.snapshot(lambda q: [list(x) for x in q])}
+                "rates": self.recent.snapshot(
+                    lambda r: {"fast": [list(x) for x in r.fast], "slow": [list(x) for x in r.slow]})}
 
     def restore(self, state: dict) -> None:
         self.book.restore(state.get("incidents", []))
-        self.recent.restore(state.get("recent", []), lambda q: deque(map(tuple, q), maxlen=self.threshold))
+
+        def decode(v: dict) -> _Recent:
+            r = _Recent(self.threshold, self.slow_threshold)
+            r.fast.extend(map(tuple, v.get("fast", ())))
+            r.slow.extend(map(tuple, v.get("slow", ())))
+            return r
+
+        # a snapshot before the slow window ("recent": ("burst", kind, who) -> fast entries)
+        # restores its fast windows; their slow windows start empty
+        old = [[list(k)[1:], {"fast": q}] for k, q in state.get("recent", [])]
+        self.recent.restore(state.get("rates", old), decode)
 

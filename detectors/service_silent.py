@@ -1,11 +1,31 @@
-"""service_silent (seed 001 step 6, S15): a steady stream fell silent.
+"""service_silent (seed 001 step 6, S15): a stream that logs on a schedule fell silent.
 
-A (host, service) stream that logged steadily stops for longer than
-``factor`` times its usual gap (the 90th percentile of its recent gaps
-between bursts -- records less than ``burst_gap`` apart form one burst, and
-a stream that never pauses records a gap of ``burst_gap`` per ten
-``burst_gap`` of activity -- at least ``floor`` seconds), while the rest of
-the fleet keeps logging. It resolves when the stream speaks again.
+Silence is a fault only for a stream that logs on a schedule by design; an
+API that logs only when it is called (an image API polled every ten minutes,
+a volume API whose only client stopped) is quiet whenever nobody calls it.
+So the detector learns which (host, service) streams have a schedule, from
+their **periodic records** (``PERIODIC``): oslo.service's ``Running periodic
+task ...`` (DEBUG), nova-compute's resource audit (``Auditing locally
+available compute resources``, ``Final resource view``, ``Compute_service
+record updated``), the neutron agents' state reports and ``rpc_loop``
+iterations, cinder-volume's capability reports (``Updating volume stats``,
+``Notifying Schedulers of capabilities``).
+
+**Learning.** Periodic records less than ``tick_gap`` seconds after the
+first record of a run belong to that run (one *tick*: a periodic-task run
+logs several records within seconds). The intervals between ticks are the
+stream's schedule: the last 32 are kept, their median is the learned
+interval. A stream is *scheduled* once it has shown ``min_intervals``
+intervals and at least half of its recent intervals lie within a factor two
+of that median (roughly regular). Until then -- the learning period,
+``min_intervals`` + 1 ticks: about eleven minutes for nova-compute's
+60-second periodic tasks -- its silence is never judged, however long; a
+stream without periodic records (API services at INFO) is never watched.
+
+**Judging.** A scheduled stream is silent when no record at all (periodic or
+not) arrived for longer than ``max(factor * interval, floor)`` while the
+rest of the fleet kept logging. It resolves when the stream speaks again;
+the interval that spans the silence (or a fleet-wide gap) is not learned.
 
 The absence rule: only the event watermark (the highest timestamp of the
 events fed) moves the absence clock; ``advance(now)`` never moves it beyond
@@ -14,6 +34,7 @@ that, and a fleet-wide gap in the events (every stream quiet for longer than
 """
 from __future__ import annotations
 
+import re
 from collections import deque
 from dataclasses import dataclass
 
@@ -26,37 +47,84 @@ from .store import KeyedStore
 
 TEXTS = texts.load("service_silent")   # detectors/texts/service_silent.toml
 
+# Records a service writes on a schedule, matched at the start of the message. The templates
+# are those of oslo_service/periodic_task.py (and the older *.openstack.common copies),
+# nova/compute/resource_tracker.py, nova/scheduler/client/report.py, neutron/agent/l3/agent.py,
+# neutron/agent/dhcp/agent.py, neutron/agent/linux/external_process.py,
+# neutron/plugins/ml2/drivers/openvswitch/agent/ovs_neutron_agent.py, cinder/volume/driver.py and
+# cinder/manager.py; real samples in tests/fixtures/corpus/{idle-controller,compute-stops}.
+PERIODIC = re.compile(
+    r"Running periodic task "                       # oslo.service periodic_task (and *.openstack.common)
+    r"|Dynamic looping call .{0,80}periodic_tasks"  # Juno/Kilo loopingcall running the periodic tasks
+    r"|Auditing locally available compute resources"  # nova ResourceTracker.update_available_resource
+    r"|Final resource view: |Hypervisor/Node resource view: |Total usable vcpus: "
+    r"|Compute_service record updated for "         # nova resource tracker / scheduler report client
+    r"|Report state task (?:started|successfully completed)"   # neutron agents _report_state (<= Liberty)
+    r"|(?:\S+ )?Agent has just been revived"        # neutron agents' report_state after a revival
+    r"|Agent rpc_loop - iteration:"                 # neutron OVS / SR-IOV agents' polling loop
+    r'|Lock "_check_child_processes" (?:acquired|released)'   # neutron ProcessMonitor, every 60 s
+    r"|Updating volume stats"                       # cinder volume drivers' _update_volume_stats
+    r"|Notifying Schedulers of capabilities")       # cinder SchedulerDependentManager
+
+
+def is_periodic(ev: Event) -> bool:
+    """Whether ``ev`` is a record its service writes on a schedule."""
+    msg = ev.message
+    return bool(msg) and PERIODIC.match(msg) is not None
+
 
 class _Stream:
-    __slots__ = ("last_ts", "last", "gaps", "n", "mark")
+    __slots__ = ("last_ts", "last", "tick", "gaps", "n", "interval", "regular")
 
     def __init__(self, ts: float, ev) -> None:
         self.last_ts = ts
         self.last = ev               # Event (hot path) or its evidence dict (after restore)
-        self.gaps: deque = deque(maxlen=32)
-        self.n = 0                   # gaps recorded (history length)
-        self.mark = ts               # when the last gap was recorded
+        self.tick: float | None = None   # start of the last periodic tick
+        self.gaps: deque = deque(maxlen=32)   # recent intervals between ticks
+        self.n = 0                   # intervals learned (history length)
+        self.interval = 0.0          # median of ``gaps``
+        self.regular = False         # at least half of ``gaps`` within x2 of the median
+
+    def learn(self, gap: float) -> None:
+        self.gaps.append(gap)
+        self.n += 1
+        self._derive()
+
+    def _derive(self) -> None:
+        g = sorted(self.gaps)
+        if not g:
+            self.interval, self.regular = 0.0, False
+            return
+        median = g[(len(g) - 1) // 2]
+        self.interval = median
+        near = sum(1 for x in g if median / 2 <= x <= 2 * median)
+        self.regular = 2 * near >= len(g)
 
 
 def _evidence(last) -> dict:
     return last if isinstance(last, dict) else evidence_of(last)
 
 
+def _fmt(seconds: float) -> str:
+    return f"{seconds:.0f} s"
+
+
 @dataclass(frozen=True)
 class ServiceSilentConfig:
-    factor: float = 5.0          # silent for this many times the stream's usual gap ...
+    factor: float = 5.0          # silent for this many times the learned interval ...
     floor: float = 300.0         # ... and at least this many seconds
-    min_history: int = 20        # gaps a stream must have shown before its silence is judged
-    burst_gap: float = 1.0       # records closer than this form one burst
+    min_intervals: int = 10      # intervals between periodic ticks learned before a stream is watched
+    tick_gap: float = 20.0       # periodic records this close to a tick's first record are that tick
     check_every: float = 10.0    # seconds of event time between checks
     forget_after: float = 7 * 86400.0   # a stream gone this long is forgotten
     max_streams: int = 20_000    # (host, service) streams followed at once
 
 
 class ServiceSilent(Detector):
-    """service_silent: a steady (host, service) stream fell silent. See the
-    module docstring for the absence rule (event watermark only; a
-    fleet-wide gap restarts the clocks; nothing at end of input)."""
+    """service_silent: a (host, service) stream with a learned schedule fell
+    silent. See the module docstring for how schedules are learned and for
+    the absence rule (event watermark only; a fleet-wide gap restarts the
+    clocks; nothing at end of input)."""
 
     name = "service_silent"
     quiet_period = float("inf")          # resolves when the stream speaks, not by time
@@ -66,8 +134,8 @@ class ServiceSilent(Detector):
         self.config = config
         self.factor = config.factor
         self.floor = config.floor
-        self.min_history = config.min_history
-        self.burst_gap = config.burst_gap
+        self.min_intervals = config.min_intervals
+        self.tick_gap = config.tick_gap
         self.check_every = config.check_every
         self.forget_after = config.forget_after
         self.max_streams = config.max_streams
@@ -77,14 +145,15 @@ class ServiceSilent(Detector):
         self.resume_ts: float | None = None     # first event after a fleet-wide gap
         self.last_check: float | None = None
 
+    def scheduled(self, s: _Stream) -> bool:
+        """Whether ``s`` has a learned schedule (is watched)."""
+        return s.n >= self.min_intervals and s.regular
+
     def usual_gap(self, s: _Stream) -> float:
-        if not s.gaps:
-            return 0.0
-        g = sorted(s.gaps)
-        return g[int(0.9 * (len(g) - 1))]
+        return s.interval
 
     def threshold(self, s: _Stream) -> float:
-        return max(self.factor * self.usual_gap(s), self.floor)
+        return max(self.factor * s.interval, self.floor)
 
     # -- feeding ---------------------------------------------------------------
     def feed(self, ev: Event) -> list[dict]:
@@ -101,27 +170,34 @@ class ServiceSilent(Detector):
         else:
             self.streams.touch(key)
             if ts > s.last_ts:
-                gap = ts - s.last_ts
                 inc = self.book.open.get(key)
                 if inc is not None:
-                    self._resolve(key, inc, ev, gap, out)
-                elif gap >= self.burst_gap:
-                    s.gaps.append(gap)
-                    s.n += 1
-                    s.mark = ts
-                elif ts - s.mark >= 10 * self.burst_gap:     # logs without pause: that is its rhythm
-                    s.gaps.append(self.burst_gap)
-                    s.n += 1
-                    s.mark = ts
+                    self._resolve(key, inc, ev, ts - s.last_ts, out)
+                    s.tick = None            # the interval across the silence is not learned
                 s.last_ts = ts
                 s.last = ev
-        if self.wm is None or ts > self.wm:
+        moved = self.wm is None or ts > self.wm
+        if moved:
             if self.wm is not None and ts - self.wm > self.floor:
                 self.resume_ts = ts          # the whole fleet was quiet: no evidence for that time
             self.wm, self.wm_time = ts, ev.timestamp
-            if self.last_check is None or ts - self.last_check >= self.check_every:
-                self._check(ts, out)
+        if is_periodic(ev):
+            self._tick(s, ts)
+        if moved and (self.last_check is None or ts - self.last_check >= self.check_every):
+            self._check(ts, out)
         return out
+
+    def _tick(self, s: _Stream, ts: float) -> None:
+        """A periodic record: a new tick when ``tick_gap`` after the last one's start."""
+        if s.tick is None:
+            s.tick = ts
+            return
+        gap = ts - s.tick
+        if gap < self.tick_gap:
+            return                           # same run (or out of order)
+        if self.resume_ts is None or s.tick >= self.resume_ts:
+            s.learn(gap)                     # not across a fleet-wide gap
+        s.tick = ts
 
     def _check(self, now: float, out: list[dict]) -> None:
         self.last_check = now
@@ -131,7 +207,7 @@ class ServiceSilent(Detector):
             if now - s.last_ts > self.forget_after:
                 stale.append(key)
                 continue
-            if s.n < self.min_history or key in self.book.open:
+            if not self.scheduled(s) or key in self.book.open:
                 continue
             silent = now - max(s.last_ts, resume)
             if silent > self.threshold(s):
@@ -142,20 +218,23 @@ class ServiceSilent(Detector):
     def _fire(self, key: tuple, s: _Stream, now: float, out: list[dict]) -> None:
         host, service = key
         item = _evidence(s.last)
-        usual = self.usual_gap(s)
+        usual = s.interval
+        threshold = self.threshold(s)
+        fill = {"host": host, "service": service, "interval": _fmt(usual)}
         inc = Incident(rule="service_silent.stream", type="service_silent", key=key,
                        window_start=s.last_ts, severity="error",
                        title=f"{service} on {host} fell silent while the fleet keeps logging",
-                       probable_cause=TEXTS["probable_cause"].format(host=host, service=service),
-                       remediation=TEXTS["remediation"].format(host=host, service=service))
+                       probable_cause=TEXTS["probable_cause"].format(**fill),
+                       remediation=TEXTS["remediation"].format(**fill))
         inc.add_item(item, s.last_ts)
         inc.details.update(
             last_record_at=item["@timestamp"], detected_at=self.wm_time,
-            silent_seconds=round(now - s.last_ts, 3), threshold_seconds=round(self.threshold(s), 3),
+            silent_seconds=round(now - s.last_ts, 3), threshold_seconds=round(threshold, 3),
             usual_gap_seconds=round(usual, 3), history_gaps=s.n)
         inc.summary = (f"no record from {service} on {host} since {item['@timestamp']} "
-                       f"({now - s.last_ts:.0f} s; usual gap {usual:.0f} s, threshold "
-                       f"{self.threshold(s):.0f} s) while other streams kept logging")
+                       f"({now - s.last_ts:.0f} s) while other streams kept logging; it logs on a "
+                       f"schedule (periodic records every {usual:.0f} s, learned from {s.n} "
+                       f"intervals; threshold {threshold:.0f} s)")
         self.book.open.put(key, inc)
         out.append(inc.to_doc())
 
@@ -193,7 +272,8 @@ class ServiceSilent(Detector):
         return {
             "incidents": self.book.snapshot(), "wm": self.wm, "wm_time": self.wm_time,
             "resume_ts": self.resume_ts, "last_check": self.last_check,
-            "streams": [[list(k), s.last_ts, _evidence(s.last), list(s.gaps), s.n, s.mark]
+            "streams": [{"key": list(k), "last_ts": s.last_ts, "last": _evidence(s.last),
+                         "tick": s.tick, "gaps": list(s.gaps), "n": s.n}
                         for k, s in self.streams.items()],
         }
 
@@ -202,8 +282,15 @@ class ServiceSilent(Detector):
         self.wm, self.wm_time = state.get("wm"), state.get("wm_time")
         self.resume_ts, self.last_check = state.get("resume_ts"), state.get("last_check")
         self.streams.clear()
-        for key, last_ts, last, gaps, n, mark in state.get("streams", []):
-            s = _Stream(last_ts, last)
-            s.gaps.extend(gaps)
-            s.n, s.mark = n, mark
+        for entry in state.get("streams", []):
+            if isinstance(entry, dict):
+                s = _Stream(entry["last_ts"], entry["last"])
+                s.tick = entry.get("tick")
+                s.gaps.extend(entry.get("gaps", ()))
+                s.n = entry.get("n", len(s.gaps))
+                s._derive()
+                key = entry["key"]
+            else:       # the format before schedules: its gaps were not periodic ticks, learn afresh
+                key, last_ts, last = entry[0], entry[1], entry[2]
+                s = _Stream(last_ts, last)
             self.streams.put(tuple(key), s)

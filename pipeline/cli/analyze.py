@@ -42,6 +42,12 @@ def register(subparsers) -> None:
                    help="list request summaries instead of incidents: one per request id (session "
                         "window), with the services chain, the API call, the outcome and the "
                         "root-cause candidate (exit 1 when a request ended in error)")
+    p.add_argument("--html", metavar="FILE",
+                   help="also write a self-contained HTML report to FILE (no script, no network): "
+                        "a timeline of the incidents per host, each incident with its evidence, "
+                        "cause and fix, and a waterfall of each request that ended in error (at "
+                        "most 200 requests and 200 incidents are embedded; the page says what it "
+                        "left out). The table or jsonl output is printed as usual")
     p.add_argument("--jobs", type=int, default=None, metavar="N",
                    help="parse the files in N processes (default: one per CPU core; 1: in this "
                         "process). The results do not depend on N.")
@@ -97,6 +103,16 @@ def cmd_analyze(args) -> int:
     if args.auth_threshold < 1 or args.auth_window <= 0:
         print("osloscope: error: --auth-threshold must be >= 1 and --auth-window > 0", file=sys.stderr)
         return 2
+    if args.html is not None:
+        from pipeline.sinks import html_report
+        if args.requests:
+            print("osloscope: error: --html goes with the incident analysis; drop --requests "
+                  "(the report shows the requests that ended in error)", file=sys.stderr)
+            return 2
+        problem = html_report.problem_with(args.html)
+        if problem:
+            print(f"osloscope: error: {problem}", file=sys.stderr)
+            return 2
     files = inputs(args)
     if args.requests:
         return _analyze_requests(args, files, since, until)
@@ -105,6 +121,10 @@ def cmd_analyze(args) -> int:
     config = registry.DetectorConfig(
         auth_failures=AuthFailuresConfig(threshold=args.auth_threshold, window=args.auth_window))
     engine = registry.engine("all", config, bundled())
+    report = None
+    if args.html is not None:
+        report = html_report.Collector()
+        engine = report.wrap(engine)
     try:
         result = analyze(files, tz=args.tz, since=since, until=until, engine=engine,
                          on_progress=bar.advance, on_unparsed=dead.write, on_warning=_warner(bar),
@@ -122,6 +142,14 @@ def cmd_analyze(args) -> int:
     st = result.stats
     note = f"; {st.unparsed} unparsed line(s) written to {dead.path}" if dead.written else (
         f"; {st.unparsed} unparsed line(s) discarded" if st.unparsed else "")
+    if report is not None:
+        try:
+            html_report.write(args.html, html_report.render(result.incidents, report, stats=st,
+                                                            sources=args.paths))
+        except OSError as exc:
+            print(f"osloscope: error: cannot write --html {args.html!r}: {exc}", file=sys.stderr)
+            return 2
+        note += f"; report written to {args.html}"
     print(f"osloscope: {st.files} file(s), {st.lines} lines, {st.events} records, "
           f"{len(result.incidents)} incident(s){note}", file=sys.stderr)
     return 1 if result.incidents else 0

@@ -79,6 +79,8 @@ def build_app(settings, *, sink=None):
 
     w, k, t = settings.worker, settings.kafka, settings.topics
     web = w.metrics_port != 0
+    datadir = Path(w.state_dir) / w.app_id / "faust"       # faust's own files (no stage state)
+    datadir.mkdir(parents=True, exist_ok=True)
     if w.fair_polling:
         transport_cls = fair_transport()
 
@@ -114,7 +116,7 @@ def build_app(settings, *, sink=None):
         stream_buffer_maxsize=4 * w.batch_size,
         broker_session_timeout=w.session_timeout,
         broker_heartbeat_interval=max(1.0, w.session_timeout / 5),
-        datadir=str(Path(w.state_dir) / w.app_id / "faust"),
+        datadir=str(datadir),
     )
     raw_topic = app.topic(t.raw, value_type=bytes, key_type=bytes)
     events_topic = app.topic(t.events, value_type=bytes, key_type=bytes)
@@ -264,7 +266,7 @@ def build_app(settings, *, sink=None):
             await index(list(latest.values()), "index")
 
     @app.on_partitions_revoked.connect
-    async def on_revoked(app_, *, revoked, **kwargs) -> None:
+    async def on_revoked(app_, revoked, **kwargs) -> None:
         """Partitions that go elsewhere: forget their state (the new owner reads it
         from the changelog; if they come back, so do we)."""
         for tp_ in revoked:
