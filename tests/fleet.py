@@ -26,6 +26,7 @@ from %(ip)s`` (keystone/server/flask/application.py).
 """
 from __future__ import annotations
 
+import heapq
 import random
 import uuid
 from datetime import datetime, timedelta, timezone
@@ -124,3 +125,31 @@ def generate(root: Path, seed: int = 7, start: datetime = START) -> dict:
             fh.writelines(line for _s, line in sorted(lines, key=lambda x: x[0]))
         files.append(path)
     return {"files": files, "boots": boots}
+
+
+def _ts(msg) -> float:
+    """The line's timestamp (the fleet writes UTC oslo.log lines)."""
+    from datetime import datetime, timezone
+    t = datetime.strptime(msg.value[:23].decode(), "%Y-%m-%d %H:%M:%S.%f")
+    return t.replace(tzinfo=timezone.utc).timestamp()
+
+
+def orders(msgs: list) -> dict[str, list]:
+    """The shipping orders of the issue, each keeping every file's lines in order."""
+    by_file: dict[bytes, list] = {}
+    for m in msgs:
+        by_file.setdefault(m.headers["path"], []).append(m)
+    files = list(by_file.values())
+
+    def merged(shift) -> list:
+        """All files at once, by (timestamp + shift(file))."""
+        keyed = [[(_ts(m) + shift(f[0]), i, j, m) for j, m in enumerate(f)] for i, f in enumerate(files)]
+        return [m for *_k, m in heapq.merge(*keyed)]
+
+    behind = b"controller-2"
+    return {
+        "one file after another": [m for f in files for m in f],
+        "reversed": [m for f in reversed(files) for m in f],
+        "all hosts at once": merged(lambda m: 0.0),
+        "one host 30 min behind": merged(lambda m: 1800.0 if m.headers["host"] == behind else 0.0),
+    }

@@ -275,9 +275,12 @@ class Stage:
 
     def _marker(self, tp: str, part: PartitionState, frontier: float | None, now: float,
                 out: Output, force: bool) -> None:
-        """A watermark marker for ``tp`` when its frontier changed, or every MARKER_EVERY s."""
+        """A watermark marker for ``tp`` when its frontier changed, and every MARKER_EVERY
+        seconds while it holds anything back."""
         last = part.last_marker
-        if force or last is None or last[0] != frontier or now - last[1] >= MARKER_EVERY:
+        # repeated while the partition holds the others back (or they would stop waiting for it)
+        repeat = frontier is not None and now - last[1] >= MARKER_EVERY if last is not None else True
+        if force or last is None or last[0] != frontier or repeat:
             part.last_marker = (frontier, now)
             out.markers.append((tp, marker(tp, frontier)))
 

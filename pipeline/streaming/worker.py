@@ -203,9 +203,10 @@ def build_app(settings, *, sink=None):
             metrics.add(stage.name, "state_bytes", sum(len(v or b"") for _k, v, _n in records))
         metrics.time(stage.name, "save", time.perf_counter() - t0)
 
-    async def restore(stage, msgs: list[RawMessage]) -> None:
-        """Read the state of partitions this worker has not loaded since they were assigned."""
-        for tp in sorted({f"{m.topic}/{m.partition}" for m in msgs} - loaded[stage.name]):
+    async def restore(stage, tps: set[str]) -> None:
+        """Read the state of partitions ("topic/N") this worker has not loaded since
+        they were assigned."""
+        for tp in sorted(tps - loaded[stage.name]):
             t0 = time.perf_counter()
             await loop_run().run_in_executor(None, restore_partition, stage, changelogs[stage.name], tp,
                                              time.monotonic())
@@ -234,7 +235,7 @@ def build_app(settings, *, sink=None):
     async def run_stage(stream, stage, **kw) -> None:
         async for msgs in batches(stream, stage.name):
             async with locks[stage.name]:
-                await restore(stage, msgs)
+                await restore(stage, {f"{m.topic}/{m.partition}" for m in msgs})
                 t0 = time.perf_counter()
                 out = stage.process(msgs, time.monotonic(), **kw)
                 metrics.time(stage.name, "process", time.perf_counter() - t0)
@@ -278,6 +279,17 @@ def build_app(settings, *, sink=None):
                 stage.drop(tp)
                 loaded[stage.name].discard(tp)
                 changelogs[stage.name].forget(tp)
+
+    @app.on_partitions_assigned.connect
+    async def on_assigned(app_, assigned, **kwargs) -> None:
+        """Read the state of every partition assigned now, not on its next message:
+        a partition may hold events waiting for their turn and receive nothing more."""
+        for stage in (parse_stage, correlate_stage):
+            tps = sorted(f"{tp_.topic}/{tp_.partition}" for tp_ in assigned
+                         if stage_of_topic.get(tp_.topic) is stage)
+            if tps:
+                async with locks[stage.name]:
+                    await restore(stage, set(tps))
 
     @app.timer(1.0, name="osloscope.tick")
     async def tick():

@@ -6,12 +6,12 @@ partitions and watermark markers between the stages.
 tests/integration/test_event_time.py.)"""
 from __future__ import annotations
 
-import heapq
 from pathlib import Path
 
 import pytest
 
 import fleet
+from fleet import _ts, orders
 from support import analyze_paths, engine as support_engine, events_topic, raw_messages
 
 from pipeline.settings import load
@@ -39,34 +39,6 @@ def expected(fleet_dir):
 def settings(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     return load(None, env={})
-
-
-def _ts(msg: RawMessage) -> float:
-    """The line's timestamp (the fleet writes UTC oslo.log lines)."""
-    from datetime import datetime, timezone
-    t = datetime.strptime(msg.value[:23].decode(), "%Y-%m-%d %H:%M:%S.%f")
-    return t.replace(tzinfo=timezone.utc).timestamp()
-
-
-def orders(msgs: list[RawMessage]) -> dict[str, list[RawMessage]]:
-    """The shipping orders of the issue, each keeping every file's lines in order."""
-    by_file: dict[bytes, list[RawMessage]] = {}
-    for m in msgs:
-        by_file.setdefault(m.headers["path"], []).append(m)
-    files = list(by_file.values())
-
-    def merged(shift) -> list[RawMessage]:
-        """All files at once, by (timestamp + shift(file))."""
-        keyed = [[(_ts(m) + shift(f[0]), i, j, m) for j, m in enumerate(f)] for i, f in enumerate(files)]
-        return [m for *_k, m in heapq.merge(*keyed)]
-
-    behind = b"controller-2"
-    return {
-        "one file after another": [m for f in files for m in f],
-        "reversed": [m for f in reversed(files) for m in f],
-        "all hosts at once": merged(lambda m: 0.0),
-        "one host 30 min behind": merged(lambda m: 1800.0 if m.headers["host"] == behind else 0.0),
-    }
 
 
 class Pipeline:
