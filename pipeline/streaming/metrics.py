@@ -32,6 +32,7 @@ def _incident_version(doc: Mapping) -> tuple:
 
 class Metrics:
     def __init__(self) -> None:
+        self.event_time: dict[tuple[str, str], float] = {}
         self.counters: dict[tuple[str, str], int] = defaultdict(int)
         self.last_offset: dict[tuple[str, int], int] = {}
         self.lag: dict[tuple[str, int], int] = {}
@@ -81,6 +82,11 @@ class Metrics:
                 if len(self.incident_series) <= MAX_INCIDENT_SERIES:
                     break
                 del self.incident_series[labels]
+
+    def observe_event_time(self, stage: str, stats: Mapping) -> None:
+        """A stage's ``eventtime_stats()``: late, future, forced, held, late_max_seconds."""
+        for name, value in stats.items():
+            self.event_time[(stage, name)] = value
 
     def add(self, stage: str, name: str, n: int = 1) -> None:
         if n:
@@ -143,6 +149,14 @@ class Metrics:
                   f"for osloscope_open_incidents (more than {MAX_TRACKED_INCIDENTS} open).",
                   "# TYPE osloscope_open_incidents_dropped_total counter",
                   f"osloscope_open_incidents_dropped_total {self.incidents_dropped}"]
+        lines += ["# HELP osloscope_event_time Event time per stage (pipeline/streaming/eventtime.py): "
+                  "late = events older than what was already released (counted, passed on), "
+                  "future = timestamps beyond the wall clock plus worker.max_future, forced = released "
+                  "early from a full buffer, held = waiting for their turn now, late_max_seconds = "
+                  "the largest lateness seen.",
+                  "# TYPE osloscope_event_time gauge"]
+        for (stage, name), value in sorted(self.event_time.items()):
+            lines.append(f'osloscope_event_time{{stage="{stage}",kind="{name}"}} {value}')
         lines += ["# HELP osloscope_uptime_seconds Seconds since the worker started.",
                   "# TYPE osloscope_uptime_seconds gauge",
                   f"osloscope_uptime_seconds {time.time() - self.started:.1f}"]

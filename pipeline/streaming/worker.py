@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -235,11 +236,26 @@ def build_app(settings, *, sink=None):
     async def run_stage(stream, stage, **kw) -> None:
         async for msgs in batches(stream, stage.name):
             async with locks[stage.name]:
-                await restore(stage, {f"{m.topic}/{m.partition}" for m in msgs})
-                t0 = time.perf_counter()
-                out = stage.process(msgs, time.monotonic(), **kw)
-                metrics.time(stage.name, "process", time.perf_counter() - t0)
-                await deliver(out, stage)
+                try:
+                    await restore(stage, {f"{m.topic}/{m.partition}" for m in msgs})
+                    t0 = time.perf_counter()
+                    out = stage.process(msgs, time.monotonic(), **kw)
+                    metrics.time(stage.name, "process", time.perf_counter() - t0)
+                    await deliver(out, stage)
+                except Exception:
+                    fail(stage.name, msgs)
+
+    def fail(stage: str, msgs: list[RawMessage]) -> None:
+        """A batch whose processing, delivery or state save raised is never acknowledged:
+        restarting the agent would let faust commit later offsets past it. Stop the
+        process at once instead; restarted (systemd, Kubernetes), it resumes from the
+        committed offsets with the state saved in the changelog, and nothing is lost."""
+        first, last = msgs[0], msgs[-1]
+        log.critical("%s: batch %s/%s@%s..%s failed and is NOT acknowledged; exiting (status 70) so the "
+                     "worker restarts from the last committed offsets and saved state",
+                     stage, first.topic, first.partition, first.offset, last.offset, exc_info=True)
+        logging.shutdown()
+        os._exit(70)
 
     @app.agent(raw_topic, name="osloscope.parse")
     async def parse(stream):
@@ -300,14 +316,20 @@ def build_app(settings, *, sink=None):
                 if out:
                     await deliver(out, stage)
 
+    def observe_event_time() -> None:
+        for stage in (parse_stage, correlate_stage):
+            metrics.observe_event_time(stage.name, stage.eventtime_stats())
+
     @app.timer(w.log_interval, name="osloscope.stats")
     async def stats():
+        observe_event_time()
         metrics.update_lag(app)
         log.info("osloscope stats %s", metrics.summary())
 
     if web:
         @app.page("/metrics")
         async def prometheus(web_, request):
+            observe_event_time()
             metrics.update_lag(app)
             return web_.bytes(metrics.prometheus().encode(),
                               content_type="text/plain; version=0.0.4")

@@ -107,3 +107,31 @@ def test_exposition_stays_parseable(n):
         assert hit, line
         assert hit.group(1) in typed, f"{line}: no # TYPE line before it"
     assert sum(gauges(m).values()) == n
+
+
+def test_event_time_counters_of_each_stage_are_exposed(tmp_path, monkeypatch):
+    """Late and far-future records are never dropped silently: the stages count them and
+    /metrics shows the counts (and how late the latest was)."""
+    from support import raw_messages  # noqa: F401  (tests/ on the path)
+
+    from pipeline.settings import load
+    from pipeline.streaming.stages import ParseStage, RawMessage
+
+    monkeypatch.chdir(tmp_path)
+    stage = ParseStage(load(None, env={"OSLOSCOPE_WORKER_SOURCE_WARMUP": "0",
+                                       "OSLOSCOPE_WORKER_SOURCE_SLACK": "0",
+                                       "OSLOSCOPE_WORKER_ALLOWED_LATENESS": "0"}))
+    h = {"host": b"h", "path": b"/var/log/nova/nova-compute.log"}
+    lines = [b"2024-05-01 10:00:00.000 1 INFO nova.compute.manager [-] a",
+             b"2024-05-01 10:05:00.000 1 INFO nova.compute.manager [-] b",
+             b"9999-12-31 23:59:59.000 1 INFO nova.compute.manager [-] from the future",
+             b"2024-05-01 10:01:00.000 1 INFO nova.compute.manager [-] late by four minutes",
+             b"2024-05-01 10:06:00.000 1 INFO nova.compute.manager [-] c"]
+    for i, line in enumerate(lines):
+        stage.process([RawMessage("raw", 0, i, b"h", line, h)], float(i), epoch=1.8e9)
+    m = Metrics()
+    m.observe_event_time("parse", stage.eventtime_stats())
+    text = m.prometheus()
+    assert 'osloscope_event_time{stage="parse",kind="late"} 1' in text
+    assert 'osloscope_event_time{stage="parse",kind="future"} 1' in text
+    assert 'osloscope_event_time{stage="parse",kind="late_max_seconds"} 240.0' in text
