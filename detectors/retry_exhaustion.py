@@ -23,6 +23,16 @@ a retry followed by success (``Took N seconds to build instance``,
 * a few more explicit give-ups (network setup, placement client, swift,
   libvirt device detach).
 
+The words never claim more than the records show (``assess`` picks the text
+variant): one attempt is no exhausted retry budget -- nova's network setup
+``after 1 attempt(s)``, a glance ``done trying`` without an earlier
+``retrying``, a Swift read with no re-read, one scheduled host -- and is worded
+as the single failure it is; a volume cinder put in ``error`` is cinder's
+failure, not nova's wait running out; a number the record does not give is
+left out, never printed as "?"; the remedy names the service the evidence
+points at (nova-network or neutron, live-migration or scheduler retries,
+oslo.db's connect retries or its deadlock retries).
+
 Records of the same request (warnings and errors just before and after) are
 attached as evidence, so the incident shows the whole failing operation.
 """
@@ -45,24 +55,43 @@ WARN_UP = frozenset(("WARNING", "WARN", "ERROR", "CRITICAL", "FATAL", "TRACE"))
 TEXTS = texts.load("retry_exhausted")    # title, probable_cause, remediation per rule name
 
 
+TEXT_FIELDS = ("title", "probable_cause", "remediation")
+_PLACEHOLDER = re.compile(r"\{(\w+)\}")
+
+
 class Rule(NamedTuple):
     name: str
     pattern: re.Pattern
     key: tuple[str, ...]      # group names (or "host"/"service") forming the key
     severity: str
 
-    # texts (detectors/texts/retry_exhausted.toml): str.format over the groups + host/service
-    @property
-    def title(self) -> str:
-        return TEXTS[self.name]["title"]
+    # texts (detectors/texts/retry_exhausted.toml): a table per rule, a sub-table per
+    # variant (what the evidence shows) overriding some fields; each field is a text or
+    # a list of alternatives, the first whose {placeholders} are all known is used
+    def texts(self, variant: str | None = None) -> dict:
+        base = TEXTS[self.name]
+        out = {k: base[k] for k in TEXT_FIELDS}
+        if variant:
+            out.update((k, v) for k, v in base[variant].items() if k in TEXT_FIELDS)
+        return out
 
-    @property
-    def cause(self) -> str:
-        return TEXTS[self.name]["probable_cause"]
 
-    @property
-    def remediation(self) -> str:
-        return TEXTS[self.name]["remediation"]
+def _alternatives(text: str | list[str]) -> list[str]:
+    return [text] if isinstance(text, str) else list(text)
+
+
+def render(text: str | list[str], ctx: dict) -> str:
+    """The first alternative of ``text`` whose placeholders ``ctx`` all knows
+    (None counts as unknown), filled in; a value is never shown as "?"."""
+    alts = _alternatives(text)
+    for alt in alts:
+        if all(ctx.get(name) is not None for name in _PLACEHOLDER.findall(alt)):
+            return alt.format_map(ctx)
+    # every rule's last alternative uses only what its pattern always gives (tests run every
+    # variant); should one not, the unknown placeholder is left out rather than printed as "?"
+    filled = _PLACEHOLDER.sub(lambda m: str(ctx[m.group(1)]) if ctx.get(m.group(1)) is not None else "",
+                              alts[-1])
+    return re.sub(r"  +", " ", filled)
 
 
 RULES: tuple[Rule, ...] = (
@@ -93,7 +122,7 @@ RULES: tuple[Rule, ...] = (
          ("host", "service"), "critical"),
     Rule("glance_done_trying",
          re.compile(r"Error contacting glance server '(?P<server>[^']+)' for '(?P<method>\w+)',"
-                    r"?\s*(?:attempt \d+/\d+,?\s*)?done trying"),
+                    r"?\s*(?:attempt (?P<attempt>\d+)/\d+,?\s*)?done trying"),
          ("host", "service", "server"), "error"),
     Rule("network_setup",
          re.compile(r"Instance failed network setup after (?P<attempts>\d+) attempt"),
@@ -102,7 +131,8 @@ RULES: tuple[Rule, ...] = (
          re.compile(r"Failed scheduler client operation (?P<op>\S+): out of retries"),
          ("host", "service"), "error"),
     Rule("swift_retries",
-         re.compile(r"Stopping Swift retries after (?P<attempts>\d+) attempts"),
+         # glance_store logs its retry count here ("after 0 attempts": no retry configured)
+         re.compile(r"Stopping Swift retries after (?P<retries>\d+) attempts"),
          ("host", "service"), "error"),
     Rule("device_detach",
          re.compile(r"Run out of retry while detaching device (?P<device>\S+) with device alias "
@@ -134,11 +164,54 @@ KSA_FAIL = re.compile(r"Unable to establish connection to|ConnectFailure|Connect
 KSA_OWN_LOGGERS = ("keystoneauth", "urllib3", "requests")
 
 
-class _Missing(dict):
-    """Format values: a field the text did not give renders as "?"."""
+# What the evidence says about a matched give-up (``assess``).
+STILL_CREATING = frozenset(("creating", "downloading"))
+# nova-network (Juno-Newton; removed in Rocky): its API/RPC client and manager frames or loggers, its
+# service name, or a floating IP pool running out -- nova allocates floating IPs while setting up an
+# instance's network only with nova-network's auto_assign_floating_ip, never with neutron
+NOVA_NETWORK = re.compile(
+    r"nova[/.]network[/.](?:manager|floating_ips|api|rpcapi|linux_net|l3|minidns|ldapdns)\b|\bnova-network\b"
+    r"|(?i:no more floating ips|zero floating ips available|NoMoreFloatingIps|FloatingIpPoolNotFound"
+    r"|floating ip pool not found)")
+NEUTRON = re.compile(r"(?i)neutron")
+FLOATING_EMPTY = re.compile(r"(?i)NoMoreFloatingIps|zero floating ips available|no more floating ips")
+DB_DEADLOCK = re.compile(r"DBDeadlock|Deadlock found|\(1213,")
+DB_DISCONNECT = re.compile(r"DBConnectionError|Can't connect to MySQL|Lost connection to MySQL"
+                           r"|MySQL server has gone away|\(200[236],|\(2013,")
 
-    def __missing__(self, key: str) -> str:
-        return "?"
+
+def assess(rule: str, groups: dict, text: str) -> str | None:
+    """The text variant for what the record shows (None: the rule's plain
+    words). Adjusts ``groups``: a number that counts retries becomes
+    ``retries``, network setup gets its ``tries`` phrase."""
+    attempts = int(groups["attempts"]) if groups.get("attempts") else None
+    if rule == "volume_not_created":
+        status = groups.get("status")
+        if status and status not in STILL_CREATING:
+            return "volume_failed"      # cinder ended the creation; nova stopped waiting early
+        return "one_check" if attempts == 1 else None
+    if rule == "max_scheduling_retries":
+        if "during live migration" in text and attempts is not None:
+            groups["retries"] = groups.pop("attempts")     # "retries N" counts retries, not hosts
+            return "live_migration"
+        return "one_host" if attempts == 1 else None
+    if rule == "cinder_max_scheduling":
+        return "one_backend" if attempts == 1 else None
+    if rule == "network_setup":
+        # "after 1 attempt(s)": nova did not retry (a single failure, worded as one)
+        once = not (attempts and attempts > 1)
+        groups["tries"] = "on its only attempt (nova did not retry)" if once else f"after {attempts} attempts"
+        groups["tries_short"] = "(no retry)" if once else f"after {attempts} attempts"
+        if NOVA_NETWORK.search(text):
+            return "nova_network_floating" if FLOATING_EMPTY.search(text) else "nova_network"
+        return "neutron" if NEUTRON.search(text) else None
+    if rule == "db_retry_limit":
+        if DB_DEADLOCK.search(text):
+            return "deadlock"
+        return "disconnect" if DB_DISCONNECT.search(text) else None
+    if rule == "swift_retries":
+        return "no_retry" if groups.get("retries") == "0" else None
+    return None
 
 
 def _sql_attempts_left(item: dict) -> int | None:
@@ -181,15 +254,17 @@ class RetryExhaustion(Detector):
         self.attempts.append(key, (ev.ts or 0.0, evidence_of(ev), ev.host), 10)
 
     def _open(self, rule: Rule, groups: dict, ev: Event, out: list[dict],
-              attempts: tuple = ()) -> Incident:
+              attempts: tuple = (), variant: str | None = None) -> Incident:
         ctx = {"host": ev.host or "unknown", "service": ev.service or "unknown", **groups}
+        # the key only names the incident (never printed): a missing part is "?"
         key = (rule.name,) + tuple(ctx.get(k) or "?" for k in rule.key)
         ts = ev.ts or 0.0
-        fmt = _Missing((k, v if v is not None else "?") for k, v in ctx.items())
+        words = rule.texts(variant)
         inc = self.book.touch(key, ts, lambda: Incident(
             rule=f"retry_exhausted.{rule.name}", type="retry_exhausted", key=key,
-            window_start=ts, severity=rule.severity, title=rule.title.format_map(fmt),
-            probable_cause=rule.cause.format_map(fmt), remediation=rule.remediation.format_map(fmt),
+            window_start=ts, severity=rule.severity, title=render(words["title"], ctx),
+            probable_cause=render(words["probable_cause"], ctx),
+            remediation=render(words["remediation"], ctx),
         ), out)
         fresh = inc.count == 0
         if fresh:
@@ -211,7 +286,7 @@ class RetryExhaustion(Detector):
         res = {"volume": [v for v in (groups.get("volume"),) if v],
                "instance": [v for v in (groups.get("instance"),) if v]}
         inc.add(ev, resources=res)
-        for name in ("attempts", "seconds"):
+        for name in ("attempts", "retries", "seconds"):
             if groups.get(name):
                 inc.details[name] = int(groups[name])
         for name in ("status", "server", "method", "op", "device"):
@@ -231,8 +306,16 @@ class RetryExhaustion(Detector):
     def _summary(inc: Incident) -> str:
         d = inc.details
         parts = [inc.title]
-        if "seconds" in d or "attempts" in d:
-            parts.append(f"gave up after {d.get('seconds', '?')} s / {d.get('attempts', '?')} attempts")
+        # only what the records say: no number is guessed or shown as "?"
+        took = []
+        if "seconds" in d:
+            took.append(f"{d['seconds']} s")
+        if "attempts" in d:
+            took.append(f"{d['attempts']} attempt{'s' if d['attempts'] != 1 else ''}")
+        elif "retries" in d:
+            took.append(f"{d['retries']} retr{'ies' if d['retries'] != 1 else 'y'}")
+        if took and "attempt" not in inc.title:
+            parts.append("after " + " and ".join(took))
         if "volume_status" in d:
             parts.append(f"volume status {d['volume_status']}")
         if len(inc.hosts) > 1:
@@ -289,6 +372,7 @@ class RetryExhaustion(Detector):
                     groups["instance"] = groups.pop("instance2")
                 if rule.key[0] == "instance" and "instance" not in groups and ev.instance_id:
                     groups["instance"] = ev.instance_id
+                variant = assess(rule.name, groups, text)
                 attempts: tuple = ()
                 if rule.name == "max_scheduling_retries" and groups.get("instance"):
                     attempts = tuple(self.attempts.pop(("instance", groups["instance"]), ()))
@@ -296,7 +380,9 @@ class RetryExhaustion(Detector):
                     attempts = tuple(self.attempts.pop(("db", host, service), ()))
                 elif rule.name == "glance_done_trying":
                     attempts = tuple(self.attempts.pop(("glance", host, service, groups.get("server")), ()))
-                self._open(rule, groups, ev, out, attempts)
+                    if not attempts and int(groups.get("attempt") or 1) < 2:
+                        variant = "one_attempt"    # no earlier "retrying": a single failure
+                self._open(rule, groups, ev, out, attempts, variant)
                 fired = True
                 break
         if not fired:
@@ -341,15 +427,15 @@ class RetryExhaustion(Detector):
                     del self.attempts[key]
                 elif (_sql_attempts_left(last[1]) or 0) <= 1:
                     attempts = tuple(self.attempts.pop(key))
-                    self._open(RULES[3], {}, ev, out, attempts)
+                    self._open(RULES[3], {}, ev, out, attempts, "connect")
                     return True
             key = (host, service, ev.correlation_id)
             if key in self.ksa and KSA_FAIL.search(text):
                 attempts = tuple(self.ksa.pop(key))
                 if ts - attempts[-1][0] <= self.config.ksa_window:
                     target = KSA_TARGET.search(attempts[-1][1]["message"]) or KSA_TARGET.search(text)
-                    url = next((g for g in target.groups() if g), "?") if target else "?"
-                    self._open(KSA_RULE, {"url": url}, ev, out, attempts)
+                    url = next((g for g in target.groups() if g), None) if target else None
+                    self._open(KSA_RULE, {"url": url} if url else {}, ev, out, attempts)
                     return True
         return False
 

@@ -5,6 +5,7 @@ OpenStack ids go under ``openstack.*``.
 """
 from __future__ import annotations
 
+import ipaddress
 import re
 from typing import NamedTuple
 
@@ -18,16 +19,55 @@ from pipeline.parsing.timefmt import InvalidTimestamp, TimeParser
 UUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 UUID_RE = re.compile(UUID)
 _UUIDISH = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-")
+# Resource ids in message text, in the forms nova, cinder, glance and neutron write
+# them (the table with each template's source: tests/parsing/test_resource_ids.py):
+#   noun [id|uuid] + separator + uuid: ``Instance X``, ``instance ID 'X'``,
+#   ``volume: X``, ``'port_id': u'X'``, ``instance_uuid=X``, ``image "X"``,
+#   ``instance (X)``, ``Network(X)`` (os-vif repr), ``/servers/X`` (URLs);
+#   cinder's name templates ``volume-X`` / ``snapshot-X`` (LVM, RBD, iSCSI targets);
+#   nova's external-event keys naming a port: ``network-vif-plugged-X``,
+#   ``network-vif-plugged:X``, ``[('network-vif-plugged', u'X')]``;
+#   the port id of an os-vif VIF repr: ``VIFBridge(active=True,...,id=X,...)``.
+# A bare uuid (``Unable to migrate X: ...``), ids after other nouns (user,
+# project, request, subnet, router, device_id, attachment, migration) and
+# ``req-X`` never count as these resources.
+# (No (?i): explicit first-letter classes and a one-character lookahead reject most word
+# boundaries at once -- faster than the old case-insensitive two-branch pattern.)
 RESOURCE = re.compile(
-    r"(?i)\b(instance|server|volume|vol|image|port|network|snapshot)s?(?:[ _]?id)?['\"]?"
-    r"(?:[:=] ?u?['\"]?| |/)(" + UUID + ")")
+    r"\b(?=[iIsSvVpPnN_])(?:([Ii]nstance|[Ss]erver|[Vv]olume|[Vv]ol|[Ii]mage|[Pp]ort|[Nn]etwork|[Ss]napshot)s?"
+    r"(?:[ _]?(?:[Uu][Uu])?[Ii][Dd])?['\"]?"
+    r"(?:[:=] ?u?['\"]?| u?['\"]| ?\(|/| )"
+    r"|_?([Vv]olume|[Ss]napshot)-"
+    r"|network-(?:vif-(?:plugged|unplugged|deleted)|changed)(?:[-:]|['\"], u?['\"])"
+    r"|VIF[A-Za-z]*\([^()]{0,160}?\bid=)(" + UUID + ")")
 RESOURCE_KIND = {"server": "instance", "vol": "volume"}
+# neutron's nova notifier logs the event dicts it sends: the tag of a network-* event is the port
+# ("Nova event response: {'server_uuid': X, 'name': 'network-vif-plugged', 'status': ..., 'tag': P}")
+EVENT_TAG = re.compile(
+    r"'name': u?'network-[\w-]+',[^{}]*?'tag': u?'(" + UUID + r")'"
+    r"|'tag': u?'(" + UUID + r")',[^{}]*?'name': u?'network-")
 REQ_ID = re.compile(r"req-" + UUID)
 
+# the client address of an access line: eventlet writes ``X-Forwarded-For,REMOTE_ADDR``
+# and the forwarded list keeps the client's own ``, `` separators; the first is the client
+_CLIENT = r'((?:[0-9A-Fa-f.:]+, ?)*[0-9A-Fa-f.:]+'
 ACCESS_OSLO = re.compile(
-    r'([0-9A-Fa-f.:,]+|-) "([A-Z]+) (\S+)(?: HTTP/[\d.]+)?" status: ([1-5]\d\d)\s+len: (\d+)'
+    _CLIENT + r'|-) "([A-Z]+) (\S+)(?: HTTP/[\d.]+)?" status: ([1-5]\d\d)\s+len: (\d+)'
     r'(?: microversion: \S+)? time: (\d{1,9}(?:\.\d+)?)')
-ACCESS_EVENTLET = re.compile(r'([0-9A-Fa-f.:,]+) - - \[[^\]]+\] "([A-Z]+) (\S+)[^"]*" ([1-5]\d\d) (\d+|-) (\d{1,9}(?:\.\d+)?)')
+ACCESS_EVENTLET = re.compile(_CLIENT + r') - - \[[^\]]+\] "([A-Z]+) (\S+)[^"]*" ([1-5]\d\d) (\d+|-) (\d{1,9}(?:\.\d+)?)')
+# uWSGI's request log (devstack runs the APIs under uWSGI and journald keeps these lines):
+# "[pid: %d|app: %d|req: %d/%llu] %s (%s) {%d vars in %llu bytes} [%s] %s %s => generated
+# %llu bytes in %llu msecs|micros[ via ...](%s %d) ..." (unbit/uwsgi core/logging.c)
+ACCESS_UWSGI = re.compile(
+    r'\[pid: \d+\|app: -?\d+\|req: -?\d+/\d+\] ([0-9A-Fa-f.:]+) \([^)]*\) \{\d+ vars in \d+ bytes\} '
+    r'\[[^\]]*\] ([A-Z]+) (\S+) => generated (\d+) bytes in (\d+) (msecs|micros)[^(]*\(\S+ ([1-5]\d\d)\)')
+# keystone: "Authorization failed. %(exception)s from %(remote_addr)s" (keystone/server/flask/
+# application.py; keystone/common/wsgi.py before Rocky); the exception text varies (insecure_debug
+# details, "(Disable debug mode to suppress these details.)"), the address is the last word
+KEYSTONE_AUTHZ = re.compile(r"Authorization failed\. .* from (\S+?)\s*$", re.S)
+# nova-api metadata: "Failed to get metadata for IP %s" (nova/api/metadata/handler.py), and
+# "... requester %(requester)s. Error: ..." (the instance's address asking for metadata)
+METADATA_CLIENT = re.compile(r"Failed to get metadata for IP (\S+?)(?=:? |:?$)|\brequester ([0-9A-Fa-f.:]+?)\.? ")
 FAULT_LINE = re.compile(r"(\S+) returned with HTTP ([1-5]\d\d)")
 METHOD_URL = re.compile(r"(GET|POST|PUT|DELETE|PATCH|HEAD|OPTIONS) (\S+)$")
 
@@ -166,7 +206,18 @@ def _strip_debug_suffix(ev: Event, msg: str) -> str:
     return msg[:max(j, 0)].rstrip()
 
 
+def _ip(text: str) -> str | None:
+    """``text`` when it is an IP address (v4, v6, v6 with zone), else None."""
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    return text
+
+
 def access_fields(ev: Event, msg: str, logger: str | None) -> None:
+    """HTTP fields of an access line, and the client address of the records
+    that name one (keystone's rejected authentications, nova's metadata)."""
     if '" status: ' in msg:
         m = ACCESS_OSLO.search(msg)
         if m:
@@ -186,6 +237,15 @@ def access_fields(ev: Event, msg: str, logger: str | None) -> None:
             ev.body_bytes = int(size) if size != "-" else None
             ev.duration_ns = int(float(secs) * 1e9)
         return
+    if msg.startswith("[pid: "):
+        m = ACCESS_UWSGI.match(msg)
+        if m:
+            ip, ev.http_method, url, size, took, unit, status = m.groups()
+            ev.source_ip = _ip(ip)
+            ev.url_path = url.split("?", 1)[0]
+            ev.status_code, ev.body_bytes = int(status), int(size)
+            ev.duration_ns = int(took) * (1_000_000 if unit == "msecs" else 1000)
+        return
     if "returned with HTTP" in msg:
         m = FAULT_LINE.search(msg)
         if m:
@@ -196,6 +256,20 @@ def access_fields(ev: Event, msg: str, logger: str | None) -> None:
         m = METHOD_URL.match(msg)
         if m:
             ev.http_method, ev.url_path = m.group(1), _url_path(m.group(2))
+            return
+    if not logger:
+        return
+    # the loggers that write these (keystone.common.wsgi, keystone.server.flask.application;
+    # nova.api.metadata.handler): checked first, so other records cost no scan of their text
+    if logger.startswith("keystone"):
+        if "Authorization failed. " in msg:
+            m = KEYSTONE_AUTHZ.search(msg)
+            if m:
+                ev.source_ip = _ip(m.group(1))
+    elif logger.startswith("nova.api.metadata"):
+        m = METADATA_CLIENT.search(msg)
+        if m:
+            ev.source_ip = _ip(m.group(1) or m.group(2))
 
 
 def _url_path(url: str) -> str:
@@ -216,26 +290,35 @@ def _traceback(body: list[str], d: dict) -> tuple[list[str], str | None, str | N
     error_type, error_message = exception_of(body)
     return body, error_type, error_message
 
+def _add(res: dict | None, kind: str, rid: str) -> dict:
+    if res is None:
+        res = {}
+    lst = res.setdefault(kind, [])
+    if rid not in lst and len(lst) < 20:
+        lst.append(rid)
+    return res
+
+
 def resources_of(text: str, own: tuple) -> dict | None:
+    """The resource ids ``text`` names (``RESOURCE``), by kind, and the
+    request ids it mentions other than the record's own ``own``."""
     res: dict[str, list] | None = None
     if _UUIDISH.search(text):
         for m in RESOURCE.finditer(text):
-            kind = m.group(1).lower()
-            kind = RESOURCE_KIND.get(kind, kind)
-            rid = m.group(2).lower()
-            if res is None:
-                res = {}
-            lst = res.setdefault(kind, [])
-            if rid not in lst and len(lst) < 20:
-                lst.append(rid)
+            kind = m.group(1) or m.group(2)
+            if kind is None:
+                kind = "port"                 # an event key or a VIF's id
+            else:
+                kind = kind.lower()
+                kind = RESOURCE_KIND.get(kind, kind)
+            res = _add(res, kind, m.group(3).lower())
+        if "'tag': " in text:
+            for m in EVENT_TAG.finditer(text):
+                res = _add(res, "port", (m.group(1) or m.group(2)).lower())
     if "req-" in text:
         for rid in REQ_ID.findall(text):
             if rid not in own:
-                if res is None:
-                    res = {}
-                lst = res.setdefault("request", [])
-                if rid not in lst and len(lst) < 20:
-                    lst.append(rid)
+                res = _add(res, "request", rid)
     return res
 
 

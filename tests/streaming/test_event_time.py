@@ -3,7 +3,7 @@ stages give the incidents ``analyze`` gives on the same files (same ids,
 types and counts), with a simulated wall clock, several raw and events
 partitions and watermark markers between the stages.
 (pipeline/streaming/eventtime.py; the same through real Kafka in
-tests/integration/test_event_time.py.)"""
+tests/integration/test_fleet_through_kafka.py.)"""
 from __future__ import annotations
 
 from pathlib import Path
