@@ -96,6 +96,16 @@ def counts(client, settings) -> tuple[int, int]:
     return ev, inc
 
 
+def summary_ids(client, settings) -> set[str]:
+    """The request ids of the request summaries in Elasticsearch."""
+    es = settings.elasticsearch
+    if not client.indices.exists(index=es.requests_index):
+        return set()
+    client.indices.refresh(index=es.requests_index)
+    hits = client.search(index=es.requests_index, size=500)["hits"]["hits"]
+    return {i for h in hits for i in h["_source"]["request_ids"]}
+
+
 def embedded(paths: list[Path]):
     """What `osloscope analyze` finds in the same files: ids and record count."""
     from pipeline.local.analyze import analyze
@@ -154,6 +164,10 @@ def test_ship_worker_elasticsearch_end_to_end(settings_env, names, logs, tmp_pat
         wait_for(lambda: counts(client, settings) >= (n_records, len(expected)), 120,
                  "events and incidents in Elasticsearch", worker)
         wait_drained(settings, worker)       # nothing more can arrive
+        # a request's summary is written when its window closes: after the last events had
+        # their turn and event time moved on (idle clock), which can follow the drain
+        wait_for(lambda: summary_ids(client, settings) >= {"req-c5016b48-399b-44f8-adea-a86421f1e129"}
+                 or None, 60, "the request summaries of the closed windows", worker)
         n_events, n_incidents = counts(client, settings)
         metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
     finally:

@@ -101,18 +101,18 @@ def test_once_ships_every_line_exactly_with_keys_and_headers(services_up, names,
 
     records = consume(bootstrap, names.raw, expect=len(expected))
     got = {}
-    last_offset: dict[bytes, int] = {}
+    last_offset: dict[str, int] = {}
     for r in records:
         h = dict(r.headers)
         path, offset = h["path"].decode(), int(h["offset"])
         host = Path(path).relative_to(logs).parts[0]
-        assert r.key == f"{host}|{path}".encode()
+        assert r.key == host.encode()            # keyed by host: one host's files in one partition
         assert h["host"] == host.encode() and h["shipper"] == b"osloscope/0.1"
         assert h["service"] == (service_from_path(path) or "").encode()
         st = os.stat(path)
         assert h["inode"] == f"{st.st_dev}:{st.st_ino}".encode()
-        assert offset > last_offset.get(r.key, -1)           # one file, one partition, in order
-        last_offset[r.key] = offset
+        assert offset > last_offset.get(path, -1)            # one file, one partition, in order
+        last_offset[path] = offset
         assert (path, offset) not in got
         got[(path, offset)] = r.value
     assert got == expected
@@ -264,10 +264,12 @@ def test_sigterm_restart_with_rotations_loses_nothing_and_sends_nothing_twice(
     for name in ("api", "vol"):
         dups = [s for s, c in Counter(got[name]).items() if c > 1]
         assert not dups, (name, dups[:20], logs)
-    # a stream keeps its name across rotations: one key, in order within the partition
+    # a stream keeps its name across rotations (path header) and its host's key, in order in the partition
     for name in ("api", "vol"):
         keys = {r.key for r in records if f"stream={name} ".encode() in r.value}
-        assert keys == {f"it-host|{writer.files[name]}".encode()}
+        assert keys == {b"it-host"}
+        paths = {dict(r.headers)["path"] for r in records if f"stream={name} ".encode() in r.value}
+        assert paths == {str(writer.files[name]).encode()}
         in_partition = [s for r in sorted(records, key=lambda r: r.offset)
                         if f"stream={name} ".encode() in r.value
                         for s in [int(r.value.split(b"seq=")[1].split()[0])]]

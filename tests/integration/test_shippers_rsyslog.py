@@ -574,7 +574,8 @@ def test_rsyslog_ships_what_osloscope_ship_ships(rsyslogd, services_up, names, s
             assert (doc["host"], doc["file"]) == (SAMPLE_HOST, str(live)), doc
             # whole, not cut or split; a byte that is not UTF-8 becomes "?" (mmutf8fix)
             assert doc["message"] == written[seq].decode("utf-8", "replace").replace("\ufffd", "?")
-        wait_for(lambda: indexed(env_b)[0] >= n_events + n, 30, f"{n} more events indexed", *workers, rsyslog)
+        # a backfill of old lines is held until its files go quiet (worker.source_idle_timeout)
+        wait_for(lambda: indexed(env_b)[0] >= n_events + n, 120, f"{n} more events indexed", *workers, rsyslog)
         assert indexed(env_b)[0] == n_events + n
     finally:
         codes = [w.stop() for w in workers]
