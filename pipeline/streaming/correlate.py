@@ -79,14 +79,7 @@ class CorrelateStage(Stage):
         epoch = time.time() if epoch is None else epoch
         horizon = epoch + self.eventtime.max_future
         touched: dict[str, CorrelatePartition] = {}
-        for msg in messages:
-            part = self._fresh(msg)
-            if part is None:
-                continue
-            tp = partition_of(msg)
-            if tp not in touched:
-                touched[tp] = part
-                part.engine.limit_future(epoch, self.eventtime.max_future)
+        for tp, part, msg in self._new_messages(messages, epoch, touched):
             if MARKER_HEADER in msg.headers:
                 try:
                     upstream, frontier = read_marker(msg.value)

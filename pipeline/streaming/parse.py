@@ -20,7 +20,7 @@ import time
 from pipeline import codec, signatures
 from pipeline.parsing.extract import Source
 from pipeline.parsing.parser import Parser
-from pipeline.streaming.stage import Output, PartitionState, RawMessage, Stage, partition_of, source_of
+from pipeline.streaming.stage import Output, PartitionState, RawMessage, Stage, source_of
 
 log = logging.getLogger("osloscope.worker")
 
@@ -94,14 +94,7 @@ class ParseStage(Stage):
         out = Output()
         epoch = time.time() if epoch is None else epoch
         touched: dict[str, ParsePartition] = {}
-        for msg in messages:
-            part = self._fresh(msg)
-            if part is None:
-                continue
-            tp = partition_of(msg)
-            if tp not in touched:
-                touched[tp] = part
-                part.engine.limit_future(epoch, self.eventtime.max_future)
+        for tp, part, msg in self._new_messages(messages, epoch, touched):
             source, offset = source_of(msg)
             parser = self._parser(part, source)
             gen = msg.headers.get("inode")

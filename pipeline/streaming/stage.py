@@ -246,6 +246,20 @@ class Stage:
         self.stats["records_in"] += 1
         return part
 
+    def _new_messages(self, messages: list[RawMessage], epoch: float, touched: dict):
+        """(partition, its state, message) of each message not processed yet;
+        ``touched`` collects the partitions seen, whose engines now know the wall
+        clock (``epoch``) beyond which a timestamp is implausible."""
+        for msg in messages:
+            part = self._fresh(msg)
+            if part is None:
+                continue
+            tp = partition_of(msg)
+            if tp not in touched:
+                touched[tp] = part
+                part.engine.limit_future(epoch, self.eventtime.max_future)
+            yield tp, part, msg
+
     # -- state -------------------------------------------------------------------
     def snapshot(self, tp: str) -> bytes:
         """Partition ``tp``'s state as versioned JSON."""
