@@ -34,6 +34,8 @@ class DetectorConfig:
     known_issues: KnownIssuesConfig = KnownIssuesConfig()
     request_stalled: RequestStalledConfig = RequestStalledConfig()
     service_silent: ServiceSilentConfig = ServiceSilentConfig()
+    request_window_gap: float = 120.0       # a request's window closes after this much quiet
+    request_window_max: float = 3600.0      # and at the latest this long after it opened
 
 
 @dataclass(frozen=True)
@@ -77,4 +79,7 @@ def engine(scope: str = "all", config: DetectorConfig | None = None, signatures:
     causes) wherever request-scoped detectors run, unless ``windows`` says."""
     if windows is None:
         windows = scope != "host"
-    return Engine(build(scope, config, signatures), windows=RequestWindows() if windows else None)
+    config = config or DetectorConfig()
+    return Engine(build(scope, config, signatures),
+                  windows=RequestWindows(gap=config.request_window_gap,
+                                         max_length=config.request_window_max) if windows else None)

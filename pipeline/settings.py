@@ -227,6 +227,8 @@ class DetectorSettings:
     service_silent_factor: float = _f(5.0, gt=0)
     service_silent_floor: float = _f(300.0, gt=0)
     service_silent_learn_intervals: int = _f(10, ge=1)
+    request_window_gap: float = _f(120.0, gt=0)
+    request_window_max: float = _f(3600.0, gt=0)
 
     def config(self) -> "DetectorConfig":
         """The detectors' frozen configuration (detectors.registry.DetectorConfig)."""
@@ -242,7 +244,8 @@ class DetectorSettings:
             request_stalled=RequestStalledConfig(timeout=self.request_stalled_timeout),
             service_silent=ServiceSilentConfig(factor=self.service_silent_factor,
                                                floor=self.service_silent_floor,
-                                               min_intervals=self.service_silent_learn_intervals))
+                                               min_intervals=self.service_silent_learn_intervals),
+            request_window_gap=self.request_window_gap, request_window_max=self.request_window_max)
 
 
 @dataclass(frozen=True)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 
-from pipeline.cli.options import add_input_args, inputs, require_tz
+from pipeline.cli.options import add_config_option, add_input_args, inputs, load_settings, require_tz
 
 DESCRIPTION = """\
 Parse local oslo.log files, merge all records in timestamp order and run the detectors; print
@@ -32,10 +33,12 @@ def register(subparsers) -> None:
                    help="where lines that fit no record go, one JSON object each with the reason "
                         "(default ./osloscope-deadletter.jsonl, created only when needed; '-' "
                         "to discard)")
-    p.add_argument("--auth-threshold", type=int, default=10, metavar="N",
-                   help="rejected authentications per source/user that make a burst (default 10)")
-    p.add_argument("--auth-window", type=float, default=300.0, metavar="SECONDS",
-                   help="sliding window for --auth-threshold (default 300)")
+    p.add_argument("--auth-threshold", type=int, default=None, metavar="N",
+                   help="rejected authentications per source/user that make a burst (default: "
+                        "[detectors] auth_threshold of the settings, 10)")
+    p.add_argument("--auth-window", type=float, default=None, metavar="SECONDS",
+                   help="sliding window for --auth-threshold (default: [detectors] auth_window, 300)")
+    add_config_option(p)
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="progress bar on stderr (default: when stderr is a terminal)")
     p.add_argument("--requests", action="store_true",
@@ -89,7 +92,6 @@ def _jobs(args) -> int:
 
 def cmd_analyze(args) -> int:
     from detectors import registry
-    from detectors.auth_failures import AuthFailuresConfig
 
     from pipeline import codec
     from pipeline.cli.progress import Progress
@@ -100,9 +102,20 @@ def cmd_analyze(args) -> int:
 
     require_tz(args.tz)
     since, until = _time_arg("--since", args.since), _time_arg("--until", args.until)
-    if args.auth_threshold < 1 or args.auth_window <= 0:
+    if (args.auth_threshold is not None and args.auth_threshold < 1) or \
+            (args.auth_window is not None and args.auth_window <= 0):
         print("osloscope: error: --auth-threshold must be >= 1 and --auth-window > 0", file=sys.stderr)
         return 2
+    settings = load_settings(args.config, "analyze")
+    if settings is None:
+        return 2
+    config = settings.detectors.config()
+    auth = config.auth_failures
+    if args.auth_threshold is not None:
+        auth = dataclasses.replace(auth, threshold=args.auth_threshold)
+    if args.auth_window is not None:
+        auth = dataclasses.replace(auth, window=args.auth_window)
+    config = dataclasses.replace(config, auth_failures=auth)
     if args.html is not None:
         from pipeline.sinks import html_report
         if args.requests:
@@ -115,11 +128,9 @@ def cmd_analyze(args) -> int:
             return 2
     files = inputs(args)
     if args.requests:
-        return _analyze_requests(args, files, since, until)
+        return _analyze_requests(args, files, since, until, config)
     bar = Progress(sum(f.size for f in files), "analyzing", enabled=args.progress)
     dead = DeadLetterFile(args.dead_letter)
-    config = registry.DetectorConfig(
-        auth_failures=AuthFailuresConfig(threshold=args.auth_threshold, window=args.auth_window))
     engine = registry.engine("all", config, bundled())
     report = None
     if args.html is not None:
@@ -155,7 +166,7 @@ def cmd_analyze(args) -> int:
     return 1 if result.incidents else 0
 
 
-def _analyze_requests(args, files, since, until) -> int:
+def _analyze_requests(args, files, since, until, config) -> int:
     from pipeline import codec
     from pipeline.cli.progress import Progress
     from pipeline.local import requests
@@ -175,6 +186,7 @@ def _analyze_requests(args, files, since, until) -> int:
 
     try:
         docs = requests.summaries(files, args.tz, since=since, until=until, stats=stats,
+                                  gap=config.request_window_gap, max_length=config.request_window_max,
                                   on_progress=bar.advance, on_unparsed=dead.write, jobs=_jobs(args),
                                   on_summary=write if args.format == "jsonl" else None)
     finally:

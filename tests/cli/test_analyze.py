@@ -112,3 +112,35 @@ def test_analyze_requests_table_and_jsonl(request_validator):
     for doc in docs:
         assert not [e.message for e in request_validator.iter_errors(doc)]
     assert [d["root_cause"]["component"] for d in docs] == ["glanceclient"]
+
+
+def test_analyze_follows_the_settings_file_and_options_win(tmp_path):
+    """``[detectors]`` of the settings file applies to analyze as to the worker; an
+    explicit option overrides it; invalid settings are an error, exit 2."""
+    def burst(*args):
+        r = osloscope("analyze", SAMPLES, "--format", "jsonl", "--dead-letter", "-", *args)
+        assert r.returncode in (0, 1), r.stderr
+        return [d for d in map(json.loads, r.stdout.splitlines()) if d["rule"] == "auth_failure.burst"]
+
+    assert burst()                                             # 22 rejections from one address
+    conf = tmp_path / "osloscope.toml"
+    conf.write_text("[detectors]\nauth_threshold = 50\nauth_slow_threshold = 50\n")
+    assert not burst("--config", conf)                         # the file raised the threshold
+    assert burst("--config", conf, "--auth-threshold", "10")   # the option wins over the file
+    conf.write_text("[detectors]\nrequest_window_gap = -1\n")
+    r = osloscope("analyze", SAMPLES, "--config", conf, "--dead-letter", "-")
+    assert r.returncode == 2 and "request_window_gap" in r.stderr, r.stderr
+
+
+def test_analyze_requests_follow_the_request_window_gap(tmp_path):
+    """A shorter ``request_window_gap`` splits a request whose records are further
+    apart than it into more summaries."""
+    def summaries(*args):
+        r = osloscope("analyze", "--requests", "--format", "jsonl", SEEDS / "S23-flow",
+                      "--dead-letter", "-", *args)
+        assert r.returncode in (0, 1), r.stderr
+        return [json.loads(line) for line in r.stdout.splitlines()]
+
+    conf = tmp_path / "osloscope.toml"
+    conf.write_text("[detectors]\nrequest_window_gap = 0.001\n")
+    assert len(summaries("--config", conf)) > len(summaries())

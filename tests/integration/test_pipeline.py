@@ -149,6 +149,9 @@ def logs(tmp_path) -> Path:
 
 
 def test_ship_worker_elasticsearch_end_to_end(settings_env, names, logs, tmp_path):
+    # a short request window: on a stream gone quiet the summaries are written about one
+    # gap of wall-clock time after the last record (the default, 120 s, would only slow the test)
+    settings_env = {**settings_env, "OSLOSCOPE_DETECTORS_REQUEST_WINDOW_GAP": "15"}
     settings = load_settings(settings_env)
     setup_all(settings)
     setup_all(settings)                      # idempotent
@@ -165,9 +168,9 @@ def test_ship_worker_elasticsearch_end_to_end(settings_env, names, logs, tmp_pat
                  "events and incidents in Elasticsearch", worker)
         wait_drained(settings, worker)       # nothing more can arrive
         # a request's summary is written when its window closes: after the last events had
-        # their turn and event time moved on (idle clock), which can follow the drain
+        # their turn and event time moved on (idle clock) by the gap, which can follow the drain
         wait_for(lambda: summary_ids(client, settings) >= {"req-c5016b48-399b-44f8-adea-a86421f1e129"}
-                 or None, 60, "the request summaries of the closed windows", worker)
+                 or None, 90, "the request summaries of the closed windows", worker)
         n_events, n_incidents = counts(client, settings)
         metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
     finally:
