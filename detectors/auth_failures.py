@@ -24,6 +24,11 @@ Two kinds of signal:
   ordinary traffic and never fires. A per-user rate fires only when its
   failures come from two or more source addresses (or carry none); a single
   address is already covered by its own rate.
+  The rates are keyed by address and by user, not by host: behind a load
+  balancer one client's failures land on every keystone. In the worker they
+  are counted where the key lives (``AuthRateRouter`` routes each rejection
+  to ``FleetAuthRates``, detectors/engine.py), so a burst spread over three
+  controllers is one burst, as in ``analyze``.
 * **Hard failures** that are never normal, one incident per (host, service,
   account) while they continue: MySQL ``Access denied for user`` (1044/1045,
   seed S16), RabbitMQ ``ACCESS_REFUSED`` / ``Login was refused``, nova
@@ -37,7 +42,7 @@ from collections import deque
 from dataclasses import dataclass
 
 from . import texts
-from .base import Detector
+from .base import Detector, FleetDetector, Router
 from .incident import Incident, evidence_of
 from .model import UUID, Event
 from .store import KeyedStore
@@ -107,9 +112,10 @@ class AuthFailures(Detector):
     name = "auth_failure"
     quiet_period = 900.0
 
-    def __init__(self, config: AuthFailuresConfig = AuthFailuresConfig()) -> None:
+    def __init__(self, config: AuthFailuresConfig = AuthFailuresConfig(), *, rates: bool = True) -> None:
         super().__init__()
         self.config = config
+        self.rates = rates           # False: hard failures only (the rates run fleet-keyed)
         self.threshold = config.threshold
         self.window = config.window
         self.slow_threshold = config.slow_threshold
@@ -236,23 +242,46 @@ class AuthFailures(Detector):
             return "service_credentials", ev.service or "service", {}
         return None
 
-    def feed(self, ev: Event) -> list[dict]:
+    def _text(self, ev: Event) -> str | None:
+        """The text to look at when ``ev`` may be a rejection, else None."""
         if ev.kind == "unparsed" or (ev.level == "DEBUG" and ev.status_code is None):
-            return []      # rejections are logged at INFO (access lines) and above
-        out: list[dict] = []
+            return None    # rejections are logged at INFO (access lines) and above
         if ev.status_code in (401, 403):
-            text = ev.message or ""
-        else:
-            # every _PREFILTER alternative contains one of these substrings;
-            # eight substring tests cost less than one search of it
-            text = ev.text()
-            if not ("uthoriz" in text or "token" in text or "ogin" in text or "denied" in text
-                    or "REFUSED" in text or "find user" in text or "ccount is" in text
-                    or "assword is" in text) or not _PREFILTER.search(text):
-                return out
+            return ev.message or ""
+        # every _PREFILTER alternative contains one of these substrings;
+        # eight substring tests cost less than one search of it
+        text = ev.text()
+        if not ("uthoriz" in text or "token" in text or "ogin" in text or "denied" in text
+                or "REFUSED" in text or "find user" in text or "ccount is" in text
+                or "assword is" in text) or not _PREFILTER.search(text):
+            return None
+        return text
+
+    def classify(self, ev: Event) -> tuple | None:
+        """("hard", (what, account, resources)) for a hard failure, ("rate", ip,
+        user) for one rejected authentication to count, else None."""
+        text = self._text(ev)
+        if text is None:
+            return None
         hard = self._hard(ev, text) if ev.status_code is None else None
         if hard:
-            what, account, resources = hard
+            return "hard", hard
+        sig = self._signal(ev, text)
+        if sig:
+            ip, user = sig
+            if ip:
+                ip = ip.split(",")[0].strip()
+            if ip or user:
+                return "rate", ip, user
+        return None
+
+    def feed(self, ev: Event) -> list[dict]:
+        out: list[dict] = []
+        found = self.classify(ev)
+        if found is None:
+            return out
+        if found[0] == "hard":
+            what, account, resources = found[1]
             t = TEXTS[what]
             severity, title, cause, remediation = t["severity"], t["title"], t["probable_cause"], t["remediation"]
             host = ev.host or "unknown"
@@ -268,11 +297,9 @@ class AuthFailures(Detector):
                            f"{inc.first_seen} and {inc.last_seen}: account {account}")
             out.append(inc.to_doc())
             return out
-        sig = self._signal(ev, text)
-        if sig:
-            ip, user = sig
+        if self.rates:
+            _, ip, user = found
             if ip:
-                ip = ip.split(",")[0].strip()
                 self._rate("source_ip", ip, ev, ip, user, out)
             if user:
                 self._rate("user", user, ev, ip, user, out)
@@ -302,3 +329,44 @@ class AuthFailures(Detector):
         old = [[list(k)[1:], {"fast": q}] for k, q in state.get("recent", [])]
         self.recent.restore(state.get("rates", old), decode)
 
+
+
+def rate_keys(found: tuple | None) -> list[str]:
+    """The fleet keys of a rejection ``AuthFailures.classify`` found."""
+    if found is None or found[0] != "rate":
+        return []
+    _, ip, user = found
+    return ([f"source_ip\x1f{ip}"] if ip else []) + ([f"user\x1f{user}"] if user else [])
+
+
+class AuthRateRouter(Router):
+    """Routes each rejected authentication to its address and its user."""
+
+    name = "auth_failure_rate"
+
+    def __init__(self, config: AuthFailuresConfig = AuthFailuresConfig()) -> None:
+        self.classifier = AuthFailures(config, rates=False)
+
+    def route(self, ev: Event) -> list[str]:
+        return rate_keys(self.classifier.classify(ev))
+
+
+class FleetAuthRates(FleetDetector, AuthFailures):
+    """The fast and slow rates per source address and per user, fleet-keyed."""
+
+    name = "auth_failure_rate"
+
+    def __init__(self, config: AuthFailuresConfig = AuthFailuresConfig()) -> None:
+        AuthFailures.__init__(self, config)
+
+    def feed(self, ev: Event) -> list[dict]:
+        return []
+
+    def feed_keyed(self, ev: Event, key: str) -> list[dict]:
+        found = self.classify(ev)
+        if found is None or found[0] != "rate":
+            return []
+        kind, _, who = key.partition("\x1f")
+        out: list[dict] = []
+        self._rate(kind, who, ev, found[1], found[2], out)
+        return out

@@ -112,3 +112,38 @@ class Detector:
 
     def restore(self, state: dict) -> None:
         self.book.restore(state.get("incidents", []))
+
+
+class FleetDetector(Detector):
+    """A detector whose state is keyed by a fleet-wide key -- a shared cause
+    (a database server, a broker, a keystone URL), a new error template --
+    that no host and no request owns. Its events come only through
+    ``feed_keyed``, chosen by the ``Router`` of the same ``name`` (see
+    detectors/engine.py); ``feed`` takes nothing. State per key must not
+    depend on other keys: the worker spreads the keys over partitions."""
+
+    def feed(self, ev: Event) -> list[dict]:
+        return []
+
+    def feed_keyed(self, ev: Event, key: str) -> list[dict]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class Router:
+    """Says which keys of the fleet detector ``name`` an event goes to. Runs
+    where the host's records are, in their order: it may keep per-host state
+    (``snapshot``/``restore``, JSON-safe) and learn from every record."""
+
+    name = "router"
+
+    def route(self, ev: Event) -> list[str]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def advance(self, now: float) -> None:
+        """Event time passed (expire what a bounded router keeps)."""
+
+    def snapshot(self) -> dict:
+        return {}
+
+    def restore(self, state: dict) -> None:
+        pass

@@ -23,6 +23,20 @@ Two optional behaviours:
   the same request id then becomes evidence of the specific incident instead
   of a second incident for the same root cause.
 
+Fleet-wide causes: a signature whose ``dedupe_key`` does not name the host
+(one database server, one broker, one keystone URL, one image) is one
+incident for the whole fleet, listing every host and service it hit (the
+blast radius) and, where the signature names it, the ``component`` the cause
+lies in. Its state cannot live with one host's records, so such signatures
+(and every signature an ``explains`` relation ties to one of them) are
+*fleet-scoped*: ``KnownIssueRouter`` matches them next to the host's records
+and keys each occurrence and recovery by signature and dedupe values (by the
+group, for an ``explains`` group), and ``FleetKnownIssues`` keeps their
+incidents per key (detectors/engine.py says how the worker routes them). For
+a fleet signature with ``persist_seconds`` the condition must last on each
+(host, service) by itself, and the incident resolves on recovery lines only
+once every (host, service) in it has recovered.
+
 Speed: one combined regex over every signature's keywords rejects most
 records with a single search; records at levels no signature wants are
 rejected before that.
@@ -34,7 +48,7 @@ from dataclasses import dataclass
 import re
 from typing import Any, Iterable
 
-from .base import Detector, IncidentBook
+from .base import Detector, FleetDetector, IncidentBook, Router
 from .incident import Incident, evidence_of
 from .model import Event
 from .store import KeyedStore
@@ -45,6 +59,7 @@ EVENT_FIELDS = {"host": "host", "service": "service", "logger": "logger",
                 "instance": "instance_id", "request_id": "request_id"}
 RESOURCE_FIELDS = ("instance", "volume", "image", "port", "network", "path", "user")
 FIELD_CHARS = 200
+MAX_MEMBERS = 200       # (host, service) pairs a fleet condition tracks as failing
 _PLACEHOLDER = re.compile(r"\{([a-z_]+)\}")
 
 
@@ -81,7 +96,8 @@ class Signature:
 
     __slots__ = ("id", "doc", "rule", "title", "severity", "cause", "remediation", "keywords",
                  "levels", "services", "service_globs", "loggers", "patterns", "exclude",
-                 "recovery", "fields", "dedupe_key", "quiet_period", "persist", "explains")
+                 "recovery", "fields", "dedupe_key", "quiet_period", "persist", "explains",
+                 "component")
 
     def __init__(self, doc: dict) -> None:
         self.id = doc["id"]
@@ -105,6 +121,7 @@ class Signature:
         self.quiet_period = float(doc.get("quiet_period", DEFAULT_QUIET))
         self.persist = float(doc.get("persist_seconds", 0.0))
         self.explains = frozenset(doc.get("explains") or ())
+        self.component = doc.get("component")
 
     # -- applicability -------------------------------------------------------
     def applies(self, ev: Event) -> bool:
@@ -160,6 +177,47 @@ class Signature:
                 value = getattr(ev, EVENT_FIELDS[name])
             values.append(value if value is not None else "?")
         return (self.id, *values)
+
+
+def fleet_groups(signatures: Iterable[dict]) -> dict[str, str]:
+    """The fleet-scoped signatures: id -> routing group. A signature whose
+    ``dedupe_key`` lacks ``host`` is fleet-scoped; ``explains`` ties signatures
+    into groups (the explaining incident must see the explained records),
+    and a group with one fleet-scoped member is fleet-scoped as a whole and
+    routed under one key (its name: the first id in sorted order). Other
+    fleet signatures are their own group ("")."""
+    docs = {d["id"]: d for d in signatures}
+    parent = {sid: sid for sid in docs}
+
+    def find(x: str) -> str:
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for sid, d in docs.items():
+        for other in d.get("explains") or ():
+            if other in parent:
+                a, b = find(sid), find(other)
+                if a != b:
+                    parent[max(a, b)] = min(a, b)
+    members: dict[str, list[str]] = {}
+    for sid in docs:
+        members.setdefault(find(sid), []).append(sid)
+    out: dict[str, str] = {}
+    for root, ids in members.items():
+        if any("host" not in (docs[i].get("dedupe_key") or ()) for i in ids):
+            name = min(ids) if len(ids) > 1 else ""
+            for i in ids:
+                out[i] = name
+    return out
+
+
+def split_signatures(signatures: Iterable[dict]) -> tuple[list[dict], list[dict]]:
+    """(host-scoped, fleet-scoped) signatures, each in library order."""
+    docs = list(signatures)
+    fleet = fleet_groups(docs)
+    return [d for d in docs if d["id"] not in fleet], [d for d in docs if d["id"] in fleet]
 
 
 @dataclass(frozen=True)
@@ -237,11 +295,17 @@ class KnownIssues(Detector):
 
     # -- the contract --------------------------------------------------------
     def feed(self, ev: Event) -> list[dict]:
+        return self._feed(ev, None)
+
+    def _feed(self, ev: Event, only: frozenset | None) -> list[dict]:
+        """``feed`` for every signature, or for those ``only`` names."""
         if ev.kind == "unparsed":
             return []
         if ev.level not in self.levels:
-            return self._recovery_only(ev)
+            return self._recovery_only(ev, only)
         text, cands = self.candidates(ev)
+        if only is not None:
+            cands = [sig for sig in cands if sig.id in only]
         if not cands:
             return []
         out: list[dict] = []
@@ -252,10 +316,10 @@ class KnownIssues(Detector):
             elif sig.recovery:
                 rec = sig.recovered(ev, text)
                 if rec is not None:
-                    self._recover(sig, sig.key(rec, ev), out)
+                    self._recover(sig, sig.key(rec, ev), out, ev)
         return out
 
-    def _recovery_only(self, ev: Event) -> list[dict]:
+    def _recovery_only(self, ev: Event, only: frozenset | None = None) -> list[dict]:
         if self.recovery_prefilter is None:
             return []
         text = ev.text()
@@ -263,9 +327,11 @@ class KnownIssues(Detector):
             return []
         out: list[dict] = []
         for sig in self._recovering:
+            if only is not None and sig.id not in only:
+                continue
             rec = sig.recovered(ev, text)
             if rec is not None:
-                self._recover(sig, sig.key(rec, ev), out)
+                self._recover(sig, sig.key(rec, ev), out, ev)
         return out
 
     def _occurrence(self, sig: Signature, fields: dict, ev: Event, out: list[dict]) -> None:
@@ -275,24 +341,30 @@ class KnownIssues(Detector):
             return
         key = sig.key(fields, ev)
         book = self.books[sig.id]
-        if sig.persist > 0 and book.get(key, ts) is None:
-            p = self.pending.get((sig.id, key))
+        member = self._member(sig, ev)
+        pkey = (sig.id, key) if member is None else (sig.id, key + (member,))
+        if sig.persist > 0 and (book.get(key, ts) is None or member is not None and pkey in self.pending):
+            p = self.pending.get(pkey)
             if p is None:
                 p = {"first_ts": ts, "last_ts": ts, "count": 0, "items": []}
-                self.pending.put((sig.id, key), p)
+                self.pending.put(pkey, p)
             p["count"] += 1
             p["last_ts"] = ts
             if ts - p["first_ts"] < sig.persist:
                 if len(p["items"]) < self.config.pending_evidence:
                     p["items"].append([ts, evidence_of(ev)])
                 return
-            del self.pending[(sig.id, key)]
+            del self.pending[pkey]
             inc = self._touch(sig, key, fields, ev, p["first_ts"], out)
             for item_ts, item in p["items"]:
                 inc.add_item(item, item_ts)
             inc.count += p["count"] - 1 - len(p["items"])
         else:
             inc = self._touch(sig, key, fields, ev, ts, out)
+        if member is not None and sig.persist > 0:
+            failing = inc.details.setdefault("still_failing", [])
+            if member not in failing and len(failing) < MAX_MEMBERS:
+                failing.append(member)
         res = {k: [fields[k]] for k in RESOURCE_FIELDS if k in fields}
         inc.add(ev, resources=res)
         stored = inc.details.setdefault("fields", {})
@@ -302,6 +374,10 @@ class KnownIssues(Detector):
             for rid in rids:
                 self.recent.put(rid, (sig.id, key, ts))
         out.append(inc.to_doc())
+
+    def _member(self, sig: Signature, ev: Event) -> str | None:
+        """The (host, service) a fleet signature's condition is tracked for."""
+        return None
 
     def _touch(self, sig: Signature, key: tuple, fields: dict, ev: Event, start: float,
                out: list[dict]) -> Incident:
@@ -316,6 +392,8 @@ class KnownIssues(Detector):
             seed = sig.doc.get("seed")
             if seed:
                 inc.details["seed"] = seed
+            if sig.component:
+                inc.details["component"] = sig.component
         return inc
 
     def _explained(self, sig: Signature, ev: Event, rids: list[str], ts: float, out: list[dict]) -> bool:
@@ -339,9 +417,24 @@ class KnownIssues(Detector):
             return True
         return False
 
-    def _recover(self, sig: Signature, key: tuple, out: list[dict]) -> None:
-        self.pending.pop((sig.id, key), None)
-        inc = self.books[sig.id].open.pop(key, None)
+    def _recover(self, sig: Signature, key: tuple, out: list[dict], ev: Event | None = None) -> None:
+        member = self._member(sig, ev) if ev is not None else None
+        if member is None:
+            self.pending.pop((sig.id, key), None)
+            inc = self.books[sig.id].open.pop(key, None)
+        else:
+            # a fleet condition: this (host, service) recovered; the incident
+            # resolves when every one that was failing in it has
+            self.pending.pop((sig.id, key + (member,)), None)
+            inc = self.books[sig.id].open.get(key)
+            if inc is None:
+                return
+            failing = inc.details.get("still_failing") or []
+            if member in failing:
+                failing.remove(member)
+            if failing:
+                return
+            self.books[sig.id].open.pop(key, None)
         if inc is not None:
             inc.status = "resolved"
             out.append(inc.to_doc())
@@ -349,8 +442,12 @@ class KnownIssues(Detector):
     @staticmethod
     def _summary(inc: Incident, sig: Signature) -> str:
         parts = [inc.title, f"{inc.count} occurrence(s) between {inc.first_seen} and {inc.last_seen}"]
-        if len(inc.hosts) > 1:
-            parts.append(f"hosts: {', '.join(inc.hosts[:6])}")
+        if len(inc.hosts) > 1 or len(inc.services) > 1:       # the blast radius
+            more = ", ..." if len(inc.hosts) > 6 else ""
+            parts.append(f"{len(inc.hosts)} host(s): {', '.join(inc.hosts[:6])}{more}; "
+                         f"services: {', '.join(inc.services[:6])}")
+        if sig.component:
+            parts.append(f"likely cause in: {sig.component}")
         fields = inc.details.get("fields") or {}
         shown = [f"{k}={v}" for k, v in fields.items() if k not in ("host", "service")][:6]
         if shown:
@@ -383,3 +480,69 @@ class KnownIssues(Detector):
                               if sid in self.signatures])
         self.recent.restore([(rid, (sid, tuple(key), ts)) for rid, sid, key, ts in state.get("recent", [])
                              if sid in self.signatures])
+
+
+class KnownIssueRouter(Router):
+    """Routes the records of fleet-scoped signatures (``split_signatures``):
+    occurrences and recovery lines, keyed by signature and dedupe values
+    (or by the ``explains`` group). Stateless."""
+
+    name = "known_issue_fleet"
+
+    def __init__(self, signatures: Iterable[dict]) -> None:
+        docs = list(signatures)
+        self.groups = fleet_groups(docs)
+        self.matcher = KnownIssues([d for d in docs if d["id"] in self.groups])
+
+    def route(self, ev: Event) -> list[str]:
+        m = self.matcher
+        if not m.signatures or ev.kind == "unparsed":
+            return []
+        if ev.level in m.levels:
+            text, cands = m.candidates(ev)
+        elif m.recovery_prefilter is not None:
+            text = ev.text()
+            cands = list(m._recovering) if m.recovery_prefilter.search(text) else []
+        else:
+            return []
+        keys: list[str] = []
+        for sig in cands:
+            fields = sig.match(ev, text)
+            if fields is None and sig.recovery:
+                fields = sig.recovered(ev, text)
+            if fields is None:
+                continue
+            group = self.groups[sig.id]
+            key = f"group:{group}" if group else "\x1f".join(map(str, sig.key(fields, ev)))
+            if key not in keys:
+                keys.append(key)
+        return keys
+
+
+class FleetKnownIssues(FleetDetector, KnownIssues):
+    """The incidents of the fleet-scoped signatures, per routing key: one per
+    cause for the whole fleet, with every host and service it hit."""
+
+    name = "known_issue_fleet"
+
+    def __init__(self, signatures: Iterable[dict], config: "KnownIssuesConfig | None" = None) -> None:
+        docs = list(signatures)
+        self.groups = fleet_groups(docs)
+        KnownIssues.__init__(self, [d for d in docs if d["id"] in self.groups], config)
+        self._group_members: dict[str, frozenset] = {}
+        for sid, group in self.groups.items():
+            if group:
+                self._group_members[group] = self._group_members.get(group, frozenset()) | {sid}
+
+    def feed(self, ev: Event) -> list[dict]:
+        return []
+
+    def feed_keyed(self, ev: Event, key: str) -> list[dict]:
+        if key.startswith("group:"):
+            only = self._group_members.get(key[6:], frozenset())
+        else:
+            only = frozenset((key.split("\x1f", 1)[0],))
+        return self._feed(ev, only)
+
+    def _member(self, sig: Signature, ev: Event) -> str | None:
+        return f"{ev.host or '?'}|{ev.service or '?'}"

@@ -12,12 +12,12 @@ import sys
 import textwrap
 from typing import Sequence
 
-from pipeline.cli import (analyze, config, incidents, notify, parse, services, setup, ship, signatures,
-                          silence, trace, watch, worker)
+from pipeline.cli import (account, analyze, config, incidents, notify, parse, services, setup, ship,
+                          signatures, silence, trace, watch, worker)
 
 # the commands, in the order `osloscope --help` lists them
-COMMANDS = (analyze, parse, services, config, setup, ship, worker, watch, incidents, notify, silence,
-            trace, signatures)
+COMMANDS = (analyze, parse, services, config, setup, ship, worker, watch, incidents, account, notify,
+            silence, trace, signatures)
 
 INTRO = ("Incident detection for OpenStack oslo.log files: parses every oslo.log era, folds "
          "tracebacks into their records and runs the detectors below -- on local files (embedded) "
@@ -35,6 +35,7 @@ Streaming (Kafka + Elasticsearch; `osloscope services up` runs both locally):
   osloscope worker                                        raw topic -> detect -> Elasticsearch
   osloscope ship /var/log/nova /var/log/cinder            tail logs into Kafka
   osloscope incidents --status open                       list incidents from Elasticsearch
+  osloscope account --wait 60                             every line sent: indexed, dead-lettered?
   osloscope watch /var/log/nova --host compute-1          live detection on local files
   osloscope notify                                        webhooks (JSON, Alertmanager, Slack)
   osloscope silence add --matcher host=compute-2 --duration 2h --comment maintenance
@@ -54,6 +55,8 @@ def description(width: int = 92) -> str:
     name = max(len(e.type) for e in ENTRIES)
     lines = [textwrap.fill(INTRO, width), "", "Detectors (incident type: what it fires on):"]
     for e in ENTRIES:
+        if not e.fires_on:          # the fleet half of a type listed already
+            continue
         lines.append(textwrap.fill(e.fires_on, width, initial_indent=f"  {e.type:<{name}}  ",
                                    subsequent_indent=" " * (name + 4)))
     return "\n".join(lines)

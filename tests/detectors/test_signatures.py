@@ -274,11 +274,55 @@ def test_an_amqp_loop_fires_only_when_it_does_not_recover_and_resolves_on_reconn
     assert (inc["rule"], inc["severity"], inc["status"]) == ("known_issue.amqp_unreachable_persistent", "critical", "open")
     assert inc["count"] == 6 and inc["first_seen"].startswith("2019-03-12T10:15:00")
     assert inc["details"]["fields"]["broker"] == "10.12.27.29:5672"
-    assert "10.12.27.29:5672" in inc["title"] and "nova-conductor on ctl1" in inc["title"]
+    assert "10.12.27.29:5672" in inc["title"] and "nova-conductor on ctl1" in inc["probable_cause"]
+    assert inc["details"]["component"] == "rabbitmq"
     loop.append(("nova-conductor", "ctl1", _line(T0 + dt.timedelta(seconds=200), 28139, "INFO",
                  "oslo.messaging._drivers.impl_rabbit", "[-]", "Connected to AMQP server on 10.12.27.29:5672")))
     (inc,) = _run(_parse(loop), _library()).values()
     assert inc["status"] == "resolved"
+
+
+def _fleet_run(lines) -> dict:
+    """The registry's engine (fleet-wide signatures routed by cause), latest doc per id."""
+    from detectors import registry
+    eng = registry.engine("all", None, load_signatures(), windows=False)
+    latest: dict = {}
+    for ev in _parse(lines):
+        for doc in eng.feed(ev).incidents:
+            latest[doc["id"]] = doc
+    return latest
+
+
+def test_a_broker_outage_is_one_incident_for_every_host_it_hits():
+    """One broker, three services on three hosts: one incident listing them all
+    (the blast radius). Each (host, service) must fail for persist_seconds by
+    itself, and the incident resolves only when every one of them reconnected."""
+    who = [("nova-conductor", "ctl1", 28139), ("nova-compute", "cmp1", 3101), ("nova-compute", "cmp2", 3102)]
+    lines = [(svc, host, _amqp(T0 + dt.timedelta(seconds=30 * i + k), pid=pid))
+             for i in range(6) for k, (svc, host, pid) in enumerate(who)]
+    (inc,) = _fleet_run(lines).values()
+    assert inc["status"] == "open" and inc["count"] == 18
+    assert sorted(inc["hosts"]) == ["cmp1", "cmp2", "ctl1"]
+    assert sorted(inc["services"]) == ["nova-compute", "nova-conductor"]
+    assert inc["title"] == "Services cannot reach RabbitMQ at 10.12.27.29:5672 and do not recover"
+    assert "3 host(s)" in inc["summary"] and "likely cause in: rabbitmq" in inc["summary"]
+
+    def up(svc, host, pid, sec):
+        return (svc, host, _line(T0 + dt.timedelta(seconds=sec), pid, "INFO",
+                                 "oslo.messaging._drivers.impl_rabbit", "[-]",
+                                 "Reconnected to AMQP server on 10.12.27.29:5672 via [amqp] client"))
+    lines += [up(*who[0], 200), up(*who[1], 201)]
+    (inc,) = _fleet_run(lines).values()
+    assert inc["status"] == "open" and inc["details"]["still_failing"] == ["cmp2|nova-compute"]
+    lines.append(up(*who[2], 260))
+    (inc,) = _fleet_run(lines).values()
+    assert inc["status"] == "resolved" and inc["details"]["still_failing"] == []
+
+    # one host alone, 90 s: a blip on that host, not a persistent outage -- even while
+    # the others' lines would make the broker key last long enough together
+    blips = [(svc, host, _amqp(T0 + dt.timedelta(seconds=30 * i + 60 * k), pid=pid))
+             for k, (svc, host, pid) in enumerate(who) for i in range(4)]
+    assert _fleet_run(blips) == {}
 
 
 def test_a_recovery_line_clears_the_pending_loop():
