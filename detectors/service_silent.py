@@ -244,8 +244,19 @@ class ServiceSilent(Detector):
         inc.status = "resolved"
         inc.details["silent_seconds"] = round(gap, 3)
         inc.details["resumed_at"] = ev.timestamp
-        inc.summary = (f"{inc.service} on {inc.host} was silent for {gap:.0f} s "
-                       f"({inc.details['last_record_at']} .. {ev.timestamp}); it logs again")
+        threshold = inc.details.get("threshold_seconds")
+        if threshold is not None and gap <= threshold:
+            # a record that arrived late (its host's logs lagged) shows the stream was not
+            # silent for the threshold: the absence was judged too early -- say so, claim nothing
+            inc.details["judged_early"] = True
+            inc.title = f"{inc.service} on {inc.host} was not silent: its records arrived late"
+            inc.summary = (f"withdrawn: a late record shows {inc.service} on {inc.host} logging at "
+                           f"{ev.timestamp}, {gap:.0f} s after {inc.details['last_record_at']} "
+                           f"(threshold {threshold:.0f} s); its records arrived after the silence "
+                           f"was judged")
+        else:
+            inc.summary = (f"{inc.service} on {inc.host} was silent for {gap:.0f} s "
+                           f"({inc.details['last_record_at']} .. {ev.timestamp}); it logs again")
         out.append(inc.to_doc())
 
     def _forget(self, key: tuple) -> None:

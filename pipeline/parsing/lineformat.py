@@ -39,17 +39,24 @@ ANSI = re.compile(r"\x1b\[[0-9;]*m")
 EMBEDDED_HEADER = re.compile(r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{1,9} \d+ (?:" + LEVELS + r") \S)")
 
 
+NIL_CONTEXT = re.compile(r"\[(?:None|-)(?: -){2,7}\] ?")
+
+
 def context_end(rest: str) -> int:
     """Index just past a request-context block ``[...] `` at the start of
     ``rest``, or 0 when ``rest`` does not start with one.
 
     Accepted: ``[-]``, ``[req-X ...]``, ``[None req-X ...]``,
-    ``[req-G req-X ...]`` (any era; identity fields vary).
+    ``[req-G req-X ...]`` (any era; identity fields vary), and a context whose
+    fields are all empty (``[- - - - - -]``, ``[None - - - - -]``).
     """
     if not rest or rest[0] != "[":
         return 0
     if rest.startswith("[-]"):
         return 4 if rest[3:4] == " " else 3
+    m = NIL_CONTEXT.match(rest)
+    if m:                      # a context with every field empty: [- - - - - -], [None - - - - -]
+        return m.end()
     if not (rest.startswith("[req-") or rest.startswith("[None req-") or rest.startswith("[- req-")):
         return 0
     end = rest.find("]")

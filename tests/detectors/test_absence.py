@@ -236,6 +236,22 @@ def test_a_silent_compute_fires_and_resolves_when_it_speaks_again(incident_valid
         assert not [e.message for e in incident_validator.iter_errors(doc)]
 
 
+def test_a_late_record_withdraws_a_silence_judged_too_early():
+    """compute-1's records for 1200..1500 s arrive after the others had moved on (its
+    shipper lagged past the allowed lateness): the silence was judged at ~1530 s, then a
+    late record at 1230 s shows the stream was logging -- the incident resolves as
+    withdrawn, claiming no silence (issue: a late record can resolve an early absence)."""
+    on_time = by_time(silent_compute(1200), controller_noise(0, 2000))
+    late = compute_periodic(1230, 1500, every=30)
+    docs = run(on_time + late, [ServiceSilent()])
+    opened, resolved = docs[0], docs[-1]
+    assert opened["status"] == "open" and resolved["id"] == opened["id"]
+    assert resolved["status"] == "resolved" and resolved["details"]["judged_early"] is True
+    assert resolved["summary"].startswith("withdrawn: a late record shows nova-compute on compute-1")
+    assert resolved["title"] == "nova-compute on compute-1 was not silent: its records arrived late"
+    assert resolved["details"]["silent_seconds"] <= resolved["details"]["threshold_seconds"]
+
+
 def test_a_stream_that_never_pauses_has_a_history_too():
     busy = [audit(at(s)) for s in range_(0, 600, 0.5)]
     events = by_time(busy, controller_noise(0, 1000))

@@ -332,3 +332,13 @@ def test_a_megabyte_line_parses():
     assert ev.level == "ERROR" and len(ev.message) > 1 << 20
 
 
+
+
+@pytest.mark.parametrize("ctx", ["[- - - - - -]", "[None - - - - -]", "[- - - - -]"])
+def test_a_context_with_every_field_empty_is_not_part_of_the_message(ctx):
+    """oslo.log renders a request context without ids as dashes; the message starts
+    after it (detectors match message starts: periodic tasks, for service_silent)."""
+    (ev,) = parse_text(f"2024-03-05 09:00:07.323 2100 DEBUG oslo_service.periodic_task {ctx} "
+                       "Running periodic task ComputeManager.update_available_resource\n")
+    assert ev.message == "Running periodic task ComputeManager.update_available_resource"
+    assert ev.request_id is None
