@@ -93,6 +93,9 @@ class Group:
     sent_firing: list[str] | None = None                          # as of the last notification
     sent_resolved: list[str] = field(default_factory=list)
     sent_at: float | None = None
+    # incident ids of this group that some notification already named (firing or resolved): an
+    # incident that resolves without being in it was never announced, and its resolve is news
+    notified: list[str] = field(default_factory=list)
     # style alertmanager_api: incident id -> the label set Alertmanager knows it by (sent firing)
     sent_labels: dict[str, dict[str, str]] = field(default_factory=dict)
 
@@ -101,10 +104,23 @@ class Group:
         return hashlib.sha256(basis.encode()).hexdigest()[:32]
 
 
+def unannounced(g: Group, resolved: Iterable[str]) -> list[str]:
+    """The resolved incidents of ``g`` that no notification named yet: they opened and resolved
+    before the group was flushed (within group_wait, or all before the notifier started)."""
+    return [iid for iid in resolved if iid not in g.notified]
+
+
 def needs_update(g: Group, firing: list[str], resolved: list[str], now: float, *,
                  send_resolved: bool, repeat_interval: float) -> bool:
     """Alertmanager's DedupStage.needsUpdate: whether flushing ``g`` with these firing and
-    resolved incident ids says something new (or ``repeat_interval`` has passed)."""
+    resolved incident ids says something new (or ``repeat_interval`` has passed).
+
+    One deliberate difference: Alertmanager never notifies a group whose alerts all resolved
+    before its first notification. A log going quiet does not mean the fault is fixed, so an
+    incident nobody was told about is always news, resolved or not, whatever send_resolved says
+    (:func:`unannounced`); send_resolved only drops the resolve of an incident already sent."""
+    if unannounced(g, resolved):
+        return True
     if g.sent_firing is None:
         return bool(firing)
     if not set(firing) <= set(g.sent_firing):

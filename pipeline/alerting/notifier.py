@@ -5,10 +5,15 @@
   Notifier.tick(now)         flushes due groups the way Alertmanager's aggregation groups do
                              (first after group_wait, then every group_interval; a notification
                              only when an incident opened, or resolved with send_resolved, or
-                             repeat_interval passed; silenced incidents left out) into the outbox
+                             resolved before anyone was told, or repeat_interval passed;
+                             silenced incidents left out) into the outbox
                              (outbox.py, payloads.py), then POSTs due outbox entries, retrying
                              failures with capped exponential backoff and jitter until a 2xx
                              (delivery.py)
+
+Every incident is notified at least once: one that was already resolved when its group was
+first flushed (it opened and closed within group_wait, or the notifier caught up on a backlog)
+is sent as resolved, whatever send_resolved says (grouping.needs_update).
 
 A notification is written to the outbox in the same transaction that advances its group's
 revision, so its ``Idempotency-Key`` (receiver, group, revision) is never reused for different
@@ -24,7 +29,8 @@ inhibits and silences by itself; the notifier does what Prometheus does for it:
   - an incident that opens, changes its label set (payloads.alertmanager_labels) or resolves
     becomes an alert in the next ``POST /api/v2/alerts`` request, through the outbox like any
     notification (one request per receiver and tick, ``max_alerts`` alerts at most); a replaced
-    label set is ended in the same request;
+    label set is ended in the same request; an incident first seen resolved is posted once with
+    startsAt and endsAt;
   - every ``resend_interval`` seconds, while nothing waits in that receiver's outbox, all its
     open alerts are POSTed again (with their newest annotations) directly, not through the
     outbox: Alertmanager resolves an alert nobody re-sent within its resolve_timeout. A restart
@@ -45,7 +51,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from pipeline.alerting import delivery
 from pipeline.alerting.grouping import (Group, accepts, doc_problem, group_key, is_newer, labels_of,
-                                        needs_update, order, version)
+                                        needs_update, order, unannounced, version)
 from pipeline.alerting.outbox import DB_NAME, Store
 from pipeline import codec
 from pipeline.alerting.payloads import (alertmanager_alert, alertmanager_endpoint,
@@ -77,7 +83,9 @@ class Tick:
 
 
 class Notifier:
-    """Groups, silences, outbox and delivery; ``handle`` and ``tick`` are all the Kafka loop calls.
+    """Groups, silences, outbox and delivery; ``handle`` and ``tick`` are all the Kafka loop calls,
+    plus ``attach``/``restore``/``state_records`` when the state follows the active notifier
+    (consumer.py, outbox.py).
 
     One notifier per ``state_dir`` (a lock file enforces it). ``rng`` draws the backoff jitter.
     """
@@ -146,6 +154,26 @@ class Notifier:
                 log.warning("%s: %d pending notification(s) for a receiver no longer configured "
                             "(kept; delivered if it comes back)", receiver, n)
 
+    # state that follows the active notifier (consumer.py) -------------------------------------
+
+    def attach(self, journal) -> None:
+        """From now on every change is also written to ``journal`` (None: local file only)."""
+        self.store.journal = journal
+
+    def state_records(self) -> list[tuple[bytes, bytes]]:
+        """The whole state as journal records (to seed an empty journal)."""
+        return self.store.records()
+
+    def restore(self, records) -> None:
+        """Take over the state a journal holds ({key: value}): groups, incident versions and the
+        pending notifications, which are delivered again with their own Idempotency-Keys; open
+        alerts of alertmanager_api receivers are re-sent at the next tick."""
+        self.store.replace(records)
+        self.groups, self.where = {}, {}
+        self._load()
+        self.backoff = {name: delivery.Backoff() for name in self.receivers}
+        self._resend_at = dict.fromkeys(self._resend_at, float("-inf"))
+
     def close(self) -> None:
         self.store.close()
         self._lock.close()
@@ -174,17 +202,21 @@ class Notifier:
         fresh: dict[str, tuple] = {}
         for doc in docs:
             iid, v = doc["id"], version(doc)
-            if not is_newer(v, self.versions.get(iid)):
+            known = self.versions.get(iid)
+            if not is_newer(v, known):
                 continue
             self.versions[iid] = fresh[iid] = v
+            closed = known is not None and known[1] == 1       # the version before was resolved
             for r in self.receivers.values():
-                self._place(r, doc, now, dirty)
+                self._place(r, doc, now, dirty, closed)
         self._save(dirty, fresh, now, [])
         return len(fresh)
 
-    def _place(self, r: ReceiverSettings, doc: dict, now: float, dirty: set) -> None:
+    def _place(self, r: ReceiverSettings, doc: dict, now: float, dirty: set, closed: bool) -> None:
         iid = doc["id"]
         old_key = self.where.get((r.name, iid))
+        if closed and old_key is None and doc["status"] == "resolved":
+            return          # a later version of an incident whose resolve was already flushed
         key = labels = None
         if accepts(r, doc):
             if r.style == AM_STYLE:                     # Alertmanager groups: one incident each
@@ -248,19 +280,25 @@ class Notifier:
                    if not any(s.mutes(labels_of(d), now) for s in silences)]
         firing = sorted(d["id"] for d in visible if d["status"] != "resolved")
         resolved = sorted(d["id"] for d in visible if d["status"] == "resolved")
+        news = set(unannounced(g, resolved))         # resolved before anyone was told: always sent
         row = None
         if needs_update(g, firing, resolved, now, send_resolved=r.send_resolved,
                         repeat_interval=self.settings.repeat_interval):
-            docs = order(d for d in visible if d["status"] != "resolved" or r.send_resolved)
+            docs = order(d for d in visible
+                         if d["status"] != "resolved" or r.send_resolved or d["id"] in news)
             if docs:
                 g.revision += 1
                 row = (r.name, g.key, g.revision, g.idempotency_key(),
                        render(r, g, docs, self.settings.external_url), now)
+                g.notified = sorted(set(g.notified) | {d["id"] for d in docs})
                 log.info("%s %s: notification %d queued (%d firing, %d resolved)", r.name, g.key,
-                         g.revision, len(firing), len(resolved) if r.send_resolved else 0)
+                         g.revision, len(firing), sum(d["status"] == "resolved" for d in docs))
             g.sent_firing, g.sent_resolved, g.sent_at = firing, resolved, now
-        for iid in [i for i, d in g.alerts.items() if d["status"] == "resolved"]:
+        gone = [i for i, d in g.alerts.items() if d["status"] == "resolved"]
+        for iid in gone:
             del g.alerts[iid], self.where[(g.receiver, iid)]   # resolved alerts leave once flushed
+        if gone:
+            g.notified = [i for i in g.notified if i in g.alerts]
         g.next_flush = now + self.settings.group_interval
         if not g.alerts:
             del self.groups[(g.receiver, g.key)]
@@ -284,9 +322,10 @@ class Notifier:
             for iid, doc in list(g.alerts.items()):
                 sent = g.sent_labels.get(iid)
                 if doc["status"] == "resolved":
-                    if sent is not None:                 # never sent firing: nothing to resolve
-                        alerts.append(self._alert(doc, sent, now))
-                        changed = True
+                    # never sent firing: sent now, with startsAt and endsAt, as a resolved alert
+                    alerts.append(self._alert(doc, sent if sent is not None else
+                                              alertmanager_labels(doc), now))
+                    changed = True
                     del g.alerts[iid], self.where[(g.receiver, iid)]
                     g.sent_labels.pop(iid, None)
                     continue

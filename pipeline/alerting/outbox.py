@@ -5,6 +5,13 @@ seen of each incident, and the outbox of notifications waiting for a 2xx.
 notification's ``Idempotency-Key`` is never stored without the group revision it belongs to);
 :meth:`Store.prune` forgets delivered or failed notifications and incident versions after
 seven days. WAL, fsync on every commit, so a crash loses nothing that was acknowledged.
+
+With a ``journal`` (``osloscope notify``: the state topic of pipeline/streaming/notify_state.py),
+the file is a local copy and the journal is what survives a move to another machine: every
+transaction's changes are written to it as records (:func:`group_record`, :func:`version_record`,
+:func:`outbox_record`; None deletes) before the transaction commits, a journal failure rolls it
+back, and a notification that got its 2xx or failed for good is deleted there at once. A new
+active notifier rebuilds the file from the journal's records (:meth:`Store.replace`).
 """
 from __future__ import annotations
 
@@ -12,7 +19,7 @@ import sqlite3
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
-from typing import Collection, Iterable, Iterator, Mapping, Sequence
+from typing import Collection, Iterable, Iterator, Mapping, Protocol, Sequence
 
 from pipeline import codec
 from pipeline.alerting.grouping import Group
@@ -36,11 +43,36 @@ CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (status, receiver, id);
 """
 
 
+class Journal(Protocol):
+    def write(self, records: Iterable[tuple[bytes, bytes | None]]) -> None: ...
+
+
+def group_record(receiver: str, key: str, g: Group | None) -> tuple[bytes, bytes | None]:
+    return codec.dumps(["group", receiver, key]), None if g is None else codec.dumps(asdict(g))
+
+
+def version_record(iid: str, version: Sequence | None, updated: float = 0.0) -> tuple[bytes, bytes | None]:
+    return codec.dumps(["incident", iid]), None if version is None else codec.dumps([list(version), updated])
+
+
+def outbox_record(idempotency_key: str, row: Mapping | None) -> tuple[bytes, bytes | None]:
+    return codec.dumps(["outbox", idempotency_key]), None if row is None else codec.dumps(row)
+
+
+JOURNAL_FORMAT = 1
+
+
+def meta_record() -> tuple[bytes, bytes]:
+    """Written when a journal is seeded, so that a journal that was ever used is never empty."""
+    return codec.dumps(["meta"]), codec.dumps({"format": JOURNAL_FORMAT})
+
+
 class Store:
     """The SQLite file: groups, incident versions, outbox. WAL, fsync on every commit."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.journal: Journal | None = None
         self.db = sqlite3.connect(path, isolation_level=None)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
@@ -81,6 +113,7 @@ class Store:
         """In one transaction: each (receiver, key, group) stored (None: deleted), the incident
         versions, and the new outbox rows (receiver, group_key, revision, idempotency_key, body,
         created)."""
+        records: list[tuple[bytes, bytes | None]] = []
         with self.tx() as db:
             for receiver, key, g in groups:
                 if g is None:
@@ -88,10 +121,19 @@ class Store:
                 else:
                     db.execute("INSERT OR REPLACE INTO groups VALUES (?, ?, ?)",
                                (receiver, key, codec.dumps(asdict(g))))
+                records.append(group_record(receiver, key, g))
             db.executemany("INSERT OR REPLACE INTO incidents VALUES (?, ?, ?)",
                            [(iid, codec.dumps(list(v)), now) for iid, v in versions.items()])
-            db.executemany("INSERT INTO outbox (receiver, group_key, revision, idempotency_key, body, "
-                           "created) VALUES (?, ?, ?, ?, ?, ?)", rows)
+            records += [version_record(iid, v, now) for iid, v in versions.items()]
+            for row in rows:
+                seq = db.execute("INSERT INTO outbox (receiver, group_key, revision, idempotency_key, "
+                                 "body, created) VALUES (?, ?, ?, ?, ?, ?)", row).lastrowid
+                receiver, group_key, revision, idem, body, created = row
+                records.append(outbox_record(idem, {
+                    "seq": seq, "receiver": receiver, "group_key": group_key, "revision": revision,
+                    "body": bytes(body).decode(), "created": created}))
+            if self.journal is not None and records:
+                self.journal.write(records)          # raises: the transaction is rolled back
 
     # the outbox -----------------------------------------------------------------------------------
 
@@ -101,9 +143,14 @@ class Store:
             "AND receiver = ? ORDER BY id LIMIT ?", (receiver, limit)).fetchall()
 
     def finish(self, oid: int, status: str, now: float, attempts: int, error: str | None) -> None:
+        """Record an attempt; a notification delivered or failed for good leaves the journal
+        (attempt counts of pending ones stay local: a new active starts them afresh)."""
         done = now if status != "pending" else None
         self.db.execute("UPDATE outbox SET status = ?, attempts = ?, last_attempt = ?, last_error = ?, "
                         "done = ? WHERE id = ?", (status, attempts, now, error, done, oid))
+        if self.journal is not None and status != "pending":
+            [(idem,)] = self.db.execute("SELECT idempotency_key FROM outbox WHERE id = ?", (oid,)).fetchall()
+            self.journal.write([outbox_record(idem, None)])
 
     def counts(self) -> dict[str, int]:
         return dict(self.db.execute("SELECT status, COUNT(*) FROM outbox GROUP BY status").fetchall())
@@ -118,7 +165,55 @@ class Store:
             db.execute("DELETE FROM outbox WHERE status != 'pending' AND done < ?",
                        (now - OUTBOX_RETENTION,))
             db.executemany("DELETE FROM incidents WHERE id = ?", [(i,) for i in old])
+            if self.journal is not None and old:
+                self.journal.write([version_record(i, None) for i in old])
         return old
+
+    # the journal ----------------------------------------------------------------------------------
+
+    def records(self) -> list[tuple[bytes, bytes]]:
+        """Everything a journal must hold to rebuild this state: groups, incident versions and
+        pending notifications (an older version's file, written to an empty journal once)."""
+        out = [meta_record()]
+        out += [group_record(receiver, key, Group(**codec.loads(data)))
+                for receiver, key, data in self.db.execute("SELECT receiver, key, data FROM groups")]
+        out += [version_record(iid, codec.loads(v), updated)
+                for iid, v, updated in self.db.execute("SELECT id, version, updated FROM incidents")]
+        out += [outbox_record(idem, {"seq": seq, "receiver": receiver, "group_key": group_key,
+                                     "revision": revision, "body": bytes(body).decode(), "created": created})
+                for seq, receiver, group_key, revision, idem, body, created in self.db.execute(
+                    "SELECT id, receiver, group_key, revision, idempotency_key, body, created FROM outbox "
+                    "WHERE status = 'pending' ORDER BY id")]
+        return out
+
+    def replace(self, records: Mapping[bytes, bytes]) -> None:
+        """Make the file hold exactly the state of a journal's ``records`` ({key: value});
+        notifications come back pending, in their original order."""
+        groups, versions, rows = [], [], []
+        for key, value in records.items():
+            kind, *ident = codec.loads(key)
+            data = codec.loads(value)
+            if kind == "meta":
+                if data.get("format") != JOURNAL_FORMAT:
+                    raise ValueError(f"notifier state of format {data.get('format')!r}; this "
+                                     f"osloscope reads format {JOURNAL_FORMAT}")
+            elif kind == "group":
+                groups.append((ident[0], ident[1], codec.dumps(data)))
+            elif kind == "incident":
+                versions.append((ident[0], codec.dumps(data[0]), data[1]))
+            elif kind == "outbox":
+                rows.append((data["seq"], data["receiver"], data["group_key"], data["revision"],
+                             ident[0], data["body"].encode(), data["created"]))
+            else:
+                raise ValueError(f"unknown notifier state record {key!r}")
+        with self.tx() as db:
+            db.execute("DELETE FROM groups")
+            db.execute("DELETE FROM incidents")
+            db.execute("DELETE FROM outbox")
+            db.executemany("INSERT INTO groups VALUES (?, ?, ?)", groups)
+            db.executemany("INSERT INTO incidents VALUES (?, ?, ?)", versions)
+            db.executemany("INSERT INTO outbox (id, receiver, group_key, revision, idempotency_key, "
+                           "body, created) VALUES (?, ?, ?, ?, ?, ?, ?)", sorted(rows))
 
     def close(self) -> None:
         self.db.close()

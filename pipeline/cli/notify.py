@@ -11,8 +11,15 @@ DESCRIPTION = """\
 Consume incident changes from the incidents topic and POST them to the [[notify.receivers]]
 of the settings, grouped, deduplicated, silenced and repeated like Alertmanager does
 (notify.group_by, group_wait, group_interval, repeat_interval; `osloscope silence`).
-Notifications wait in an outbox under notify.state_dir until a receiver answers 2xx, retried
-with backoff; each request carries an Idempotency-Key and, with a secret, an HMAC signature.
+Notifications wait in an outbox until a receiver answers 2xx, retried with backoff; each
+request carries an Idempotency-Key and, with a secret, an HMAC signature. An incident that was
+already resolved when first seen is still sent once, as resolved, with its times.
+
+High availability: notifiers with the same worker.app_id (each its own notify.state_dir) form
+one consumer group; one is active, the others stand by and take over when it stops or dies
+(after worker.session_timeout). The state follows the active one through the compacted topic
+<worker.app_id>.state.notify (Kafka transactions): delivery is at least once, and a notification
+repeated after a take-over keeps its Idempotency-Key.
 
 A receiver with style = "alertmanager_api" is a Prometheus Alertmanager: every incident is
 pushed to its POST /api/v2/alerts as one alert (labels alertname="osloscope_<type>", type,
@@ -23,8 +30,10 @@ Stop with Ctrl-C or SIGTERM."""
 
 EPILOG = """\
 Exit codes: 0 stopped by Ctrl-C or SIGTERM; 2 usage errors, invalid settings, no receivers,
-or another notifier already uses notify.state_dir; 1 any other failure (for instance no Kafka
-broker reachable at start), with a traceback."""
+another notifier already uses notify.state_dir, or Kafka rejected the settings (authentication,
+TLS, security protocol: named at start); 1 any other failure (for instance no Kafka broker
+reachable at start), with a traceback. A standby, or an active notifier that cannot write its
+state (broker gone, fenced by another notifier), keeps running and logs what it waits for."""
 
 
 def register(subparsers) -> None:
@@ -48,6 +57,12 @@ def _cmd(args) -> int:
     logging.basicConfig(level=getattr(logging, args.loglevel.upper(), logging.INFO),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     logging.getLogger("kafka").setLevel(logging.WARNING)
+    from pipeline.streaming.kafka_clients import KafkaAccessError, check_access
+    try:                                    # a wrong password or CA is named, not retried
+        check_access(settings.kafka)
+    except KafkaAccessError as exc:
+        print(f"osloscope notify: error: Kafka {settings.kafka.bootstrap}: {exc}", file=sys.stderr)
+        return 2
     from pipeline.alerting.consumer import run          # loads kafka-python
     from pipeline.alerting.notifier import NotifierBusy
     try:

@@ -143,13 +143,20 @@ def test_escalated_severity_ends_the_old_label_set(tmp_path, hooks):
     n.close()
 
 
-def test_resolved_before_it_was_ever_sent_is_not_sent(tmp_path, hooks):
+def test_resolved_before_it_was_ever_sent_is_posted_once_as_resolved(tmp_path, hooks):
+    """Issue 17: an incident first seen resolved reaches Alertmanager once, with startsAt (its
+    first_seen) and endsAt (its last_seen), so Alertmanager holds it as resolved."""
     hook = hooks()
     n = notifier(tmp_path, am(hook))
     doc = incident(1)
-    n.handle_many([doc, resolved(doc, T0 + 5)], T0)
-    drive(n, T0, T0 + 120, step=10)
-    assert hook.requests == [] and not n.groups
+    n.handle_many([doc, resolved(doc, T0 + 5)], T0 + 10)
+    drive(n, T0 + 10, T0 + 130, step=10)
+    assert len(hook.requests) == 1
+    [alert] = posted(hook, 0)
+    assert alert["labels"]["incident_id"] == doc["id"]
+    assert alert["labels"]["alertname"] == "osloscope_disk_full"
+    assert (alert["startsAt"], alert["endsAt"]) == (am_time(T0 - 60), am_time(T0 + 5))
+    assert not n.groups and n.outbox() == {"delivered": 1}
     n.close()
 
 

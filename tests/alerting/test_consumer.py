@@ -1,6 +1,7 @@
 """The Kafka loop (pipeline/alerting/consumer.py) reaches Kafka only through
-pipeline/streaming/kafka_clients.py, so the rest of alerting loads no streaming library. Its run
-against a real broker is tests/integration/test_notify_kafka.py."""
+pipeline/streaming/kafka_clients.py and notify_state.py, so the rest of alerting loads no
+streaming library. Its runs against a real broker are tests/integration/test_notify_kafka.py and
+test_notify_ha.py."""
 from __future__ import annotations
 
 import ast

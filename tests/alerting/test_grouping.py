@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from notify_support import T0, incident, iso, notifier, receiver, resolved
+from notify_support import T0, drive, incident, iso, notifier, receiver, resolved
 
 
 def test_incidents_of_one_type_and_host_within_group_wait_make_one_post(tmp_path, hooks):
@@ -76,14 +76,59 @@ def test_resolve_is_notified_once_and_then_the_group_is_gone(tmp_path, hooks):
     n.close()
 
 
-def test_incident_resolved_before_its_first_notification_is_not_sent(tmp_path, hooks):
-    hook = hooks()
-    n = notifier(tmp_path, receiver(hook))
+def test_incident_resolved_before_its_first_notification_is_sent_once_as_resolved(tmp_path, hooks):
+    """Issue 17: an incident that opened and closed within group_wait was never notified. A log
+    going quiet does not mean the fault is fixed: it is sent once, resolved, with its times, to
+    every receiver, send_resolved = false included (that only drops the resolve of an incident
+    already announced)."""
+    hook, quiet = hooks(), hooks()
+    n = notifier(tmp_path, receiver(hook), receiver(quiet, name="quiet", send_resolved=False))
     doc = incident(1)
     n.handle(doc, T0)
     n.handle(resolved(doc, T0 + 5), T0 + 5)
     n.tick(T0 + 30)
-    assert hook.requests == [] and n.groups == {}
+    for h in (hook, quiet):
+        assert len(h.requests) == 1
+        body = h.json()
+        assert body["status"] == "resolved"
+        [sent] = body["incidents"]
+        assert (sent["id"], sent["status"]) == (doc["id"], "resolved")
+        assert (sent["first_seen"], sent["last_seen"]) == (doc["first_seen"], iso(T0 + 5))
+    assert n.groups == {}
+    drive(n, T0 + 31, T0 + 20000, step=300)                   # and never again
+    assert len(hook.requests) == len(quiet.requests) == 1
+    n.close()
+
+
+def test_catch_up_of_resolved_incidents_notifies_each_once(tmp_path, hooks):
+    """The notifier started after the worker: the topic holds open and resolved versions of many
+    incidents (some only resolved); each is notified once, mixed groups included."""
+    hook = hooks()
+    n = notifier(tmp_path, receiver(hook), group_wait=30, group_interval=300)
+    docs = [incident(i, host=f"compute-{i % 3}") for i in range(14)]
+    backlog = [d for d in docs[:10]] + [resolved(d, T0 + 60 + i) for i, d in enumerate(docs[:12])]
+    backlog += [incident(12, host="compute-0", seen=T0 + 90)]          # still open, after its peer
+    n.handle_many(backlog, T0 + 1000)
+    n.handle_many([resolved(d, T0 + 70) for d in docs[13:]], T0 + 1000)        # first seen resolved
+    drive(n, T0 + 1000, T0 + 1000 + 4000, step=30)
+    sent = [(d["id"], d["status"]) for r in hook.requests for d in json.loads(r["body"])["incidents"]]
+    assert sorted(sent) == sorted([(d["id"], "resolved") for d in docs[:12]] +
+                                  [(docs[12]["id"], "open"), (docs[13]["id"], "resolved")])
+    keys = [r["headers"]["Idempotency-Key"] for r in hook.requests]
+    assert len(keys) == len(set(keys)) == 3                       # one notification per group
+    n.close()
+
+
+def test_a_later_version_of_an_incident_already_sent_resolved_is_not_sent_again(tmp_path, hooks):
+    hook = hooks()
+    n = notifier(tmp_path, receiver(hook), group_wait=0)
+    doc = incident(1)
+    n.handle(resolved(doc, T0 + 5), T0 + 10)
+    n.tick(T0 + 10)
+    assert len(hook.requests) == 1
+    assert n.handle(resolved({**doc, "count": 3}, T0 + 6), T0 + 20)      # a late record counted
+    drive(n, T0 + 20, T0 + 400, step=10)
+    assert len(hook.requests) == 1
     n.close()
 
 
@@ -96,7 +141,9 @@ def test_stale_and_repeated_documents_change_nothing(tmp_path, hooks):
     n.handle(resolved(doc, T0 + 20), T0 + 2)
     assert not n.handle(incident(1, seen=T0 + 15, count=2), T0 + 3)      # older than the resolve
     n.tick(T0 + 40)
-    assert hook.requests == []                 # it resolved within group_wait: nothing to say
+    # it resolved within group_wait: one notification, with the newest version only
+    [body] = [json.loads(r["body"]) for r in hook.requests]
+    assert [(d["status"], d["last_seen"]) for d in body["incidents"]] == [("resolved", iso(T0 + 20))]
     n.close()
 
 

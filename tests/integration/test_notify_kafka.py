@@ -1,6 +1,8 @@
 """``osloscope notify`` on the real Kafka: incident documents produced to this test's incidents
 topic reach a real HTTP receiver as one signed Alertmanager-style notification; the resolve
-follows; offsets are committed; a restarted notifier sends nothing twice.
+follows; offsets are committed; a restarted notifier sends nothing twice. Incidents that had
+already resolved when the notifier started reach every receiver once, as resolved, with their
+times (issue 17). Two notifiers side by side: tests/integration/test_notify_ha.py.
 
 The notifier itself (grouping, payloads, delivery, outbox, silences) is tested without Kafka in
 tests/alerting/; this test covers the loop of pipeline/alerting/consumer.py and its Kafka client
@@ -108,19 +110,30 @@ def Notify(cfg: Path, env: dict, log: Path) -> Process:      # noqa: N802
                    name="osloscope notify").start()
 
 
-@pytest.fixture
-def incidents_topic(services_up, names):
-    admin = KafkaAdminClient(bootstrap_servers=services_up["bootstrap"])
+def make_topic(bootstrap: str, names, partitions: int):
+    """This test's incidents topic; deleted afterwards with the notifier's state topic."""
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
     try:
-        admin.create_topics([NewTopic(names.incidents, 1, 1)])
+        admin.create_topics([NewTopic(names.incidents, partitions, 1)])
     finally:
         admin.close()
     yield names.incidents
-    admin = KafkaAdminClient(bootstrap_servers=services_up["bootstrap"])
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
     try:
-        admin.delete_topics([names.incidents])
+        gone = [t for t in (names.incidents, f"{names.app_id}.state.notify") if t in admin.list_topics()]
+        admin.delete_topics(gone)
     finally:
         admin.close()
+
+
+@pytest.fixture
+def incidents_topic(services_up, names):
+    yield from make_topic(services_up["bootstrap"], names, 1)
+
+
+@pytest.fixture
+def incidents_topic_3(services_up, names):
+    yield from make_topic(services_up["bootstrap"], names, 3)
 
 
 def test_incidents_topic_to_signed_webhook(services_up, names, settings_env, incidents_topic, tmp_path):
@@ -179,3 +192,86 @@ types = ["disk_full"]
         hook.close()
     keys = [r["headers"]["Idempotency-Key"] for r in hook.requests]
     assert len(keys) == 2 and len(set(keys)) == 2
+
+
+def closed(n: int, *, host: str, type_: str = "disk_full", severity: str = "critical") -> list[dict]:
+    """The documents the worker leaves of an incident that opened and resolved (n % 4 == 0:
+    only the resolved version, as after a compaction or a worker that caught up at once)."""
+    iid = hashlib.sha1(f"closed-{n}".encode()).hexdigest()[:24]
+    first = f"2024-05-01T11:{n:02d}:00.000+00:00"
+    base = {**doc(n, host=host), "id": iid, "type": type_, "severity": severity,
+            "rule": f"{type_}.x", "first_seen": first, "last_seen": first}
+    done = {**base, "status": "resolved", "last_seen": f"2024-05-01T11:{n:02d}:40.000+00:00",
+            "count": 3}
+    return [done] if n % 4 == 0 else [base, done]
+
+
+def test_incidents_resolved_before_notify_started_are_each_delivered_once(
+        services_up, names, settings_env, incidents_topic_3, tmp_path):
+    """Issue 17 item 5: with the notifier started after the worker, incidents whose resolve was
+    already in the topic produced no notification. Every one reaches a webhook (style json) and
+    an Alertmanager API (style alertmanager_api) exactly once, as resolved, with its times."""
+    bootstrap = services_up["bootstrap"]
+    hook, am = Hook(), Hook()
+    hosts = ["compute-1", "compute-2", "compute-3", "storage-1"]
+    incidents = [closed(n, host=hosts[n % 4], type_=("disk_full", "auth_failure", "known_issue")[n % 3])
+                 for n in range(14)]
+    produce(bootstrap, incidents_topic_3, [d for versions in incidents for d in versions])
+    done = {versions[-1]["id"]: versions[-1] for versions in incidents}
+    assert sum(d["type"] == "disk_full" and d["severity"] == "critical" for d in done.values()) >= 2
+    cfg = tmp_path / "osloscope.toml"
+    cfg.write_text(f"""
+[notify]
+group_wait = 1.0
+group_interval = 2.0
+
+[[notify.receivers]]
+name = "hook"
+url = "{hook.url}"
+style = "json"
+
+[[notify.receivers]]
+name = "am"
+url = "{am.url}"
+style = "alertmanager_api"
+resend_interval = 2.0
+""")
+    env = {**os.environ, **settings_env, "OSLOSCOPE_NOTIFY_STATE_DIR": str(tmp_path / "notify-state")}
+    log = tmp_path / "notify.log"
+    notify = Notify(cfg, env, log)
+
+    def webhook_incidents() -> list[dict]:
+        return [d for r in hook.requests for d in json.loads(r["body"])["incidents"]]
+
+    def am_alerts() -> list[dict]:
+        return [a for r in am.requests for a in json.loads(r["body"])]
+
+    try:
+        deadline = time.monotonic() + 60
+        while len(webhook_incidents()) < len(done) or len(am_alerts()) < len(done):
+            assert notify.proc.poll() is None, log.read_text()[-3000:]
+            assert time.monotonic() < deadline, (
+                f"{len(webhook_incidents())} webhook incident(s), {len(am_alerts())} alert(s) of "
+                f"{len(done)} after 60 s:\n{log.read_text()[-3000:]}")
+            time.sleep(0.2)
+        time.sleep(5)                       # two group intervals and two re-sends: nothing more
+    finally:
+        rc = notify.stop()
+        hook.close()
+        am.close()
+    assert rc == 0, log.read_text()[-3000:]
+
+    sent = webhook_incidents()
+    assert sorted(d["id"] for d in sent) == sorted(done)            # each once
+    for d in sent:
+        assert d["status"] == "resolved"
+        assert (d["first_seen"], d["last_seen"]) == (done[d["id"]]["first_seen"], done[d["id"]]["last_seen"])
+    keys = [r["headers"]["Idempotency-Key"] for r in hook.requests]
+    assert len(keys) == len(set(keys))
+
+    alerts = am_alerts()                    # resolved alerts are never re-sent
+    assert sorted(a["labels"]["incident_id"] for a in alerts) == sorted(done)
+    for a in alerts:
+        d = done[a["labels"]["incident_id"]]
+        assert a["startsAt"] == d["first_seen"].replace("+00:00", "Z")
+        assert a["endsAt"] == d["last_seen"].replace("+00:00", "Z")
