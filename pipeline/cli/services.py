@@ -10,6 +10,7 @@ EPILOG = """\
 examples:
   osloscope services up
   osloscope services up --only kafka --kafka-port 19092 --kafka-controller-port 19093
+  osloscope services up --secure-listeners   (also SASL/SCRAM on :9094 and TLS on :9095)
   osloscope services status --json
   osloscope services down
 
@@ -63,6 +64,19 @@ def register(subparsers) -> None:
                        help="Elasticsearch HTTP port (default 9200; transport uses port + 100)")
     start.add_argument("--timeout", type=float, default=180.0,
                        help="seconds each service may take to become healthy (default 180)")
+    sec = start.add_argument_group(
+        "secure Kafka listeners",
+        "Extra Kafka listeners next to the PLAINTEXT one, to run the pipeline through "
+        f"authentication and TLS: SASL_PLAINTEXT with {s.SCRAM_MECHANISM} (user '{s.SCRAM_USER}', "
+        "a generated password) and SSL (a certificate for 127.0.0.1 signed by a generated "
+        "throwaway CA). The password, the CA (ca.pem) and ready-made [kafka] settings "
+        "(client-sasl.toml, client-ssl.toml) are written to <home>/kafka/security/.")
+    sec.add_argument("--secure-listeners", action="store_true",
+                     help="add both: SASL on --kafka-port + 2, SSL on --kafka-port + 3 (9094 and 9095 "
+                          "by default) unless --sasl-port/--ssl-port say otherwise")
+    sec.add_argument("--sasl-port", type=int, metavar="PORT",
+                     help=f"add a SASL_PLAINTEXT ({s.SCRAM_MECHANISM}) listener on PORT")
+    sec.add_argument("--ssl-port", type=int, metavar="PORT", help="add an SSL listener on PORT")
     stop = actions.add_parser("down", parents=[common], help="stop (SIGTERM, then SIGKILL after --timeout)",
                               description="Stop the services: SIGTERM, then SIGKILL after --timeout.",
                               epilog="Exit codes: 0 stopped (or not running); 1 a service could not "
@@ -83,8 +97,11 @@ def _cmd(args) -> int:
     which = tuple(args.only) if args.only else SERVICES
     try:
         if args.services_action == "up":
-            up(args.home, kafka_port=args.kafka_port, kafka_controller_port=args.kafka_controller_port,
-               es_port=args.es_port, which=which, timeout=args.timeout)
+            sasl_port, ssl_port = _secure_ports(args)
+            result = up(args.home, kafka_port=args.kafka_port, kafka_controller_port=args.kafka_controller_port,
+                        es_port=args.es_port, which=which, timeout=args.timeout,
+                        sasl_port=sasl_port, ssl_port=ssl_port)
+            _print_secure(result.get("kafka", {}))
         elif args.services_action == "down":
             down(args.home, which=which, timeout=args.timeout)
         else:
@@ -97,6 +114,29 @@ def _cmd(args) -> int:
     return 0
 
 
+def _secure_ports(args) -> tuple[int | None, int | None]:
+    sasl, ssl = args.sasl_port, args.ssl_port
+    if args.secure_listeners:
+        sasl = sasl or args.kafka_port + 2
+        ssl = ssl or args.kafka_port + 3
+    return sasl, ssl
+
+
+def _print_secure(kafka: dict) -> None:
+    """How to reach the secure listeners (on stderr, like the rest of `up`'s progress)."""
+    from pipeline.operations.services import print_to_stderr
+
+    if "sasl" in kafka:
+        sasl = kafka["sasl"]
+        print_to_stderr(f"Kafka SASL_PLAINTEXT ({sasl['mechanism']}) on port {sasl['port']}: user "
+                        f"{sasl['username']}, password in {sasl['password_file']}; "
+                        f"settings: --config {sasl['settings']}")
+    if "ssl" in kafka:
+        ssl = kafka["ssl"]
+        print_to_stderr(f"Kafka SSL on port {ssl['port']}: CA {ssl['cafile']}; "
+                        f"settings: --config {ssl['settings']}")
+
+
 def _print_status(report: dict, as_json: bool) -> None:
     if as_json:
         print(json.dumps(report, indent=2))
@@ -105,4 +145,8 @@ def _print_status(report: dict, as_json: bool) -> None:
         state = "running" if info["running"] else "stopped"
         health = "healthy" if info["healthy"] else "not healthy"
         details = f"pid {info['pid']}, port {info['port']}, {health}" if info["running"] else f"log {info['log']}"
+        if "sasl" in info:
+            details += f", SASL/SCRAM port {info['sasl']['port']}"
+        if "ssl" in info:
+            details += f", TLS port {info['ssl']['port']}"
         print(f"{name:<14} {state:<8} {info['version']:<8} {details}")

@@ -14,8 +14,9 @@ kept, templates are replaced by the current version."""
 
 EPILOG = """\
 Exit codes: 0 done; 1 no Kafka broker reachable within 60 s, or another failure (with a
-traceback); 2 usage errors, invalid settings, Elasticsearch not reachable, or the Kibana
-import failed."""
+traceback); 2 usage errors, invalid settings, Kafka rejected the settings (authentication,
+TLS, security protocol: named, at once), Elasticsearch not reachable, or the Kibana import
+failed."""
 
 
 def register(subparsers) -> None:
@@ -47,6 +48,8 @@ def _cmd(args) -> int:
     settings = load_settings(args.config, "setup")
     if settings is None:
         return 2
+    from pipeline.streaming.kafka_clients import KafkaAccessError
+
     try:
         setup(settings, kafka=not args.skip_kafka, elasticsearch=not args.skip_elasticsearch)
         if args.kibana:
@@ -57,6 +60,10 @@ def _cmd(args) -> int:
             except KibanaError as exc:
                 print(f"osloscope setup: Kibana: {exc}", file=sys.stderr)
                 return 2
+    except KafkaAccessError as exc:       # named: authentication, TLS, protocol, unreachable
+        hint = " (is `osloscope services up` running?)" if exc.retriable else ""
+        print(f"osloscope setup: error: Kafka {settings.kafka.bootstrap}: {exc}{hint}", file=sys.stderr)
+        return 1 if exc.retriable else 2
     except Exception as exc:  # connection problems: one clear line, not a traceback
         from elasticsearch import ConnectionError as ESConnectionError
 

@@ -25,9 +25,15 @@ examples:
   osloscope ship /var/log/nova --from-start             ship what is there, then follow
   osloscope ship 'collected/*/nova/*.log*' --once --layout-hosts
 
+While no broker answers, the shipper waits and retries (logging "broker ...
+unreachable"). A failure that retrying cannot cure is named and ends it at
+once: "authentication failed" (SASL user, password or mechanism), "TLS
+failure" (certificate not trusted, not a TLS listener) or "wrong security
+protocol" (kafka.security_protocol does not match the listener).
+
 Exit codes: 0 done (--once) or stopped by SIGINT/SIGTERM; 1 Kafka rejected a
 record for good; 2 usage errors, bad PATH, settings or checkpoint directory, or
-a Kafka configuration or authentication error.
+a Kafka configuration, authentication, TLS or security-protocol error.
 """
 
 
@@ -86,7 +92,7 @@ def cmd_ship(args) -> int:
     except (CheckpointError, PathError) as exc:
         print(f"osloscope: error: {exc}", file=sys.stderr)
         return 2
-    except KafkaError as exc:             # configuration or authentication: retrying will not help
-        print(f"osloscope: error: Kafka ({settings.kafka.bootstrap}): {exc}", file=sys.stderr)
+    except KafkaError as exc:             # authentication, TLS, protocol: retrying will not help
+        print(f"osloscope ship: error: Kafka {settings.kafka.bootstrap}: {exc}", file=sys.stderr)
         return 2
     return 1 if result["error"] else 0

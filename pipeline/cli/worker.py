@@ -13,8 +13,9 @@ after Kafka and Elasticsearch acknowledged the outputs; detector state is saved 
 worker.state_dir and survives a restart. Stop with Ctrl-C or SIGTERM."""
 
 EPILOG = """\
-Exit codes: 0 stopped by Ctrl-C or SIGTERM; 2 usage errors or invalid settings; 1 any other
-failure, with a traceback."""
+Exit codes: 0 stopped by Ctrl-C or SIGTERM; 2 usage errors, invalid settings, or Kafka rejected
+the settings (authentication, TLS, security protocol: named at start); 1 no Kafka broker
+reachable within 60 s, or any other failure, with a traceback."""
 
 
 def register(subparsers) -> None:

@@ -11,11 +11,20 @@ Both services run as plain Java processes bound to 127.0.0.1:
   Elasticsearch refuses to run as root, so when the caller is root it runs as
   the unprivileged system user ``osloscope`` (created on demand).
 
+* Optionally (``sasl_port``, ``ssl_port``; ``osloscope services up --secure-listeners``)
+  Kafka gets two more listeners: SASL_PLAINTEXT with SCRAM-SHA-512 (user ``osloscope``, a
+  generated password, created through the PLAINTEXT listener once the broker is up) and SSL
+  (a certificate for 127.0.0.1/localhost signed by a throwaway CA, both made with the JDK's
+  ``keytool``). The password, ``ca.pem`` and ready-made ``[kafka]`` settings files
+  (``client-sasl.toml``, ``client-ssl.toml``) are written to ``<home>/kafka/security/``; the
+  broker counts as up only when a client got through each listener.
+
 Downloads are cached in Maven's local repository (``~/.m2``). Everything else
 (unpacked distribution, rendered config, data, logs, pid files) lives under
 ``<project>/.osloscope/`` (or ``$OSLOSCOPE_HOME``) and is throwaway.
 
-Only the standard library is used, plus kafka-python for the Kafka health check.
+Only the standard library is used, plus kafka-python for the Kafka health check and the
+SCRAM user.
 """
 
 from __future__ import annotations
@@ -26,6 +35,7 @@ import json
 import logging
 import os
 import pwd
+import secrets
 import shutil
 import signal
 import socket
@@ -336,9 +346,30 @@ def _kafka_java_cmd(java: Path, classpath: str, paths: _Paths, *, heap: str | No
     ]
 
 
-def _kafka_render_config(paths: _Paths, kafka_port: int, controller_port: int) -> None:
+def _kafka_render_config(paths: _Paths, kafka_port: int, controller_port: int,
+                         secure: "SecureListeners | None" = None) -> None:
+    secure = secure or SecureListeners()
+    listeners, protocols, security = [], [], []
+    if secure.sasl_port:
+        listeners.append(f"{SASL_LISTENER}://{HOST}:{secure.sasl_port}")
+        protocols.append(f"{SASL_LISTENER}:SASL_PLAINTEXT")
+        security += [f"sasl.enabled.mechanisms={SCRAM_MECHANISM}",
+                     f"listener.name.{SASL_LISTENER.lower()}.{SCRAM_MECHANISM.lower()}.sasl.jaas.config="
+                     "org.apache.kafka.common.security.scram.ScramLoginModule required;"]
+    if secure.ssl_port:
+        tls = _tls_paths(paths)
+        password = tls["store_password"].read_text().strip()
+        listeners.append(f"{SSL_LISTENER}://{HOST}:{secure.ssl_port}")
+        protocols.append(f"{SSL_LISTENER}:SSL")
+        prefix = f"listener.name.{SSL_LISTENER.lower()}"
+        security += [f"{prefix}.ssl.keystore.type=PKCS12", f"{prefix}.ssl.keystore.location={tls['keystore']}",
+                     f"{prefix}.ssl.keystore.password={password}", f"{prefix}.ssl.key.password={password}",
+                     f"{prefix}.ssl.client.auth=none"]
+    extra = "".join("," + listener for listener in listeners)
     _render("server.properties", paths.config_dir / "server.properties", kafka_port=kafka_port,
-            controller_port=controller_port, data_dir=paths.data_dir)
+            controller_port=controller_port, data_dir=paths.data_dir, extra_listeners=extra,
+            extra_advertised=extra, extra_protocols="".join("," + p for p in protocols),
+            security="\n".join(security))
     _render("kafka-log4j2.properties", paths.config_dir / "log4j2.properties", log_dir=paths.log_dir)
 
 
@@ -381,7 +412,8 @@ def _kafka_healthy(port: int, timeout: float = 5.0) -> bool:
         return broker_answers(f"{HOST}:{port}", timeout)
 
 
-def _wait_healthy(service: str, pid: int, check: Callable[[], bool], deadline: float, log_path: Path) -> None:
+def _wait_healthy(service: str, pid: int, check: Callable[[], bool], deadline: float, log_path: Path,
+                  what: str | None = None) -> None:
     while time.monotonic() < deadline:
         if not _alive(pid):
             raise ServiceError(f"process {pid} exited during start-up:\n{_tail(log_path)}",
@@ -389,32 +421,48 @@ def _wait_healthy(service: str, pid: int, check: Callable[[], bool], deadline: f
         if check():
             return
         time.sleep(0.5)
-    raise ServiceError("not healthy before the timeout:\n" + _tail(log_path), service=service, log_path=log_path)
+    subject = f"{what} did not answer" if what else "not healthy"
+    raise ServiceError(f"{subject} before the timeout:\n" + _tail(log_path), service=service, log_path=log_path)
 
 
-def _start_kafka(home: Path, kafka_port: int, controller_port: int, timeout: float, log: Log) -> dict:
+def _start_kafka(home: Path, kafka_port: int, controller_port: int, timeout: float, log: Log,
+                 secure: "SecureListeners | None" = None) -> dict:
+    secure = secure or SecureListeners()
     paths = _Paths(home, "kafka")
     pid = _running_pid(paths)
     if pid:
-        port = _read_state(paths).get("port")
-        log(f"Kafka already running (pid {pid}, {HOST}:{port})")
+        state = _read_state(paths)
+        port = state.get("port")
+        running = SecureListeners.from_state(state)
+        missing = secure.missing_from(running)
+        if missing:
+            raise ServiceError(f"already running (pid {pid}) without the requested {missing}; stop it "
+                               "first (`osloscope services down --only kafka`)", service="kafka")
+        log(f"Kafka already running (pid {pid}, {HOST}:{port}{running.describe()})")
         _wait_healthy("kafka", pid, lambda: _kafka_healthy(port), time.monotonic() + timeout, paths.main_log)
-        return {"started": False, "pid": pid, "port": port, "version": KAFKA_VERSION}
+        _secure_listeners_ready(paths, port, running, time.monotonic() + timeout, log)
+        return {"started": False, "pid": pid, "port": port, "version": KAFKA_VERSION,
+                **running.report(paths)}
     paths.pid_file.unlink(missing_ok=True)
-    _check_ports_free("kafka", (kafka_port, controller_port))
+    _check_ports_free("kafka", (kafka_port, controller_port, *secure.ports()))
     for directory in (paths.root, paths.log_dir, paths.config_dir):
         directory.mkdir(parents=True, exist_ok=True)
     java = _java_home() / "bin" / "java"
     classpath = _kafka_classpath(paths, log)
-    _kafka_render_config(paths, kafka_port, controller_port)
+    if secure.ssl_port:
+        _ensure_tls_material(paths, log)
+    if secure.sasl_port:
+        _ensure_scram_password(paths)
+    _kafka_render_config(paths, kafka_port, controller_port, secure)
     _kafka_format(paths, java, classpath, log)
-    return _launch_kafka(paths, java, classpath, kafka_port, controller_port, timeout, log)
+    return _launch_kafka(paths, java, classpath, kafka_port, controller_port, timeout, log, secure)
 
 
 def _launch_kafka(paths: _Paths, java: Path, classpath: str, kafka_port: int, controller_port: int,
-                  timeout: float, log: Log) -> dict:
+                  timeout: float, log: Log, secure: "SecureListeners | None" = None) -> dict:
+    secure = secure or SecureListeners()
     started = time.monotonic()
-    log(f"starting Kafka {KAFKA_VERSION} (KRaft) on {HOST}:{kafka_port}...")
+    log(f"starting Kafka {KAFKA_VERSION} (KRaft) on {HOST}:{kafka_port}{secure.describe()}...")
     cmd = _kafka_java_cmd(java, classpath, paths, heap=KAFKA_HEAP) + [
         KAFKA_MAIN_CLASS, str(paths.config_dir / "server.properties")]
     with paths.console_log.open("ab") as out:
@@ -422,18 +470,216 @@ def _launch_kafka(paths: _Paths, java: Path, classpath: str, kafka_port: int, co
                                 stderr=subprocess.STDOUT, start_new_session=True)
     paths.pid_file.write_text(f"{proc.pid}\n")
     _write_state(paths, version=KAFKA_VERSION, pid=proc.pid, port=kafka_port,
-                 controller_port=controller_port, log=str(paths.main_log))
+                 controller_port=controller_port, log=str(paths.main_log), **secure.state())
     try:
         _wait_healthy("kafka", proc.pid, lambda: _kafka_healthy(kafka_port),
                       started + timeout, paths.main_log)
+        _secure_listeners_ready(paths, kafka_port, secure, started + timeout, log, pid=proc.pid)
     except ServiceError:
         _stop_pid(proc.pid, 10.0)
         paths.pid_file.unlink(missing_ok=True)
         raise
     elapsed = time.monotonic() - started
-    log(f"Kafka up on {HOST}:{kafka_port} ({elapsed:.1f} s)")
+    log(f"Kafka up on {HOST}:{kafka_port}{secure.describe()} ({elapsed:.1f} s)")
     return {"started": True, "pid": proc.pid, "port": kafka_port, "version": KAFKA_VERSION,
-            "seconds": round(elapsed, 1)}
+            "seconds": round(elapsed, 1), **secure.report(paths)}
+
+
+# ------------------------------------------------------- kafka: SASL and TLS listeners
+
+SASL_LISTENER = "SASL_PLAINTEXT"
+SSL_LISTENER = "SSL"
+SCRAM_MECHANISM = "SCRAM-SHA-512"
+SCRAM_USER = "osloscope"
+TLS_VALIDITY_DAYS = 3650
+
+
+class SecureListeners:
+    """The optional extra listeners of the local Kafka: SASL_PLAINTEXT with SCRAM-SHA-512 on
+    ``sasl_port`` (user ``osloscope``, a generated password) and SSL on ``ssl_port`` (a
+    certificate for 127.0.0.1 signed by a generated throwaway CA). None = no such listener."""
+
+    def __init__(self, sasl_port: int | None = None, ssl_port: int | None = None) -> None:
+        self.sasl_port = sasl_port or None
+        self.ssl_port = ssl_port or None
+
+    @classmethod
+    def from_state(cls, state: dict) -> "SecureListeners":
+        return cls(state.get("sasl_port"), state.get("ssl_port"))
+
+    def ports(self) -> tuple[int, ...]:
+        return tuple(p for p in (self.sasl_port, self.ssl_port) if p)
+
+    def state(self) -> dict:
+        return {"sasl_port": self.sasl_port, "ssl_port": self.ssl_port}
+
+    def missing_from(self, running: "SecureListeners") -> str:
+        """The listeners asked for here that ``running`` does not have (as words), or ''."""
+        missing = []
+        if self.sasl_port and self.sasl_port != running.sasl_port:
+            missing.append(f"SASL listener on port {self.sasl_port}")
+        if self.ssl_port and self.ssl_port != running.ssl_port:
+            missing.append(f"SSL listener on port {self.ssl_port}")
+        return " and ".join(missing)
+
+    def describe(self) -> str:
+        parts = []
+        if self.sasl_port:
+            parts.append(f"SASL/SCRAM on :{self.sasl_port}")
+        if self.ssl_port:
+            parts.append(f"TLS on :{self.ssl_port}")
+        return f" ({', '.join(parts)})" if parts else ""
+
+    def report(self, paths: "_Paths") -> dict:
+        """What a client needs: ports, the files of ready-made ``[kafka]`` settings, the CA."""
+        out: dict = {}
+        if self.sasl_port:
+            out["sasl"] = {"port": self.sasl_port, "mechanism": SCRAM_MECHANISM, "username": SCRAM_USER,
+                           "password_file": str(_scram_password_file(paths)),
+                           "settings": str(_security_dir(paths) / "client-sasl.toml")}
+        if self.ssl_port:
+            out["ssl"] = {"port": self.ssl_port, "cafile": str(_tls_paths(paths)["ca_pem"]),
+                          "settings": str(_security_dir(paths) / "client-ssl.toml")}
+        return out
+
+
+def _security_dir(paths: "_Paths") -> Path:
+    return paths.root / "security"
+
+
+def _scram_password_file(paths: "_Paths") -> Path:
+    return _security_dir(paths) / "scram-password"
+
+
+def _tls_paths(paths: "_Paths") -> dict[str, Path]:
+    d = _security_dir(paths)
+    return {"ca_store": d / "ca.p12", "ca_pem": d / "ca.pem", "keystore": d / "broker.p12",
+            "csr": d / "broker.csr", "cert": d / "broker.pem", "store_password": d / "store-password"}
+
+
+def _write_secret(path: Path, value: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(value + "\n")
+
+
+def _ensure_scram_password(paths: "_Paths") -> str:
+    """The SCRAM user's password: generated once, kept in <home>/kafka/security/scram-password."""
+    path = _scram_password_file(paths)
+    try:
+        password = path.read_text().strip()
+    except OSError:
+        password = ""
+    if not password:
+        password = secrets.token_urlsafe(18)
+        _write_secret(path, password)
+    return password
+
+
+def _keytool(args: list[str], log_path: Path) -> None:
+    keytool = _java_home() / "bin" / "keytool"
+    if not keytool.is_file():
+        keytool = Path(shutil.which("keytool") or keytool)
+    result = subprocess.run([str(keytool), *args], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    with log_path.open("a") as out:
+        out.write(f"keytool {args[0]}: exit {result.returncode}\n{result.stdout}\n")
+    if result.returncode != 0:
+        raise ServiceError(f"keytool {args[0]} failed: {result.stdout.strip()[:300]}", service="kafka",
+                           log_path=log_path)
+
+
+def _ensure_tls_material(paths: "_Paths", log: Log) -> None:
+    """A throwaway CA (ca.pem, for the clients' ssl_cafile) and a PKCS12 keystore with the
+    broker's key and a certificate for 127.0.0.1/localhost that it signed; made once with the
+    JDK's keytool and kept, so the CA stays valid for the clients across restarts."""
+    tls = _tls_paths(paths)
+    if all(tls[k].is_file() for k in ("ca_pem", "keystore", "store_password")):
+        return
+    directory = _security_dir(paths)
+    log(f"generating a throwaway CA and a broker certificate for {HOST} in {directory}...")
+    for name in ("ca_store", "ca_pem", "keystore", "csr", "cert"):
+        tls[name].unlink(missing_ok=True)
+    password = secrets.token_urlsafe(18)
+    _write_secret(tls["store_password"], password)
+    log_path = paths.log_dir / "keytool.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    log_path.write_text("")
+    days = str(TLS_VALIDITY_DAYS)
+    store = ["-storetype", "PKCS12", "-storepass", password, "-keypass", password]
+    _keytool(["-genkeypair", "-alias", "ca", "-keyalg", "RSA", "-keysize", "2048", "-validity", days,
+              "-dname", "CN=osloscope local services CA", "-ext", "bc:c", "-ext", "KU:c=keyCertSign,cRLSign",
+              "-keystore", str(tls["ca_store"]), *store], log_path)
+    _keytool(["-exportcert", "-rfc", "-alias", "ca", "-file", str(tls["ca_pem"]),
+              "-keystore", str(tls["ca_store"]), *store], log_path)
+    _keytool(["-genkeypair", "-alias", "broker", "-keyalg", "RSA", "-keysize", "2048", "-validity", days,
+              "-dname", f"CN={HOST}", "-keystore", str(tls["keystore"]), *store], log_path)
+    _keytool(["-certreq", "-alias", "broker", "-file", str(tls["csr"]), "-keystore", str(tls["keystore"]),
+              *store], log_path)
+    _keytool(["-gencert", "-rfc", "-alias", "ca", "-infile", str(tls["csr"]), "-outfile", str(tls["cert"]),
+              "-validity", days, "-ext", f"SAN=IP:{HOST},DNS:localhost",
+              "-ext", "KU:c=digitalSignature,keyEncipherment", "-ext", "EKU=serverAuth",
+              "-keystore", str(tls["ca_store"]), *store], log_path)
+    _keytool(["-importcert", "-noprompt", "-alias", "ca", "-file", str(tls["ca_pem"]),
+              "-keystore", str(tls["keystore"]), *store], log_path)
+    _keytool(["-importcert", "-noprompt", "-alias", "broker", "-file", str(tls["cert"]),
+              "-keystore", str(tls["keystore"]), *store], log_path)
+    tls["csr"].unlink(missing_ok=True)
+
+
+def _write_client_settings(paths: "_Paths", secure: SecureListeners) -> None:
+    """Ready-made ``[kafka]`` settings for each secure listener (``--config FILE``)."""
+    directory = _security_dir(paths)
+    if secure.sasl_port:
+        password = _scram_password_file(paths).read_text().strip()
+        text = (f"# osloscope services: the SASL_PLAINTEXT listener (SCRAM) of the local Kafka\n[kafka]\n"
+                f'bootstrap = "{HOST}:{secure.sasl_port}"\nsecurity_protocol = "SASL_PLAINTEXT"\n'
+                f'sasl_mechanism = "{SCRAM_MECHANISM}"\nsasl_username = "{SCRAM_USER}"\n'
+                f'sasl_password = "{password}"\n')
+        _write_secret(directory / "client-sasl.toml", text.rstrip("\n"))
+    if secure.ssl_port:
+        text = (f"# osloscope services: the SSL listener of the local Kafka\n[kafka]\n"
+                f'bootstrap = "{HOST}:{secure.ssl_port}"\nsecurity_protocol = "SSL"\n'
+                f'ssl_cafile = "{_tls_paths(paths)["ca_pem"]}"\n')
+        _write_secret(directory / "client-ssl.toml", text.rstrip("\n"))
+
+
+def _upsert_scram_user(port: int, password: str) -> None:
+    """Create (or reset) the SCRAM user through the PLAINTEXT listener (KIP-554)."""
+    from pipeline.streaming.kafka_clients import upsert_scram_user
+
+    error = upsert_scram_user(f"{HOST}:{port}", SCRAM_USER, SCRAM_MECHANISM, password)
+    if error:
+        raise ServiceError(f"creating SCRAM user {SCRAM_USER!r} failed: {error}", service="kafka")
+
+
+def _secure_listeners_ready(paths: "_Paths", port: int, secure: SecureListeners, deadline: float, log: Log,
+                            pid: int | None = None) -> None:
+    """Create the SCRAM user, write the client settings, and wait until a client gets a metadata
+    answer through each secure listener (authenticated, the certificate verified)."""
+    if not secure.ports():
+        return
+    from pipeline.streaming.kafka_clients import broker_answers
+
+    checks = []
+    if secure.sasl_port:
+        password = _ensure_scram_password(paths)
+        with _quiet_kafka_logging():
+            _upsert_scram_user(port, password)
+        checks.append(("SASL", f"{HOST}:{secure.sasl_port}",
+                       {"security_protocol": "SASL_PLAINTEXT", "sasl_mechanism": SCRAM_MECHANISM,
+                        "sasl_plain_username": SCRAM_USER, "sasl_plain_password": password}))
+    if secure.ssl_port:
+        checks.append(("SSL", f"{HOST}:{secure.ssl_port}",
+                       {"security_protocol": "SSL", "ssl_cafile": str(_tls_paths(paths)["ca_pem"])}))
+    _write_client_settings(paths, secure)
+    for name, bootstrap, options in checks:
+        def answers(bootstrap=bootstrap, options=options) -> bool:
+            with _quiet_kafka_logging():
+                return broker_answers(bootstrap, 5.0, **options)
+        _wait_healthy("kafka", pid or _running_pid(paths) or 0, answers, deadline, paths.main_log,
+                      what=f"the {name} listener {bootstrap}")
 
 
 # ------------------------------------------------------------------- elasticsearch
@@ -627,19 +873,22 @@ def _check_which(which: tuple[str, ...] | list[str]) -> tuple[str, ...]:
 
 def up(home: Path | None = None, *, kafka_port: int = 9092, kafka_controller_port: int = 9093,
        es_port: int = 9200, which: tuple[str, ...] = SERVICES, timeout: float = 180.0,
-       log: Log = print_to_stderr) -> dict:
+       log: Log = print_to_stderr, sasl_port: int | None = None, ssl_port: int | None = None) -> dict:
     """Start the selected services (idempotent) and wait until they are healthy.
 
     ``timeout`` bounds each service's start-up once its JVM is launched; first-run
     downloads are not counted. Returns {service: {started, pid, port, version, ...}}.
-    Raises ServiceError with the service name and log file on failure.
+    ``sasl_port`` and ``ssl_port`` add a SASL_PLAINTEXT (SCRAM-SHA-512) and an SSL listener to
+    Kafka; its entry then also has ``sasl`` / ``ssl`` with what clients need (see
+    SecureListeners.report). Raises ServiceError with the service name and log file on failure.
     """
     home = resolve_home(home)
     _prepare_home(home)
     result = {}
     for name in _check_which(which):
         if name == "kafka":
-            result[name] = _start_kafka(home, kafka_port, kafka_controller_port, timeout, log)
+            result[name] = _start_kafka(home, kafka_port, kafka_controller_port, timeout, log,
+                                        SecureListeners(sasl_port, ssl_port))
         else:
             result[name] = _start_es(home, es_port, timeout, log)
         result[name]["log"] = str(_Paths(home, name).main_log)
@@ -680,6 +929,8 @@ def status(home: Path | None = None) -> dict:
         version = state.get("version") or (KAFKA_VERSION if name == "kafka" else ES_VERSION)
         report[name] = {"running": pid is not None, "pid": pid, "port": port, "version": version,
                         "healthy": healthy, "log": str(paths.main_log)}
+        if name == "kafka" and pid is not None:
+            report[name].update(SecureListeners.from_state(state).report(paths))
     return report
 
 

@@ -6,10 +6,19 @@ from __future__ import annotations
 
 from typing import Callable
 
+KAFKA_WAIT = 60.0     # seconds `setup` waits for an unreachable broker
+
+
 def setup(settings, *, kafka: bool = True, elasticsearch: bool = True,
-          log: Callable[[str], None] = print) -> None:
+          log: Callable[[str], None] = print, kafka_wait: float = KAFKA_WAIT) -> None:
+    """Raises KafkaAccessError (pipeline.streaming.kafka_clients) at once when Kafka rejects the
+    settings (authentication, TLS, security protocol), or after ``kafka_wait`` seconds without a
+    broker."""
     if kafka:
+        from pipeline.streaming.kafka_clients import require_access
         from pipeline.streaming.topics import create_topics
+
+        require_access(settings.kafka, wait=kafka_wait, log=log)
         create_topics(settings, log=log)
     if elasticsearch:
         if not settings.elasticsearch.enabled:

@@ -17,7 +17,11 @@ Delivery: at least once, never a silent loss.
   bytes sent but not yet acknowledged itself (``shipper.max_buffer_bytes``):
   when that much is in flight it stops reading and waits. While the broker is
   away it logs ``broker H unreachable, retrying in Ns`` and keeps trying;
-  nothing is dropped.
+  nothing is dropped. Failures that retrying cannot cure -- authentication
+  (a wrong SASL password), TLS (a certificate the CA does not vouch for) or a
+  listener of another security protocol -- are named and stop the shipper
+  (``KafkaAccessError``, ``kafka_clients.diagnose``), at start within a
+  second, later at the first stall.
 * A file's checkpoint (``shipper.checkpoint_dir``, see ``tail.Checkpoints``)
   moves past a line only when Kafka has acknowledged that line and every
   earlier line of the file; checkpoints are written every second and at exit.
@@ -84,6 +88,15 @@ def producer_config(settings) -> dict:
     return kw
 
 
+def _why_unreachable(settings) -> str | None:
+    """Why Kafka cannot be reached, when it is worth saying; raises KafkaAccessError when
+    retrying cannot help (authentication, TLS, security protocol)."""
+    from pipeline.streaming.kafka_clients import check_access
+
+    problem = check_access(settings.kafka)
+    return None if problem is None else problem.message
+
+
 def _connect(settings, stop: threading.Event, log: Callable[[str], None]):
     from kafka import KafkaProducer
     from kafka.errors import KafkaConnectionError, KafkaTimeoutError, RetriableError
@@ -98,14 +111,17 @@ def _connect(settings, stop: threading.Event, log: Callable[[str], None]):
     where = settings.kafka.bootstrap
     delay = 1.0
     while not stop.is_set():
-        try:
-            return KafkaProducer(**producer_config(settings))
-        except unreachable as exc:
-            if stop.is_set():
-                break
-            log(f"broker {where} unreachable, retrying in {delay:g}s ({exc})")
-            stop.wait(delay)
-            delay = min(delay * 2, 30.0)
+        reason = _why_unreachable(settings)   # named at once, never retried
+        if reason is None:
+            try:
+                return KafkaProducer(**producer_config(settings))
+            except unreachable as exc:
+                reason = _why_unreachable(settings) or exc
+        if stop.is_set():
+            break
+        log(f"broker {where} unreachable, retrying in {delay:g}s ({reason})")
+        stop.wait(delay)
+        delay = min(delay * 2, 30.0)
     return None
 
 
@@ -146,8 +162,9 @@ class _Shipper:
             except KafkaTimeoutError as exc:
                 if self.stop.is_set():
                     return None
+                reason = _why_unreachable(self.settings) or exc
                 self.log(f"broker {self.settings.kafka.bootstrap} unreachable, retrying in {delay:g}s "
-                         f"({len(self.pending)} file(s) waiting; {exc})")
+                         f"({len(self.pending)} file(s) waiting; {reason})")
                 self.stop.wait(delay)
                 delay = min(delay * 2, 30.0)
 
@@ -234,6 +251,7 @@ class _Shipper:
         waiting = self.waiting()
         if waiting and now - self._last_ack >= STALL_WARNING and now - self._stall_logged >= STALL_WARNING:
             self._stall_logged = now
+            _why_unreachable(self.settings)   # a password or certificate that stopped working
             connected = self.producer.bootstrap_connected() if hasattr(self.producer, "bootstrap_connected") else True
             state = "unreachable" if not connected else "not acknowledging"
             self.log(f"broker {self.settings.kafka.bootstrap} {state} for {now - self._last_ack:.0f}s; "
@@ -253,6 +271,7 @@ class _Shipper:
                 self.collect()
                 if deadline is not None and time.monotonic() >= deadline:
                     return False
+                _why_unreachable(self.settings)
                 self.log(f"waiting for Kafka ({self.settings.kafka.bootstrap}) to acknowledge "
                          f"{self.waiting()} line(s)")
                 if self.stop.is_set() and deadline is None:
@@ -266,7 +285,11 @@ def ship(paths: Iterable[str], settings, *, from_start: bool = False, once: bool
     ``once``, until everything present is acknowledged). Returns counters:
     ``lines`` (sent), ``bytes``, ``acked``, ``files``, ``seconds``, ``error``
     (None, or the message of a permanent failure). Raises PathError for bad
-    PATHs and CheckpointError for an unusable checkpoint directory."""
+    PATHs, CheckpointError for an unusable checkpoint directory and
+    KafkaAccessError when Kafka rejects the settings (authentication, TLS,
+    security protocol), after writing the checkpoints."""
+    from pipeline.streaming.kafka_clients import KafkaAccessError
+
     paths = list(paths)
     check_paths(paths)
     stop = stop_event or threading.Event()
@@ -286,19 +309,31 @@ def ship(paths: Iterable[str], settings, *, from_start: bool = False, once: bool
         tailer.start()                    # "from now on" means now, even if Kafka is away
         store.update(tailer.positions())
         store.save()
-        producer = _connect(settings, stop, log)
+        try:
+            producer = _connect(settings, stop, log)
+        except BaseException:
+            tailer.close()
+            raise
         if producer is None:
             tailer.close()
             return result
         s = _Shipper(settings, producer, tailer, store, stop, log, stats_interval)
+        fatal = None
         try:
             _run(s, tailer, stop, once, sh.poll_interval)
         except Rejected as exc:
             result["error"] = str(exc)
             log(f"error: {exc}; stopping (the checkpoint stays before this line)")
+        except KafkaAccessError as exc:
+            fatal = exc
         finally:
-            if result["error"] is None:
-                s.flush(None if (once and not stop.is_set()) else STOP_FLUSH_TIMEOUT)
+            if result["error"] is None and fatal is None:
+                try:
+                    s.flush(None if (once and not stop.is_set()) else STOP_FLUSH_TIMEOUT)
+                except KafkaAccessError as exc:
+                    fatal = exc
+            if fatal is not None:             # raised below, after the checkpoints are written
+                result["error"] = str(fatal)
             try:
                 s.collect()
             except Rejected as exc:
@@ -313,6 +348,8 @@ def ship(paths: Iterable[str], settings, *, from_start: bool = False, once: bool
             left = s.waiting()
             log("done: " + s.stats(elapsed, s.sent)
                 + (f"; {left} line(s) not acknowledged will be sent again at the next start" if left else ""))
+        if fatal is not None:
+            raise fatal
     finally:
         store.close()
     return result
