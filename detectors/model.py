@@ -37,6 +37,8 @@ class Event:
     logger: str | None = None
     file_path: str | None = None
     offset: int | None = None
+    lines: int | None = None          # input lines counted in this record (see pipeline.parsing.fold)
+    nbytes: int | None = None         # their bytes
     origin_function: str | None = None
     origin_file: str | None = None
     origin_line: int | None = None

@@ -161,7 +161,10 @@ def cmd_analyze(args) -> int:
             print(f"osloscope: error: cannot write --html {args.html!r}: {exc}", file=sys.stderr)
             return 2
         note += f"; report written to {args.html}"
-    print(f"osloscope: {st.files} file(s), {st.lines} lines, {st.events} records, "
+    lost = st.lines - st.record_lines - st.dead_lines
+    print(f"osloscope: {st.files} file(s), {st.lines} lines ({st.record_lines} in "
+          f"{st.events - st.unparsed} records, {st.dead_lines} in {st.unparsed} dead letters"
+          f"{f', {lost} UNACCOUNTED' if lost else ''}), "
           f"{len(result.incidents)} incident(s){note}", file=sys.stderr)
     return 1 if result.incidents else 0
 

@@ -28,6 +28,8 @@ FIELDS: tuple[tuple[str, str], ...] = (
     ("logger", "log.logger"),
     ("file_path", "log.file.path"),
     ("offset", "log.offset"),
+    ("lines", "log.lines"),
+    ("nbytes", "log.bytes"),
     ("origin_function", "log.origin.function"),
     ("origin_file", "log.origin.file.name"),
     ("origin_line", "log.origin.file.line"),

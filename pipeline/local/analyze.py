@@ -41,6 +41,8 @@ class Stats:
     unparsed: int = 0
     filtered: int = 0
     damaged: int = 0            # files that broke off while being read
+    record_lines: int = 0       # lines counted in parsed records (log.lines), filtered ones included
+    dead_lines: int = 0         # lines counted in unparsed records (the dead letters)
     by_kind: dict = field(default_factory=dict)
 
 
@@ -180,9 +182,11 @@ def analyze(files: list[LogFile], *, tz: str | None = "UTC", since: float | None
         stats.by_kind[ev.kind] = stats.by_kind.get(ev.kind, 0) + 1
         if ev.kind == "unparsed":
             stats.unparsed += 1
+            stats.dead_lines += ev.lines or 0
             if on_unparsed is not None:
                 on_unparsed(ev)
             continue
+        stats.record_lines += ev.lines or 0
         if ev.ts is not None and ((since is not None and ev.ts < since) or
                                   (until is not None and ev.ts > until)):
             stats.filtered += 1

@@ -12,12 +12,29 @@ host) and per pid:
   without such a record it starts an *orphan* traceback that later prefix
   lines of the same key join (excerpts that begin mid-traceback);
 * a line with no header continues the stream's most recent record; with
-  none open it becomes an ``unparsed`` record (nothing is dropped).
+  none open it becomes an ``unparsed`` record (nothing is dropped);
+* a line with no header that is *binary* (``is_binary``: control characters
+  and bytes that are not UTF-8 make up at least 30% of it) is never folded
+  into a record: it becomes an ``unparsed`` record of its own, and the open
+  record stays open for the lines that follow. NUL bytes never reach the
+  folder: the parser cuts every run of them out of its line first
+  (``NUL_RUN``; see ``pipeline.parsing.parser``). A NUL block is what a crash
+  leaves where a file's last writes were lost, not text of the record before
+  it; the dead letter keeps it, with its length. Text after a NUL block in
+  the same line folds only if it starts a record (the restarted service's
+  next record); else it goes into the NUL block's dead letter.
 
 Several worker pids interleaved in one file fold independently.
+
+Accounting: every line fed is counted in exactly one record, the one that
+takes its first character (``Record.nlines``, with the line's bytes in
+``Record.nbytes``). A record that starts in the middle of a line (glued on
+after another record, or after a NUL block) counts no line of its own; the
+records of a stream together count every line and every byte fed.
 """
 from __future__ import annotations
 
+import re
 from datetime import datetime, timedelta
 
 from pipeline.parsing.lineformat import APACHE, EMBEDDED_HEADER, HEADER, SHORT, SYSLOG, SYSLOG_ISO, context_end
@@ -39,6 +56,34 @@ _SWEEP = timedelta(seconds=SWEEP_SECONDS)
 _HEX_START = frozenset("abcdefABCDEF:")
 MAX_SPLIT_CHARS = 1 << 16
 
+# A run of NUL bytes: never text (oslo.log cannot write one); cut out of its line.
+NUL_RUN = re.compile(rb"\x00+")
+NUL_RUN_TEXT = re.compile(r"\x00+")
+# Control characters that text does not hold: C0 except tab, line feed, form
+# feed, carriage return and ESC (terminal colours), and DEL.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0e-\x1a\x1c-\x1f\x7f]")
+# a byte that is not UTF-8, as the parser's decoding ("backslashreplace") shows it
+_NOT_UTF8 = re.compile(r"\\x[89a-f][0-9a-f]")
+BINARY_SHARE = 0.3
+
+
+def is_binary(line: str) -> bool:
+    """A line that is not text: it holds a control character, and control
+    characters plus bytes that are not UTF-8 make up at least BINARY_SHARE of
+    its bytes. Latin-1 or other 8-bit text (no control characters) is text."""
+    if line.isprintable() or _CONTROL.search(line) is None:
+        return False
+    ctrl = len(_CONTROL.findall(line))
+    bad = len(_NOT_UTF8.findall(line))
+    size = len(line) - 3 * bad           # each such byte shows as 4 characters
+    return ctrl + bad >= BINARY_SHARE * size
+
+
+def nul_reason(n: int, text: bool = False) -> str:
+    """The reason of a NUL block's dead letter (``text``: with text that starts no record)."""
+    return (f"{n} NUL byte{'s' if n != 1 else ''}{' and text that starts no record' if text else ''}: "
+            "what a crash leaves where a file's last writes were lost, not part of any record")
+
 class Record:
     """A record under construction; ``pipeline.parsing.extract`` turns it into an Event."""
 
@@ -50,6 +95,8 @@ class Record:
     kind = "log"
     reason = None
     access = None
+    nlines = 0          # lines fed that start in this record
+    nbytes = 0          # their bytes (as read, without the line terminator)
 
     def __init__(self, ts_text, pid, level, logger, rest, line, offset, *, orphan=False,
                  host=None, prog=None, syslog_ts=None, kind="log", reason=None, access=None):
@@ -79,7 +126,8 @@ class Record:
     # constructor fields first, then what folding grows; ``access`` is left out:
     # an access-log record is complete when read and never stays open
     _STATE = ("ts_text", "pid", "level", "logger", "rest", "offset", "orphan", "host", "prog",
-              "syslog_ts", "kind", "reason", "lines", "cont", "tb", "tb_last")
+              "syslog_ts", "kind", "reason", "lines", "cont", "tb", "tb_last", "nlines", "nbytes")
+    _COUNTS = frozenset(("nlines", "nbytes"))       # absent from states saved before they existed
 
     def to_state(self) -> dict:
         return {name: getattr(self, name) for name in self._STATE}
@@ -88,6 +136,8 @@ class Record:
     def from_state(cls, state: dict) -> "Record":
         rec = cls.__new__(cls)
         for name in cls._STATE:
+            if name in cls._COUNTS and name not in state:
+                continue
             setattr(rec, name, state[name])
         if rec.syslog_ts is not None:
             rec.syslog_ts = tuple(rec.syslog_ts)
@@ -101,12 +151,20 @@ def _is_prefix_level(level: str) -> bool:
 class Folder:
     """Folds one stream's lines into records (see module doc)."""
 
-    __slots__ = ("open", "last", "sweep_at")
+    __slots__ = ("open", "last", "sweep_at", "_lines", "_bytes")
 
     def __init__(self) -> None:
         self.open: dict[str, Record] = {}
         self.last: Record | None = None
         self.sweep_at = ""               # asctime at which to look for quiet records next
+        self._lines = self._bytes = 0    # the line being fed, until a record takes it
+
+    def _take(self, rec: Record) -> None:
+        """``rec`` took the first character of the line being fed: it counts the line."""
+        if self._lines or self._bytes:
+            rec.nlines += self._lines
+            rec.nbytes += self._bytes
+            self._lines = self._bytes = 0
 
     def to_state(self) -> dict:
         """The open records (in order), which of them is the last, and the next sweep."""
@@ -153,7 +211,10 @@ class Folder:
         for key in stale:
             out.append(self.open.pop(key))
 
-    def feed(self, line: str, offset: int | None, out: list) -> None:
+    def feed(self, line: str, offset: int | None, out: list, lines: int = 1, nbytes: int = 0) -> None:
+        """Fold one line; the record that takes its first character counts
+        ``lines`` and ``nbytes`` (the line's size as read)."""
+        self._lines, self._bytes = lines, nbytes
         rest = self._feed(line, offset, out)
         while rest is not None:            # records glued into one line, one by one
             rest = self._feed(*rest, out)
@@ -170,22 +231,52 @@ class Folder:
             if line[10:11] == "T" and (m := SYSLOG_ISO.match(line)):
                 return self._syslog(m, line, offset, out, iso=True)
             if '] "' in line and (m := APACHE.match(line)):
-                out.append(Record(None, None, "INFO", None, line, line, offset, kind="access", access=m))
-                return
+                return self._alone(Record(None, None, "INFO", None, line, line, offset, kind="access",
+                                          access=m), out)
         elif c in _HEX_START and '] "' in line and (m := APACHE.match(line)):    # IPv6 client
-            out.append(Record(None, None, "INFO", None, line, line, offset, kind="access", access=m))
-            return
+            return self._alone(Record(None, None, "INFO", None, line, line, offset, kind="access",
+                                      access=m), out)
         rec = self.last
-        if rec is None:
-            out.append(Record(None, None, None, None, line, line, offset, kind="unparsed",
-                              reason="continuation line with no record to join"))
-            return
+        binary = is_binary(line)
+        if rec is None or binary:
+            if binary:
+                reason = "binary data: not folded into the record before it" if rec is not None \
+                    else "binary data with no record before it"
+            elif c == "{":
+                reason = "invalid or truncated JSON, and no record to join"
+            else:
+                reason = "continuation line with no record to join"
+            return self._alone(Record(None, None, None, None, line, line, offset, kind="unparsed",
+                                      reason=reason), out)
+        if self._lines or self._bytes:          # _take, inline: the common continuation line
+            rec.nlines += self._lines
+            rec.nbytes += self._bytes
+            self._lines = self._bytes = 0
         rec.lines.append(line)
         # A prefix-less line after a traceback line continues that traceback
         # line (hard-wrapped copies, racing writes); otherwise the message.
         (rec.tb if rec.tb_last else rec.cont).append(line)
         if len(rec.lines) >= MAX_RECORD_LINES:
             self._split(rec, out)
+
+    def _alone(self, rec: Record, out: list) -> None:
+        """A record complete on its own line (access line, unparsed text)."""
+        self._take(rec)
+        out.append(rec)
+
+    @staticmethod
+    def starts_record(line: str) -> bool:
+        """The line starts a record of its own (a header, syslog or access line):
+        ``_feed`` would not take it as a continuation."""
+        if HEADER.match(line) is not None:
+            return True
+        c = line[:1]
+        if c.isupper() and line[3:4] == " " and SYSLOG.match(line):
+            return True
+        if c.isdigit():
+            return bool((line[10:11] == "T" and SYSLOG_ISO.match(line))
+                        or ('] "' in line and APACHE.match(line)))
+        return bool(c in _HEX_START and '] "' in line and APACHE.match(line))
 
     # -- header lines -----------------------------------------------------
     def _header(self, ts, pid, level, logger, rest, line, offset, out, *, host=None, prog=None,
@@ -217,15 +308,19 @@ class Folder:
                     out.append(self.open.pop(key))
                 new = Record(ts, pid, "ERROR", logger, rest, line, offset, orphan=True, host=host,
                              prog=prog, syslog_ts=syslog_ts)
+                self._take(new)
                 self.open[key] = self.last = new
                 return
         if rec is not None:
             out.append(self.open.pop(key))
         new = Record(ts, pid, level, logger, rest, line, offset, host=host, prog=prog,
                      syslog_ts=syslog_ts)
+        new.nlines, new.nbytes = self._lines, self._bytes       # _take, inline: every record
+        self._lines = self._bytes = 0
         self.open[key] = self.last = new
 
     def _append_tb(self, rec: Record, line: str, body: str) -> None:
+        self._take(rec)
         rec.lines.append(line)
         rec.tb.append(body)
         rec.tb_last = True

@@ -16,7 +16,8 @@ from pipeline.settings import load
 from pipeline.sinks.elasticsearch import ElasticsearchSink, Rejected
 from pipeline.streaming.stages import CorrelateStage, ParseStage, RawMessage
 
-LETTER_KEYS = ["@timestamp", "reason", "host", "service", "file", "offset", "kafka", "elasticsearch", "raw"]
+LETTER_KEYS = ["@timestamp", "reason", "host", "service", "file", "offset", "lines", "bytes", "id", "kafka",
+               "elasticsearch", "raw"]
 
 
 @pytest.fixture
@@ -50,10 +51,10 @@ def test_event_records_carry_id_and_time_and_refuse_what_is_not_one():
 
 
 # -- caps by encoded bytes --------------------------------------------------------------
-def test_a_record_of_nul_bytes_is_capped_by_its_json_not_its_characters(settings):
-    """A NUL is one character and six bytes of JSON: capping characters let
-    this event grow past Kafka's message limit."""
-    line = b"2017-06-06 08:12:41.201 1 ERROR nova.x [-] " + b"\x00" * 400_000
+def test_a_record_of_control_characters_is_capped_by_its_json_not_its_characters(settings):
+    """A control character is one character and six bytes of JSON: capping
+    characters let this event grow past Kafka's message limit."""
+    line = b"2017-06-06 08:12:41.201 1 ERROR nova.x [-] " + b"\x01" * 400_000
     p = ParseStage(settings)
     out = p.process([RawMessage("raw", 0, 0, b"h|/x.log", line, {"host": b"h", "path": b"/x.log"})], 0.0)
     out.extend(p.tick(1e9))
@@ -62,6 +63,24 @@ def test_a_record_of_nul_bytes_is_capped_by_its_json_not_its_characters(settings
     doc = json.loads(value)
     assert doc["message"].endswith(TRUNCATED) and doc["event"]["original"].endswith(TRUNCATED)
     assert doc["log"]["level"] == "ERROR" and doc["_id"]            # the rest is whole
+    assert doc["log"]["lines"] == 1 and doc["log"]["bytes"] == len(line)    # counts are never cut
+
+
+def test_a_nul_block_after_a_record_is_a_dead_letter_capped_by_its_json(settings):
+    """NUL bytes are cut out of the record (pipeline.parsing.fold): the block is a
+    dead letter of its own, capped by its JSON (six bytes per NUL), with its count."""
+    line = b"2017-06-06 08:12:41.201 1 ERROR nova.x [-] boom" + b"\x00" * 400_000
+    p = ParseStage(settings)
+    out = p.process([RawMessage("raw", 0, 0, b"h|/x.log", line,
+                                {"host": b"h", "path": b"/x.log", "offset": b"100"})], 0.0)
+    out.extend(p.tick(1e9))
+    [(_key, value, _upstream)] = out.events
+    doc = json.loads(value)
+    assert doc["message"] == "boom" and doc["log"]["lines"] == 1 and doc["log"]["bytes"] == len(line)
+    [letter] = out.deadletters
+    assert len(codec.dumps(letter)) <= MAX_DOC_BYTES and letter["raw"].endswith(TRUNCATED)
+    assert letter["reason"].startswith("400000 NUL bytes: ")
+    assert letter["offset"] == 100 + len(line) - 400_000 and (letter["lines"], letter["bytes"]) == (0, 0)
 
 
 def test_cap_cuts_the_largest_strings_to_a_common_size_and_keeps_the_small_ones():
@@ -115,7 +134,9 @@ def test_every_producer_writes_the_same_dead_letter_shape(settings, monkeypatch)
     p = ParseStage(settings)
     out = p.process([RawMessage("raw", 0, 0, b"h|/x.log", b"orphan line", {"host": b"h", "path": b"/x.log"})],
                     0.0)
-    letters += out.deadletters
+    [letter] = out.deadletters
+    assert (letter["lines"], letter["bytes"]) == (1, len(b"orphan line")) and letter["id"]
+    letters.append(letter)
     # the parse stage: the parser raised
     from pipeline.parsing.parser import Parser
     with monkeypatch.context() as m:
@@ -124,6 +145,7 @@ def test_every_producer_writes_the_same_dead_letter_shape(settings, monkeypatch)
                                     {"host": b"h", "path": b"/x.log", "offset": b"40"})], 0.0)
     [letter] = out.deadletters
     assert letter["kafka"] == {"topic": "raw", "partition": 2, "offset": 7} and letter["offset"] == 40
+    assert (letter["lines"], letter["bytes"]) == (1, 4)
     letters.append(letter)
     # the correlate stage: a record of the events topic it cannot read
     out = CorrelateStage(settings).process([RawMessage("events", 1, 9, b"k", b"\x00" * 2_000_000)], 0.0)
@@ -137,6 +159,7 @@ def test_every_producer_writes_the_same_dead_letter_shape(settings, monkeypatch)
     letter = Rejected(action, 400, "mapper_parsing_exception: failed to parse").dead_letter()
     assert (letter["host"], letter["file"], letter["offset"]) == (ev.host, ev.file_path, ev.offset)
     assert letter["elasticsearch"] == {"index": action["_index"], "id": "id1"}
+    assert (letter["lines"], letter["bytes"]) == (ev.lines, ev.nbytes) and ev.lines >= 1
     assert json.loads(letter["raw"]) == action["_source"]
     letters.append(letter)
     incident = {"id": "i1", "host": "compute-1", "service": "nova-compute", "evidence": []}

@@ -47,8 +47,10 @@ TS = re.compile(rb"\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d")
 TB = re.compile(rb"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+ \d+ )(?:ERROR|TRACE) (\S+) (?!\[)")
 PID = re.compile(rb"^(\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d(?:[.,]\d+)? )(\d+) ")
 # Where the parser may cut a line: the start of an embedded record header
-# (pipeline.parsing.lineformat.EMBEDDED_HEADER, group 1).
-CUT = re.compile(r"(?=\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{1,9} \d+ (?:" + LEVELS + r") \S)")
+# (pipeline.parsing.lineformat.EMBEDDED_HEADER, group 1), and either side of a
+# run of NUL bytes (pipeline.parsing.fold.NUL_RUN: cut out of its line).
+CUT = re.compile(r"(?=\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{1,9} \d+ (?:" + LEVELS + r") \S)"
+                 r"|(?<!\x00)(?=\x00)|(?<=\x00)(?!\x00)")
 TB_LINES = [ln for lines in FILE_LINES for ln in lines if TB.match(ln)]
 HEADER_LINES = [ln for lines in FILE_LINES for ln in lines if PID.match(ln) and b" [" in ln]
 assert len(FILE_LINES) >= 20 and TB_LINES and JSONL, f"real fixtures missing under {CORPUS} / {ROOT}"
@@ -225,6 +227,12 @@ def check_no_loss(lines: list[bytes], events) -> None:
     assert not +extra, f"emitted lines that are no input line: {list((+extra).elements())[:5]}"
 
 
+def check_accounting(lines: list[bytes], events) -> None:
+    """Each input line counts once, with its bytes, in exactly one event."""
+    assert sum(ev.lines for ev in events) == len(lines)
+    assert sum(ev.nbytes for ev in events) == sum(len(raw) - raw.endswith(b"\n") for raw in lines)
+
+
 # -- properties --------------------------------------------------------------
 # Minimal inputs of parser bugs found by these properties (regression examples).
 HDR = b"2017-06-06 10:07:43.280 160 INFO nova.compute.manager "
@@ -276,6 +284,15 @@ def test_folding_loses_no_byte(data):
 
 @SETTINGS
 @given(plain_inputs() | envelope_inputs().map(b"\n".join), st.sampled_from(SOURCES))
+def test_every_line_and_byte_is_counted_once(data, src):
+    """log.lines / log.bytes: over all events (dead letters included) every
+    line fed counts once and every byte once, whatever folding did with it."""
+    lines = split_lines(data)
+    check_accounting(lines, parse(lines, src))
+
+
+@SETTINGS
+@given(plain_inputs() | envelope_inputs().map(b"\n".join), st.sampled_from(SOURCES))
 def test_events_validate_against_schema(data, src):
     check_schema(parse(split_lines(data), src))
 
@@ -321,6 +338,7 @@ def test_one_mib_line(tb_line, filler, glued):
     line = (tb_line + piece * ((1 << 20) // len(piece) + 1))[: 1 << 20]
     events = parse([opener, line])
     check_no_loss([opener, line], events)
+    check_accounting([opener, line], events)
     check_schema(events)
     check_engine(events)
 
@@ -331,6 +349,7 @@ def test_random_binary_line(garbage):
     lines = split_lines(garbage)
     events = parse(lines)
     check_no_loss(lines, events)
+    check_accounting(lines, events)
     check_schema(events)
     check_engine(events)
 
