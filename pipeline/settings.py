@@ -171,6 +171,7 @@ class ElasticsearchSettings:
     ca_certs: str = _f("", check=_file)
     verify_certs: bool = True
     request_timeout: float = _f(30.0, gt=0)
+    slow_request: float = _f(5.0, gt=0)
     index_events: str = _f("all", choices=("all", "warning+", "none"))
     events_index_prefix: str = _f("osloscope-events-", check=_index)
     incidents_index: str = _f("osloscope-incidents", check=_index)
@@ -229,10 +230,14 @@ class DetectorSettings:
     service_silent_learn_intervals: int = _f(10, ge=1)
     request_window_gap: float = _f(120.0, gt=0)
     request_window_max: float = _f(3600.0, gt=0)
+    new_error_learn_seconds: float = _f(86400.0, ge=0)
+    new_error_learn_min_records: int = _f(200, ge=0)
+    new_error_adopt_after: float = _f(1800.0, ge=0)
 
     def config(self) -> "DetectorConfig":
         """The detectors' frozen configuration (detectors.registry.DetectorConfig)."""
         from detectors.auth_failures import AuthFailuresConfig
+        from detectors.new_error import NewErrorConfig
         from detectors.registry import DetectorConfig
         from detectors.request_stalled import RequestStalledConfig
         from detectors.service_silent import ServiceSilentConfig
@@ -245,7 +250,10 @@ class DetectorSettings:
             service_silent=ServiceSilentConfig(factor=self.service_silent_factor,
                                                floor=self.service_silent_floor,
                                                min_intervals=self.service_silent_learn_intervals),
-            request_window_gap=self.request_window_gap, request_window_max=self.request_window_max)
+            request_window_gap=self.request_window_gap, request_window_max=self.request_window_max,
+            new_error=NewErrorConfig(learn_seconds=self.new_error_learn_seconds,
+                                     learn_min_records=self.new_error_learn_min_records,
+                                     adopt_after=self.new_error_adopt_after))
 
 
 @dataclass(frozen=True)
@@ -273,6 +281,7 @@ class WorkerSettings:
     fair_polling: bool = True
     # event time across sources (pipeline/streaming/eventtime.py)
     source_idle_timeout: float = _f(30.0, gt=0)
+    upstream_timeout: float = _f(120.0, gt=0)
     allowed_lateness: float = _f(7200.0, ge=0)
     source_slack: float = _f(10.0, ge=0)
     source_warmup: float = _f(10.0, ge=0)

@@ -13,8 +13,22 @@ computes (nova-compute), all writing real oslo.log templates:
   seconds -- except one boot at minute 30, which nobody picks up (the
   message bus lost it: a stalled request);
 * keystone answers token requests; at minute 12 one address fails to
-  authenticate 14 times within a minute (a burst);
-* the API services log only when called.
+  authenticate 14 times within a minute (a burst), spread by the load
+  balancer over both controllers' keystones (seven each: below the burst
+  threshold on either host alone);
+* the API services log only when called;
+* at minute 18 the RabbitMQ broker goes away for three minutes: every
+  nova-compute and both nova-conductors log oslo.messaging's
+  ``AMQP server on 10.0.0.10:5672 is unreachable`` every few seconds, then
+  ``Reconnected to AMQP server`` (compute-5 a minute and a half after the
+  others): one shared cause, one incident for all eight services;
+* at minute 35 the database refuses connections for a minute: nova-api on
+  both controllers fails requests with ``Can't connect to MySQL server``;
+* compute-4's resource audit fails now and then from the start (an error the
+  service logs while it learns, known later on), and at minute 36 compute-1
+  and compute-2 log an error no signature knows and none of them logged
+  before (nova's image cache manager, ``Image cache manager run failed``):
+  with a short learning period, one ``new_error`` incident for both hosts.
 
 Templates: nova/api/openstack/wsgi.py and the eventlet/wsgi access line
 (``"POST /v2.1/servers HTTP/1.1" status: 202``), oslo_service/periodic_task.py
@@ -40,6 +54,10 @@ SILENT = "compute-3"
 SILENT_AFTER = 25 * 60
 STALLED_AT = 30 * 60
 BURST_AT = 12 * 60
+BROKER_DOWN, BROKER_UP = 18 * 60, 21 * 60
+BROKER_LATE = "compute-5"              # reconnects 90 s after the others
+DB_DOWN = 35 * 60
+NEW_ERROR_AT = 36 * 60
 
 FILES = {
     "nova-api": "nova/nova-api.log", "nova-conductor": "nova/nova-conductor.log",
@@ -112,11 +130,49 @@ def generate(root: Path, seed: int = 7, start: datetime = START) -> dict:
         ks = CONTROLLERS[k % 2]
         log(ks, "keystone", sec, 3300, "INFO", "keystone.common.wsgi", f"[{_req(rng)} - - - - -]",
             "POST http://controller:5000/v3/auth/tokens")
-    for k in range(14):
+    for k in range(14):         # through the load balancer: seven failures on each keystone
         sec = BURST_AT + k * 4 + rng.random()
-        log(CONTROLLERS[0], "keystone", sec, 3300, "WARNING", "keystone.server.flask.application",
+        log(CONTROLLERS[k % 2], "keystone", sec, 3300, "WARNING", "keystone.server.flask.application",
             f"[{_req(rng)} - - - - -]",
             "Authorization failed. The request you have made requires authentication. from 203.0.113.77")
+    # the broker outage (oslo.messaging impl_rabbit, Stein+ with the connection id)
+    rabbit = "oslo.messaging._drivers.impl_rabbit"
+    victims = [(h, "nova-compute", 2100 + i) for i, h in enumerate(COMPUTES)] + \
+              [(h, "nova-conductor", 1950) for h in CONTROLLERS]
+    for host, service, pid in victims:
+        conn = str(uuid.UUID(int=rng.getrandbits(128), version=4))
+        up = BROKER_UP + (90 if host == BROKER_LATE else 0) + rng.random() * 3
+        sec = BROKER_DOWN + rng.random() * 4
+        while sec < up:
+            log(host, service, sec, pid, "ERROR", rabbit, "[-]",
+                f"[{conn}] AMQP server on 10.0.0.10:5672 is unreachable: [Errno 111] ECONNREFUSED. "
+                "Trying again in 4 seconds.: ConnectionRefusedError: [Errno 111] ECONNREFUSED")
+            sec += 4 + rng.random()
+        log(host, service, up, pid, "INFO", rabbit, "[-]",
+            f"[{conn}] Reconnected to AMQP server on 10.0.0.10:5672 via [amqp] client with port "
+            f"{40000 + rng.randrange(20000)}.")
+    # the database outage, seen by both APIs (oslo.db over PyMySQL, Train+ text)
+    for k in range(6):
+        sec = DB_DOWN + k * 9 + rng.random()
+        api = CONTROLLERS[k % 2]
+        rid = _req(rng)
+        log(api, "nova-api", sec, 1800, "ERROR", "nova.api.openstack.wsgi",
+            f"[{rid} 4a5f8d0e2c1b4c8e9f6a7b3d2e1f0a9b 6c7d8e9f0a1b2c3d4e5f6a7b8c9d0e1f - default default]",
+            "Unexpected exception in API method: oslo_db.exception.DBConnectionError: "
+            "(pymysql.err.OperationalError) (2003, \"Can't connect to MySQL server on '192.168.24.3' "
+            "([Errno 111] Connection refused)\")")
+    # an error known from the learning period, and one never seen before
+    for sec in (150.0, 700.0, 1900.0):
+        log("compute-4", "nova-compute", sec + rng.random(), 2103, "ERROR", "nova.compute.manager", nil,
+            "Error updating resources for node compute-4.cloud.: libvirt.libvirtError: Unable to read "
+            "from monitor: Connection reset by peer")
+    for k in range(3):
+        for i, host in enumerate(("compute-1", "compute-2")):
+            log(host, "nova-compute", NEW_ERROR_AT + k * 20 + i * 3 + rng.random(), 2100 + i, "ERROR",
+                "nova.virt.libvirt.imagecache", nil,
+                f"Image cache manager run failed: ValueError: unreadable image info file "
+                f"/var/lib/nova/instances/_base/{rng.getrandbits(40):010x}.info: Expecting value: "
+                "line 1 column 1 (char 0)")
     files = []
     for (host, service), lines in sorted(out.items()):
         path = root / host / FILES[service]

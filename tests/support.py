@@ -73,11 +73,11 @@ def raw_messages(paths, topic: str = "raw", partitions: int = 1, inode: bool = F
 def events_topic(outputs, partitions: int = 1, topic: str = "events") -> list:
     """The events topic as the worker fills it from parse-stage ``outputs``
     (one Output per delivery, in order): each event in partition crc32(key) % n
-    with its upstream header, then the delivery's watermark markers in every
+    with its upstream header, the events routed to fleet detectors likewise, then the delivery's watermark markers in every
     partition. Offsets per partition."""
     import zlib
 
-    from pipeline.streaming.stage import MARKER_HEADER, UPSTREAM_HEADER, RawMessage
+    from pipeline.streaming.stage import FLEET_HEADER, MARKER_HEADER, UPSTREAM_HEADER, RawMessage
 
     if not isinstance(outputs, (list, tuple)):
         outputs = [outputs]
@@ -87,6 +87,11 @@ def events_topic(outputs, partitions: int = 1, topic: str = "events") -> list:
             part = zlib.crc32(key) % partitions
             msgs.append(RawMessage(topic, part, offsets[part], key, value,
                                    {UPSTREAM_HEADER: upstream.encode()}))
+            offsets[part] += 1
+        for key, value, upstream, fleet in out.fleet:
+            part = zlib.crc32(key) % partitions
+            msgs.append(RawMessage(topic, part, offsets[part], key, value,
+                                   {UPSTREAM_HEADER: upstream.encode(), FLEET_HEADER: fleet.encode()}))
             offsets[part] += 1
         for _upstream, value in out.markers:
             for part in range(partitions):

@@ -17,11 +17,22 @@ backoff (``max_retries``, then forever if ``retry_forever``: the caller must
 not commit offsets for records Elasticsearch has not taken). Items rejected
 for good (4xx: a mapping conflict, a document too large) are returned to the
 caller, who sends them to the dead-letter topic with the reason.
+
+A slow or frozen Elasticsearch is seen, not waited for in silence: each bulk
+request is bounded by ``request_timeout`` (the client does not retry on its
+own: every failed attempt is logged here, with its backoff), and everything
+is measured (``latency``: requests by outcome, a histogram of their
+durations, the age of the oldest write not yet taken). ``watch()``, called
+from another thread or the event loop while ``write`` blocks, logs a write in
+flight longer than ``slow_request`` seconds, and again every
+``SLOW_LOG_EVERY`` seconds while it lasts.
 """
 from __future__ import annotations
 
 import logging
+import threading
 import time
+from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Callable
@@ -29,6 +40,10 @@ from typing import Callable
 from pipeline import codec
 
 log = logging.getLogger("osloscope.elasticsearch")
+
+# upper bounds (seconds) of the request duration histogram's buckets
+LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+SLOW_LOG_EVERY = 30.0      # seconds between the log lines of one request still in flight
 
 LEVEL_RANK = {"TRACE": 0, "DEBUG": 1, "INFO": 2, "AUDIT": 2, "WARNING": 3, "WARN": 3,
               "ERROR": 4, "CRITICAL": 5, "FATAL": 5}
@@ -53,8 +68,13 @@ class Rejected:
             f"rejected by Elasticsearch ({self.status}): {self.reason}", codec.dumps(src),
             timestamp=src.get("@timestamp"), host=_name(src.get("host")),
             service=_name(src.get("service")), file=file.get("path") if isinstance(file, dict) else None,
-            offset=log_.get("offset"),
+            offset=log_.get("offset"), lines=_count(log_.get("lines")), nbytes=_count(log_.get("bytes")),
             elasticsearch={"index": self.action.get("_index"), "id": self.action.get("_id")})
+
+
+def _count(value) -> int | None:
+    """An event's ``log.lines``/``log.bytes`` for its dead letter (None: not an event's)."""
+    return value if type(value) is int else None
 
 
 def _name(field):
@@ -69,6 +89,81 @@ class SinkStats:
     retried: int = 0
     rejected: int = 0
     errors: int = 0
+
+
+class Latency:
+    """What the sink's writes cost, safe to read from another thread while one blocks.
+
+    A *write* is a batch handed to ``ElasticsearchSink.write``: in flight from its first
+    request until Elasticsearch took every document (through timeouts, retries and their
+    backoff). Each *request* (an attempt) is counted by outcome and timed in a histogram."""
+
+    def __init__(self, slow_after: float) -> None:
+        self.slow_after = slow_after
+        self._lock = threading.Lock()
+        self._inflight: dict[int, list] = {}     # token -> [start, documents, slow logged at, attempts]
+        self._token = 0
+        self.outcomes: Counter = Counter()
+        self.buckets = [0] * len(LATENCY_BUCKETS)
+        self.count = 0
+        self.seconds = 0.0
+        self.slow = 0
+
+    def start(self, documents: int, now: float | None = None) -> int:
+        """A write of ``documents`` begins; its token."""
+        with self._lock:
+            self._token += 1
+            self._inflight[self._token] = [time.monotonic() if now is None else now, documents, None, 0]
+            return self._token
+
+    def request(self, token: int, outcome: str, seconds: float) -> None:
+        """One request of write ``token`` ended (``ok``, ``error`` or ``timeout``) after ``seconds``."""
+        with self._lock:
+            self.outcomes[outcome] += 1
+            self.count += 1
+            self.seconds += seconds
+            for i, bound in enumerate(LATENCY_BUCKETS):
+                if seconds <= bound:
+                    self.buckets[i] += 1
+            entry = self._inflight.get(token)
+            if entry is not None:
+                entry[3] += 1
+
+    def finish(self, token: int, now: float | None = None) -> tuple[float, int]:
+        """Write ``token`` was taken: (seconds it took, requests it needed)."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            start, _docs, slow_logged, attempts = self._inflight.pop(token)
+            took = now - start
+            if slow_logged is None and took > self.slow_after:
+                self.slow += 1
+        return took, attempts
+
+    def overdue(self, now: float | None = None) -> list[tuple[float, int, bool]]:
+        """(seconds in flight, documents, first time) of each write in flight longer than
+        ``slow_after`` that was not reported in the last SLOW_LOG_EVERY seconds; marks them
+        reported (and counts each slow write once)."""
+        now = time.monotonic() if now is None else now
+        out = []
+        with self._lock:
+            for entry in self._inflight.values():
+                start, docs, logged, _attempts = entry
+                if now - start <= self.slow_after or (logged is not None and now - logged < SLOW_LOG_EVERY):
+                    continue
+                if logged is None:
+                    self.slow += 1
+                entry[2] = now
+                out.append((now - start, docs, logged is None))
+        return out
+
+    def snapshot(self, now: float | None = None) -> dict:
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            oldest = min((e[0] for e in self._inflight.values()), default=None)
+            return {"sink": "elasticsearch", "inflight": len(self._inflight),
+                    "inflight_seconds": 0.0 if oldest is None else now - oldest,
+                    "outcomes": dict(self.outcomes), "count": self.count, "seconds": self.seconds,
+                    "slow": self.slow, "buckets": list(zip(LATENCY_BUCKETS, self.buckets))}
 
 
 def day_index(prefix: str, timestamp: str | None, ts: float | None = None) -> str:
@@ -93,8 +188,9 @@ def wants_event(policy: str, level: str | None) -> bool:
     return LEVEL_RANK.get((level or "").upper(), 2) >= 3
 
 
-def make_client(es):
-    """An ``elasticsearch.Elasticsearch`` for ElasticsearchSettings ``es``."""
+def make_client(es, *, max_retries: int = 3):
+    """An ``elasticsearch.Elasticsearch`` for ElasticsearchSettings ``es``; each request is
+    bounded by ``es.request_timeout`` and retried by the client ``max_retries`` times."""
     from elasticsearch import Elasticsearch, OrjsonSerializer
 
     class Serializer(OrjsonSerializer):
@@ -110,8 +206,8 @@ def make_client(es):
 
     kw = es.client_kwargs()
     kw.setdefault("serializer", Serializer())
-    kw.setdefault("retry_on_timeout", True)
-    kw.setdefault("max_retries", 3)
+    kw.setdefault("retry_on_timeout", max_retries > 0)
+    kw.setdefault("max_retries", max_retries)
     return Elasticsearch(**kw)
 
 
@@ -119,10 +215,13 @@ class ElasticsearchSink:
     def __init__(self, es, *, client=None, retry_forever: bool = True,
                  sleep: Callable[[float], None] = time.sleep) -> None:
         self.settings = es
-        self.client = client if client is not None else make_client(es)
+        # no retries inside the client: each attempt is bounded by request_timeout, and
+        # every failure is logged and retried here, with backoff
+        self.client = client if client is not None else make_client(es, max_retries=0)
         self.retry_forever = retry_forever
         self.sleep = sleep
         self.stats = SinkStats()
+        self.latency = Latency(es.slow_request)
 
     # -- actions ---------------------------------------------------------------
     def event_actions(self, doc: dict, doc_id: str, ts: float | None = None) -> list[dict]:
@@ -147,14 +246,29 @@ class ElasticsearchSink:
     # -- writing ---------------------------------------------------------------
     def write(self, actions: list[dict]) -> list[Rejected]:
         """Bulk-write ``actions``; returns the ones rejected for good."""
+        pending = list(actions)
+        rejected: list[Rejected] = []
+        token = self.latency.start(len(pending))
+        try:
+            self._write(pending, rejected, token)
+        finally:
+            took, requests = self.latency.finish(token)
+        if took > self.settings.slow_request:
+            log.warning("Elasticsearch at %s took %.1f s and %d request(s) to take a batch of %d document(s) "
+                        "(elasticsearch.slow_request = %g s)", self.settings.url, took, requests, len(actions),
+                        self.settings.slow_request)
+        return rejected
+
+    def _write(self, pending: list[dict], rejected: list[Rejected], token: int) -> None:
+        from elastic_transport import ConnectionTimeout
         from elasticsearch import ApiError, TransportError
         from elasticsearch.helpers import streaming_bulk
 
-        pending = list(actions)
-        rejected: list[Rejected] = []
         attempt = 0
         while pending:
             retry: list[dict] = []
+            t0 = time.monotonic()
+            outcome = "error"
             try:
                 self.stats.bulk_requests += 1
                 for (ok, item), action in zip(
@@ -174,10 +288,20 @@ class ElasticsearchSink:
                         etype = err.get("type") if isinstance(err, dict) else "error"
                         rejected.append(Rejected(action, status, f"{etype}: {reason}"))
                         self.stats.rejected += 1
+                outcome = "ok"
+            except ConnectionTimeout as exc:
+                outcome = "timeout"
+                self.stats.errors += 1
+                retry = pending
+                log.warning("Elasticsearch at %s did not answer a bulk request of %d document(s) within "
+                            "%g s (elasticsearch.request_timeout): %s", self.settings.url, len(pending),
+                            self.settings.request_timeout, exc)
             except (TransportError, ApiError, ConnectionError) as exc:
                 self.stats.errors += 1
                 retry = pending
                 log.warning("Elasticsearch bulk request to %s failed: %s", self.settings.url, exc)
+            finally:
+                self.latency.request(token, outcome, time.monotonic() - t0)
             if not retry:
                 break
             attempt += 1
@@ -192,7 +316,17 @@ class ElasticsearchSink:
                         len(retry), attempt, delay)
             self.sleep(delay)
             pending = retry
-        return rejected
+
+    def watch(self, now: float | None = None) -> int:
+        """Log every write in flight longer than ``slow_request`` seconds (once, then every
+        SLOW_LOG_EVERY seconds while it lasts); returns how many were logged now. Safe to
+        call while ``write`` blocks in another thread."""
+        overdue = self.latency.overdue(now)
+        for seconds, docs, first in overdue:
+            log.warning("Elasticsearch at %s %s a batch of %d document(s) for %.0f s (frozen or overloaded?); "
+                        "its stage waits with its offsets uncommitted, the other stages go on",
+                        self.settings.url, "has not taken" if first else "still has not taken", docs, seconds)
+        return len(overdue)
 
     def close(self) -> None:
         try:

@@ -11,6 +11,12 @@ say so; eventtime.py): the detectors see them in timestamp order, as
 events, the upstream positions, the events held, the idle clock's event
 time and the last offset.
 
+Events routed to a fleet detector (a shared cause, a new error template:
+detectors/engine.py) arrive a second time, keyed by their fleet key with the
+detector's name in a header: the partition that owns the key holds them
+like the others and hands them to that detector only (not indexed again,
+no request window).
+
 The parse stage may emit a batch twice (its outputs were acknowledged but
 its snapshot was not written); the ids of recent events (bounded) let this
 stage drop the second copy, so detector counts stay exact.
@@ -21,19 +27,28 @@ import time
 from collections import OrderedDict
 
 from pipeline import codec, signatures
-from pipeline.streaming.stage import (MARKER_HEADER, UPSTREAM_HEADER, Output, PartitionState, RawMessage,
-                                      Stage, partition_of, read_marker)
+from pipeline.streaming.stage import (FLEET_HEADER, MARKER_HEADER, UPSTREAM_HEADER, Output, PartitionState,
+                                      RawMessage, Stage, fleet_key_of, partition_of, read_marker)
 
 # CorrelateStage remembers the ids of this many recent events per batch size:
 # a duplicate is at most one parse batch (plus idle flushes) behind its original
 SEEN_PER_BATCH = 4
 
 
+class Routed:
+    """A held event routed to fleet detector ``name`` under ``key``."""
+
+    __slots__ = ("ev", "name", "key")
+
+    def __init__(self, ev, name: str, key: str) -> None:
+        self.ev, self.name, self.key = ev, name, key
+
+
 class CorrelatePartition(PartitionState):
     """One events partition's recent event ids, besides its engine."""
 
     def __init__(self, engine, config, seen_max: int) -> None:
-        super().__init__(engine, config, slack=0.0, backfill=False)
+        super().__init__(engine, config, slack=0.0, backfill=False, silent_timeout=config.upstream_timeout)
         self.seen: OrderedDict[str, None] = OrderedDict()
         self.seen_max = seen_max
 
@@ -46,12 +61,14 @@ class CorrelatePartition(PartitionState):
             self.seen.popitem(last=False)
         return True
 
-    def item_state(self, ev) -> list:
-        return [codec.event_to_doc(ev), ev.ts]
+    def item_state(self, item) -> list:
+        if isinstance(item, Routed):
+            return [codec.event_to_doc(item.ev), item.ev.ts, item.name, item.key]
+        return [codec.event_to_doc(item), item.ts]
 
     def item_from_state(self, state):
-        doc, ts = state
-        return codec.event_from_doc({**doc, "_ts": ts})
+        ev = codec.event_from_doc({**state[0], "_ts": state[1]})
+        return Routed(ev, state[2], state[3]) if len(state) > 2 else ev
 
     def to_state(self) -> dict:
         return {**super().to_state(), "seen": list(self.seen)}
@@ -67,27 +84,27 @@ class CorrelateStage(Stage):
     def __init__(self, settings) -> None:
         super().__init__(settings)
         self.seen_max = SEEN_PER_BATCH * settings.worker.batch_size + 1000
+        # the raw partitions ("topic/N") whose markers to wait for (set by the worker)
+        self.upstreams: list[str] = []
         self.stats.update(duplicates=0, events_indexed=0, bad_records=0, requests_out=0, markers=0)
 
     def new_partition(self) -> CorrelatePartition:
-        return CorrelatePartition(signatures.engine("request", self.settings), self.eventtime, self.seen_max)
+        part = CorrelatePartition(signatures.engine("request", self.settings), self.eventtime, self.seen_max)
+        part.sources.expected = tuple(self.upstreams)
+        return part
 
     def process(self, messages: list[RawMessage], now: float, sink=None, epoch: float | None = None) -> Output:
         """``sink`` says which events to index and builds the actions (None: nothing to index).
         ``now``: the monotonic clock; ``epoch``: the wall clock (Unix time)."""
         out = Output()
         epoch = time.time() if epoch is None else epoch
-        horizon = epoch + self.eventtime.max_future
         touched: dict[str, CorrelatePartition] = {}
         for tp, part, msg in self._new_messages(messages, epoch, touched):
             if MARKER_HEADER in msg.headers:
                 try:
                     upstream, frontier = read_marker(msg.value)
                 except Exception as exc:
-                    self.stats["bad_records"] += 1
-                    out.deadletters.append(codec.dead_letter_doc(
-                        f"bad watermark marker on {tp}@{msg.offset}: {exc}", msg.value,
-                        kafka=codec.kafka_position(msg.topic, msg.partition, msg.offset)))
+                    self._bad("watermark marker", msg, exc, out)
                     continue
                 self.stats["markers"] += 1
                 if frontier is None:
@@ -98,27 +115,44 @@ class CorrelateStage(Stage):
             try:
                 doc, eid, ts = codec.read_event_record(msg.value)
             except Exception as exc:
-                self.stats["bad_records"] += 1
-                out.deadletters.append(codec.dead_letter_doc(
-                    f"bad event record on {partition_of(msg)}@{msg.offset}: {exc}", msg.value,
-                    kafka=codec.kafka_position(msg.topic, msg.partition, msg.offset)))
+                self._bad("event record", msg, exc, out)
                 continue
+            routed = msg.headers.get(FLEET_HEADER)
+            if routed is not None:
+                try:
+                    name, fleet_key = fleet_key_of(msg.key or b"")
+                    if name not in part.engine.keyed:
+                        raise ValueError(f"no fleet detector {name!r}")
+                except Exception as exc:
+                    self._bad("routed event", msg, exc, out)
+                    continue
+                eid = f"{eid}\x1f{name}\x1f{fleet_key}"
             if not part.is_new(eid):
                 self.stats["duplicates"] += 1
                 continue
-            if sink is not None:
+            if sink is not None and routed is None:
                 actions = sink.event_actions(doc, eid, ts)
                 out.es_actions.extend(actions)
                 self.stats["events_indexed"] += len(actions)
             ev = codec.event_from_doc({**doc, "_ts": ts})
             upstream = msg.headers.get(UPSTREAM_HEADER, b"?").decode("utf-8", "replace")
-            if ts is not None and ts <= horizon:
-                part.sources.saw(upstream, ts, now)
-            for due in part.held.push(ts, (ev.file_path or "", ev.host or ""), ev, epoch):
+            # only markers move an upstream's position: they follow every event (and routed
+            # copy) of a delivery, while the events of one delivery reach this partition
+            # interleaved with other partitions' and may be cut into several batches here
+            part.sources.heard(upstream, now)
+            item = ev if routed is None else Routed(ev, name, fleet_key)
+            for due in part.held.push(ts, (ev.file_path or "", ev.host or ""), item, epoch):
                 self._pass(part, due, out, now, sink)
         for tp, part in touched.items():
             self._release(tp, part, out, now, epoch, sink)
         return out
+
+    def _bad(self, what: str, msg: RawMessage, exc: Exception, out: Output) -> None:
+        """A record this stage cannot read: to the dead letters, with the reason."""
+        self.stats["bad_records"] += 1
+        out.deadletters.append(codec.dead_letter_doc(
+            f"bad {what} on {partition_of(msg)}@{msg.offset}: {exc}", msg.value,
+            kafka=codec.kafka_position(msg.topic, msg.partition, msg.offset)))
 
     def _release(self, tp: str, part: CorrelatePartition, out: Output, now: float, epoch: float,
                  sink) -> None:
@@ -128,10 +162,15 @@ class CorrelateStage(Stage):
         if due:
             self._dirty.add(tp)
 
-    def _pass(self, part: CorrelatePartition, ev, out: Output, now: float, sink) -> None:
-        if ev.ts is not None:
-            part.idle.saw(now, ev.ts)
-        self._emitted(part.engine.feed(ev), out, sink)
+    def _pass(self, part: CorrelatePartition, item, out: Output, now: float, sink) -> None:
+        if isinstance(item, Routed):
+            if item.ev.ts is not None:
+                part.idle.saw(now, item.ev.ts)
+            self._emitted(part.engine.feed_keyed(item.name, item.ev, item.key), out, sink)
+            return
+        if item.ts is not None:
+            part.idle.saw(now, item.ts)
+        self._emitted(part.engine.feed(item), out, sink)
 
     def tick(self, now: float, sink=None, epoch: float | None = None) -> Output:
         out = Output()

@@ -22,9 +22,17 @@ The frontier is the minimum over the sources that hold it back:
 
 * a source with nothing new for ``idle_timeout`` wall-clock seconds stops
   holding it back (a quiet API log must not stall the fleet); when it
-  sends again, what it sends is late (see below);
+  sends again, what it sends is late (see below). An upstream raw partition
+  says itself when it holds nothing back (a marker "everything released"):
+  one that said it holds and went silent has lost its worker, and is waited
+  for ``upstream_timeout`` (longer than a failover: its new owner restores
+  its state and goes on where it stopped);
 * after a start (or a restore) nothing is released for ``warmup`` seconds,
   so sources that start a moment later are waited for;
+* sources known to exist (``expected``: for the correlate stage, every raw
+  partition) hold everything back until they are heard from, or for
+  ``idle_timeout`` after the start if they stay quiet: a raw partition the
+  worker has not reached yet must not be overtaken by the others;
 * ``allowed_lateness`` bounds the wait in event time. While the input is
   live (its newest record is at most ``allowed_lateness`` old by the wall
   clock) the frontier never trails the newest record by more than that. A
@@ -56,6 +64,7 @@ INF = float("inf")
 @dataclass(frozen=True)
 class EventTimeConfig:
     idle_timeout: float = 30.0         # wall-clock seconds after which a quiet source stops holding
+    upstream_timeout: float = 120.0    # ... an upstream partition that said it holds (a failover)
     allowed_lateness: float = 7200.0   # event-time seconds the frontier may trail the newest record
     slack: float = 10.0                # event-time seconds a file's lines may be out of order
     warmup: float = 10.0               # wall-clock seconds nothing is released after a start
@@ -65,7 +74,8 @@ class EventTimeConfig:
     @classmethod
     def of(cls, worker) -> "EventTimeConfig":
         """From the ``[worker]`` settings."""
-        return cls(idle_timeout=worker.source_idle_timeout, allowed_lateness=worker.allowed_lateness,
+        return cls(idle_timeout=worker.source_idle_timeout, upstream_timeout=worker.upstream_timeout,
+                   allowed_lateness=worker.allowed_lateness,
                    slack=worker.source_slack, warmup=worker.source_warmup,
                    max_future=worker.max_future, max_buffered=worker.max_buffered)
 
@@ -79,14 +89,18 @@ class Sources:
     upstream that released everything). Wall-clock times restart on restore.
     """
 
-    def __init__(self, config: EventTimeConfig, *, slack: float = 0.0, backfill: bool = True) -> None:
+    def __init__(self, config: EventTimeConfig, *, slack: float = 0.0, backfill: bool = True,
+                 silent_timeout: float | None = None) -> None:
         self.config = config
         self.slack = slack
         self.backfill = backfill
+        # how long a source heard from holds back once silent (default: idle_timeout)
+        self.silent_timeout = config.idle_timeout if silent_timeout is None else silent_timeout
         self.pos: dict[str, float] = {}        # source -> position (event time)
         self.wall: dict[str, float] = {}       # source -> wall clock of its last news
         self.idle: set[str] = set()            # sources that stopped holding
         self.started: float | None = None
+        self.expected: tuple[str, ...] = ()    # sources that hold back before they are heard from
 
     def saw(self, key: str, position: float, wall: float) -> None:
         if self.started is None:
@@ -94,6 +108,17 @@ class Sources:
         old = self.pos.get(key)
         if old is None or position > old:
             self.pos[key] = position
+        if wall >= self.wall.get(key, wall):
+            self.wall[key] = wall
+            self.idle.discard(key)
+
+    def heard(self, key: str, wall: float) -> None:
+        """The source is alive (it sent something) but says nothing of its position:
+        one never placed holds everything back until it is (``saw``)."""
+        if self.started is None:
+            self.started = wall
+        if key not in self.pos:
+            self.pos[key] = -INF
         if wall >= self.wall.get(key, wall):
             self.wall[key] = wall
             self.idle.discard(key)
@@ -114,8 +139,11 @@ class Sources:
         if wall - self.started < self.config.warmup:
             return -INF
         timeout = self.config.idle_timeout
+        if wall - self.started < timeout and any(k not in self.pos for k in self.expected):
+            return -INF                                  # a known source not heard from yet
+        silent = self.silent_timeout
         holding = [p for k, p in self.pos.items()
-                   if k not in self.idle and wall - self.wall.get(k, wall) < timeout]
+                   if k not in self.idle and wall - self.wall.get(k, wall) < silent]
         if not holding:
             return None
         low = min(holding) - self.slack

@@ -20,7 +20,9 @@ import time
 from pipeline import codec, signatures
 from pipeline.parsing.extract import Source
 from pipeline.parsing.parser import Parser
-from pipeline.streaming.stage import Output, PartitionState, RawMessage, Stage, source_of
+from pipeline.streaming.metrics import LineCounts
+from pipeline.streaming.stage import (Output, PartitionState, RawMessage, Stage, fleet_record_key,
+                                      source_of)
 
 log = logging.getLogger("osloscope.worker")
 
@@ -75,7 +77,10 @@ class ParseStage(Stage):
 
     def __init__(self, settings) -> None:
         super().__init__(settings)
-        self.stats.update(events_out=0, dead_letters=0)
+        self.stats.update(events_out=0, dead_letters=0, fleet_out=0)
+        # input lines per (outcome, host): in = raw records read, event = lines in the
+        # events passed on, dead_letter = lines in dead letters (osloscope_lines_total)
+        self.lines = LineCounts()
 
     def new_partition(self) -> ParsePartition:
         return ParsePartition(signatures.engine("host", self.settings), self.eventtime)
@@ -86,6 +91,20 @@ class ParseStage(Stage):
         if p is None:
             p = part.parsers[tz] = _TrackingParser(tz)
         return p
+
+    def pending_lines(self) -> dict[str, int]:
+        """Per host, the lines read that are in no event or dead letter yet: in
+        open records and in events held for their turn (osloscope_lines_pending)."""
+        out: dict[str, int] = {}
+        for part in self.parts.values():
+            for p in part.parsers.values():
+                for st in p.streams.values():
+                    for rec in st.folder.open.values():
+                        host = rec.host or st.source.host or ""
+                        out[host] = out.get(host, 0) + rec.nlines
+            for _ts, _order, (ev, _gen) in part.held.items():
+                out[ev.host or ""] = out.get(ev.host or "", 0) + (ev.lines or 0)
+        return out
 
     # -- input -----------------------------------------------------------------
     def process(self, messages: list[RawMessage], now: float, epoch: float | None = None) -> Output:
@@ -118,6 +137,7 @@ class ParseStage(Stage):
 
     def _feed_one(self, tp: str, part: ParsePartition, msg: RawMessage, parser: Parser, source: Source,
                   offset: int | None, out: Output, now: float, epoch: float) -> None:
+        self.lines.add("in", source.host)
         try:
             events = parser.feed(msg.value, source, offset)
         except Exception as exc:  # the parser must never raise; if it does, lose nothing
@@ -125,8 +145,10 @@ class ParseStage(Stage):
             out.deadletters.append(codec.dead_letter_doc(
                 f"parser error: {type(exc).__name__}: {exc}", msg.value, host=source.host,
                 service=source.service, file=source.path, offset=offset,
-                kafka=codec.kafka_position(msg.topic, msg.partition, msg.offset)))
+                kafka=codec.kafka_position(msg.topic, msg.partition, msg.offset),
+                lines=1, nbytes=len(msg.value)))
             self.stats["dead_letters"] += 1
+            self.lines.add("dead_letter", source.host)
             return
         self._hold(tp, part, events, out, now, epoch)
 
@@ -164,8 +186,10 @@ class ParseStage(Stage):
         horizon = epoch + self.eventtime.max_future
         for ev in events:
             if ev.kind == "unparsed":
-                out.deadletters.append(codec.dead_letter(ev))
+                out.deadletters.append(codec.dead_letter(
+                    ev, codec.event_id(ev, part.generation.get((ev.host, ev.file_path)))))
                 self.stats["dead_letters"] += 1
+                self.lines.add("dead_letter", ev.host, ev.lines or 0)
                 continue
             ts = ev.ts
             if ts is not None and ts <= horizon:
@@ -185,11 +209,17 @@ class ParseStage(Stage):
         self._marker(tp, part, frontier, now, out, force=bool(due))
 
     def _pass(self, tp: str, part: ParsePartition, item: tuple, out: Output, now: float) -> None:
-        """An event's turn: to the events topic and the host-scoped detectors."""
+        """An event's turn: to the events topic and the host-scoped detectors;
+        once more, keyed by its fleet key, for each fleet detector it is routed to."""
         ev, gen = item
         key, value = codec.event_record(ev, gen)
         out.events.append((key, value, tp))
         self.stats["events_out"] += 1
+        self.lines.add("event", ev.host, ev.lines or 0)
         if ev.ts is not None:
             part.idle.saw(now, ev.ts)
-        self._emitted(part.engine.feed(ev), out)
+        emitted = part.engine.feed(ev)
+        for name, fleet_key in emitted.routed:
+            out.fleet.append((fleet_record_key(name, fleet_key), value, tp, name))
+            self.stats["fleet_out"] += 1
+        self._emitted(emitted, out)

@@ -22,7 +22,7 @@ from pipeline.parsing.extract import Source
 from pipeline.parsing.naming import service_from_path
 from pipeline.streaming.eventtime import EventTimeConfig, Reorder, Sources
 
-STATE_VERSION = 3          # 1 was one pickle per stage; 2 had no event-time state
+STATE_VERSION = 4          # 1 was one pickle per stage; 2 had no event-time state; 3 no fleet routing
 MARKER_EVERY = 5.0         # seconds between repeated watermark markers of an unchanged frontier
 
 
@@ -37,9 +37,24 @@ class RawMessage:
     headers: dict[str, bytes] = field(default_factory=dict)
 
 
-# headers of the events topic: the raw partition an event came from, and watermark markers
+# headers of the events topic: the raw partition an event came from, watermark markers,
+# and the fleet detector a routed copy of an event is for (its Kafka key is the fleet key)
 UPSTREAM_HEADER = "osloscope-upstream"
 MARKER_HEADER = "osloscope-marker"
+FLEET_HEADER = "osloscope-fleet"
+
+
+def fleet_record_key(name: str, key: str) -> bytes:
+    """The events-topic key of an event routed to fleet detector ``name`` under ``key``."""
+    return f"{name}\x1f{key}".encode("utf-8", "surrogatepass")
+
+
+def fleet_key_of(record_key: bytes) -> tuple[str, str]:
+    """(fleet detector name, key) of ``fleet_record_key``; ValueError if not one."""
+    name, sep, key = record_key.decode("utf-8", "surrogatepass").partition("\x1f")
+    if not sep:
+        raise ValueError("a routed event's key must be '<detector>\\x1f<key>'")
+    return name, key
 
 
 @dataclass
@@ -50,9 +65,12 @@ class Output:
     es_actions: list[dict] = field(default_factory=list)
     # (upstream partition, marker JSON): to every events partition, after the events
     markers: list[tuple[str, bytes]] = field(default_factory=list)
+    # events routed to a fleet detector: (fleet record key, json, upstream, detector name)
+    fleet: list[tuple[bytes, bytes, str, str]] = field(default_factory=list)
 
     def extend(self, other: "Output") -> None:
         self.events.extend(other.events)
+        self.fleet.extend(other.fleet)
         self.incidents.extend(other.incidents)
         self.deadletters.extend(other.deadletters)
         self.es_actions.extend(other.es_actions)
@@ -60,7 +78,7 @@ class Output:
 
     def __bool__(self) -> bool:
         return bool(self.events or self.incidents or self.deadletters or self.es_actions
-                    or self.markers)
+                    or self.markers or self.fleet)
 
 
 def marker(upstream: str, frontier: float | None) -> bytes:
@@ -156,11 +174,12 @@ class PartitionState:
     idle clock's event time, the last offset processed, the positions of its
     sources and the events held until they pass (eventtime.py); subclasses add theirs."""
 
-    def __init__(self, engine, config: EventTimeConfig, *, slack: float, backfill: bool) -> None:
+    def __init__(self, engine, config: EventTimeConfig, *, slack: float, backfill: bool,
+                 silent_timeout: float | None = None) -> None:
         self.engine = engine
         self.idle = IdleClock()
         self.offset = -1
-        self.sources = Sources(config, slack=slack, backfill=backfill)
+        self.sources = Sources(config, slack=slack, backfill=backfill, silent_timeout=silent_timeout)
         self.held = Reorder(config)
         self.last_marker: tuple | None = None        # (frontier sent, monotonic time sent)
 
@@ -293,7 +312,8 @@ class Stage:
         seconds while it holds anything back."""
         last = part.last_marker
         # repeated while the partition holds the others back (or they would stop waiting for it)
-        repeat = frontier is not None and now - last[1] >= MARKER_EVERY if last is not None else True
+        every = min(MARKER_EVERY, self.eventtime.idle_timeout / 3)
+        repeat = frontier is not None and now - last[1] >= every if last is not None else True
         if force or last is None or last[0] != frontier or repeat:
             part.last_marker = (frontier, now)
             out.markers.append((tp, marker(tp, frontier)))

@@ -27,6 +27,14 @@ Event time: the parse stage holds events until every file of its partition
 has passed them and sends watermark markers to every events partition; the
 correlate stage holds events until every upstream partition has passed them
 (eventtime.py). Detectors see timestamp order, whatever the arrival order.
+
+Faults: a batch (or timer run) whose processing, delivery or state save
+raises stops the process with status 70 before anything is acknowledged.
+A record Kafka refuses as too large goes to the dead-letter topic with the
+reason instead, and the stage goes on. Each stage has its own one-second
+timer, and Elasticsearch is written from threads of its own: a frozen
+Elasticsearch holds up the stages that index (logged as slow, measured on
+/metrics), never the parse stage or its timer.
 """
 from __future__ import annotations
 
@@ -35,16 +43,57 @@ import logging
 import os
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from pipeline import codec
 from pipeline.streaming.metrics import Metrics
 from pipeline.streaming.kafka_clients import topic_partitions
-from pipeline.streaming.stage import MARKER_HEADER, UPSTREAM_HEADER
+from pipeline.streaming.stage import FLEET_HEADER, MARKER_HEADER, UPSTREAM_HEADER
 from pipeline.streaming.stages import CorrelateStage, Output, ParseStage, RawMessage
 from pipeline.streaming.changelog import Changelog, restore_partition
 
 log = logging.getLogger("osloscope.worker")
+
+# a record Kafka refused as too large becomes a dead letter capped to this (then to the fallback)
+REFUSED_LETTER_BYTES = 64 * 1024
+REFUSED_LETTER_FALLBACK_BYTES = 4 * 1024
+
+
+def too_large(exc: BaseException | None) -> bool:
+    """The error (or what caused it) says Kafka refused a record or batch for its size: by
+    the broker (the topic's max.message.bytes) or by the producer (its max request size)."""
+    from aiokafka.errors import MessageSizeTooLargeError, RecordListTooLargeError, RecordTooLargeError
+
+    seen = 0
+    while exc is not None and seen < 5:
+        if isinstance(exc, (MessageSizeTooLargeError, RecordListTooLargeError, RecordTooLargeError)):
+            return True
+        exc, seen = exc.__cause__, seen + 1
+    return False
+
+
+def refused_letter(topic: str, value: bytes, exc: BaseException, limit: int) -> dict:
+    """The dead letter of a record ``topic`` refused as too large: the reason, where the record
+    came from (an event's host, service, file and offset; an incident's host and service)."""
+    doc = None
+    try:
+        doc = codec.loads(value)
+    except Exception:
+        pass
+    doc = doc if isinstance(doc, dict) else {}
+    log_ = doc.get("log") if isinstance(doc.get("log"), dict) else {}
+    file_ = log_.get("file") if isinstance(log_.get("file"), dict) else {}
+
+    def name(field):
+        return field.get("name") if isinstance(field, dict) else field
+
+    return codec.dead_letter_doc(
+        f"refused by Kafka topic {topic} as too large ({len(value)} bytes): {type(exc).__name__}: {exc}",
+        value, timestamp=doc.get("@timestamp") if isinstance(doc.get("@timestamp"), str) else None,
+        host=name(doc.get("host")), service=name(doc.get("service")),
+        file=file_.get("path") or doc.get("file"),
+        offset=log_.get("offset") if "offset" in log_ else doc.get("offset"), limit=limit)
 
 
 def _raw_message(event) -> RawMessage:
@@ -68,7 +117,7 @@ def faust_credentials(kafka):
     if kafka.security_protocol == "SSL":
         return faust.SSLCredentials(kafka.ssl_context())
     return faust.SASLCredentials(
-        username=kafka.sasl_username, password=kafka.sasl_password, mechanism=kafka.sasl_mechanism,
+        username=kafka.sasl_username, password=kafka.sasl_password, mechanism=kafka.sasl_mechanism or None,
         ssl_context=kafka.ssl_context() if kafka.security_protocol == "SASL_SSL" else None)
 
 
@@ -134,6 +183,9 @@ def build_app(settings, *, sink=None):
         sink = ElasticsearchSink(settings.elasticsearch)
     locks = {"parse": asyncio.Lock(), "correlate": asyncio.Lock()}
     loop_run = asyncio.get_event_loop
+    # Elasticsearch is written from threads of its own (correlate, index-incidents): while it
+    # hangs, the default executor stays free for state restores and topic lookups
+    sink_threads = ThreadPoolExecutor(max_workers=2, thread_name_prefix="osloscope-sink")
 
     events_partitions: list[int] = []
 
@@ -144,28 +196,79 @@ def build_app(settings, *, sink=None):
             events_partitions.extend(sorted(found))
         return events_partitions
 
+    async def send_records(records: list[tuple]) -> list[tuple[tuple, BaseException]]:
+        """Send (topic, key, value, partition, headers) records and wait until Kafka
+        acknowledged them; returns those refused as too large, each with its error, after
+        a second try on its own (a refused batch takes its small records down with it).
+        Any other failure raises."""
+        send = app.producer.send        # the transport directly: no per-message schema work
+        errors: list[BaseException | None] = [None] * len(records)
+        futs = []
+        for i, (topic, key, value, number, headers) in enumerate(records):
+            try:
+                futs.append((i, await send(topic, key, value, number, None, headers)))
+            except Exception as exc:      # refused before it left: larger than a produce request
+                errors[i] = exc
+        results = await asyncio.gather(*(f for _i, f in futs), return_exceptions=True)
+        for (i, _f), res in zip(futs, results):
+            if isinstance(res, BaseException):
+                errors[i] = res
+        failed = [(rec, exc) for rec, exc in zip(records, errors) if exc is not None]
+        for _rec, exc in failed:
+            if not too_large(exc):
+                raise exc
+        refused = []
+        for rec, _exc in failed:               # alone, each in a batch of its own
+            topic, key, value, number, headers = rec
+            try:
+                await (await send(topic, key, value, number, None, headers))
+            except Exception as exc:
+                if not too_large(exc):
+                    raise
+                refused.append((rec, exc))
+        return refused
+
+    async def dead_letter_refused(refused: list[tuple[tuple, BaseException]], stage: str) -> None:
+        """Records Kafka refused as too large go to the dead-letter topic with the reason,
+        capped far below any broker limit; the stage goes on."""
+        for (topic, _key, value, _n, _h), exc in refused:
+            log.error("%s: a record of %d bytes was refused by Kafka topic %s as too large (%s: %s); "
+                      "it goes to the dead-letter topic %s with the reason", stage, len(value or b""), topic,
+                      type(exc).__name__, exc, t.deadletter)
+            letters = []
+            for limit in (REFUSED_LETTER_BYTES, REFUSED_LETTER_FALLBACK_BYTES):
+                dl = refused_letter(topic, value or b"", exc, limit)
+                letters.append((t.deadletter, f"{dl.get('host')}|{dl.get('file')}".encode(),
+                                codec.cap(dl, limit), None, None))
+            if not await send_records(letters[:1]):
+                continue
+            if await send_records(letters[1:]):
+                raise RuntimeError(f"the dead-letter topic {t.deadletter} refused a dead letter of "
+                                   f"{REFUSED_LETTER_FALLBACK_BYTES} bytes as too large: check its "
+                                   "max.message.bytes")
+        metrics.add(stage, "refused_by_kafka", len(refused))
+        metrics.add(stage, "dead_letters", len(refused))
+
     async def publish(out: Output, stage: str) -> None:
         """Send every output and wait until Kafka acknowledged all of them; the
         watermark markers go after the events they cover were acknowledged."""
         t0 = time.perf_counter()
-        send = app.producer.send        # the transport directly: no per-message schema work
-        futs = []
-        for key, value, upstream in out.events:
-            futs.append(await send(t.events, key, value, None, None,
-                                   [(UPSTREAM_HEADER, upstream.encode())]))
-        for doc in out.incidents:
-            futs.append(await send(t.incidents, doc["id"].encode(), codec.cap(doc), None, None, None))
-        for dl in out.deadletters:
-            key = f"{dl.get('host')}|{dl.get('file')}".encode()
-            futs.append(await send(t.deadletter, key, codec.cap(dl), None, None, None))
-        if futs:
-            await asyncio.gather(*futs)
+        records = [(t.events, key, value, None, [(UPSTREAM_HEADER, upstream.encode())])
+                   for key, value, upstream in out.events]
+        records += [(t.events, key, value, None, [(UPSTREAM_HEADER, upstream.encode()),
+                                                  (FLEET_HEADER, fleet.encode())])
+                    for key, value, upstream, fleet in out.fleet]      # routed to a fleet detector
+        records += [(t.incidents, doc["id"].encode(), codec.cap(doc), None, None) for doc in out.incidents]
+        records += [(t.deadletter, f"{dl.get('host')}|{dl.get('file')}".encode(), codec.cap(dl), None, None)
+                    for dl in out.deadletters]
+        refused = await send_records(records) if records else []
+        if refused:
+            await dead_letter_refused(refused, stage)
         if out.markers:
-            futs = []
-            for number in await partitions_of_events():
-                for _upstream, value in out.markers:
-                    futs.append(await send(t.events, None, value, number, None, [(MARKER_HEADER, b"1")]))
-            await asyncio.gather(*futs)
+            markers = [(t.events, None, value, number, [(MARKER_HEADER, b"1")])
+                       for number in await partitions_of_events() for _upstream, value in out.markers]
+            if await send_records(markers):
+                raise RuntimeError(f"Kafka topic {t.events} refused a watermark marker as too large")
         metrics.time(stage, "publish", time.perf_counter() - t0)
         metrics.add(stage, "events_out", len(out.events))
         metrics.add(stage, "incidents_out", len(out.incidents))
@@ -176,9 +279,10 @@ def build_app(settings, *, sink=None):
         if not actions or sink is None:
             return
         t0 = time.perf_counter()
-        rejected = await loop_run().run_in_executor(None, sink.write, actions)
+        rejected = await loop_run().run_in_executor(sink_threads, sink.write, actions)
         metrics.time(stage, "index", time.perf_counter() - t0)
         metrics.add(stage, "es_indexed", len(actions) - len(rejected))
+        metrics.indexed_lines(stage, actions, rejected)
         if rejected:
             metrics.add(stage, "es_rejected", len(rejected))
             await publish(Output(deadletters=[r.dead_letter() for r in rejected]), stage)
@@ -190,18 +294,20 @@ def build_app(settings, *, sink=None):
         changelog = changelogs[stage.name]
         send = app.producer.send
         written = []
-        futs = []
         for tp in stage.dirty():
-            records = changelog.writes(tp, stage.snapshot(tp))
-            for key, value, number in records:
-                futs.append(await send(changelog.topic, key, value, number, None, None))
-            written.append((tp, records))
-        if futs:
-            await asyncio.gather(*futs)
+            written.append((tp, changelog.writes(tp, stage.snapshot(tp))))
+        # the chunks (and tombstones) first; a manifest only once its chunks were acknowledged,
+        # so a refused or lost chunk never leaves a manifest pointing at chunks that are not there
+        for part in (slice(None, -1), slice(-1, None)):
+            futs = [await send(changelog.topic, key, value, number, None, None)
+                    for _tp, records in written for key, value, number in records[part]]
+            if futs:
+                await asyncio.gather(*futs)
         for tp, records in written:
             changelog.written(tp, records)
             stage.saved(tp)
             metrics.add(stage.name, "state_bytes", sum(len(v or b"") for _k, v, _n in records))
+        metrics.add(stage.name, "state_partitions_saved", len(written))
         metrics.time(stage.name, "save", time.perf_counter() - t0)
 
     async def restore(stage, tps: set[str]) -> None:
@@ -228,7 +334,6 @@ def build_app(settings, *, sink=None):
             msgs = [_raw_message(e) for e in events]
             metrics.add(name, "records_in", len(msgs))
             metrics.add(name, "batches", 1)
-            metrics.observe_offsets(msgs)
             yield msgs
             for e in events:
                 await stream.ack(e)
@@ -243,17 +348,16 @@ def build_app(settings, *, sink=None):
                     metrics.time(stage.name, "process", time.perf_counter() - t0)
                     await deliver(out, stage)
                 except Exception:
-                    fail(stage.name, msgs)
+                    first, last = msgs[0], msgs[-1]
+                    fail(stage.name, f"batch {first.topic}/{first.partition}@{first.offset}..{last.offset}")
 
-    def fail(stage: str, msgs: list[RawMessage]) -> None:
-        """A batch whose processing, delivery or state save raised is never acknowledged:
-        restarting the agent would let faust commit later offsets past it. Stop the
-        process at once instead; restarted (systemd, Kubernetes), it resumes from the
-        committed offsets with the state saved in the changelog, and nothing is lost."""
-        first, last = msgs[0], msgs[-1]
-        log.critical("%s: batch %s/%s@%s..%s failed and is NOT acknowledged; exiting (status 70) so the "
-                     "worker restarts from the last committed offsets and saved state",
-                     stage, first.topic, first.partition, first.offset, last.offset, exc_info=True)
+    def fail(stage: str, what: str) -> None:
+        """A batch (or timer run) whose processing, delivery or state save raised is never
+        acknowledged: restarting the agent would let faust commit later offsets past it.
+        Stop the process at once instead; restarted (systemd, Kubernetes), it resumes from
+        the committed offsets with the state saved in the changelog, and nothing is lost."""
+        log.critical("%s: %s failed and is NOT acknowledged; exiting (status 70) so the worker "
+                     "restarts from the last committed offsets and saved state", stage, what, exc_info=True)
         logging.shutdown()
         os._exit(70)
 
@@ -263,6 +367,10 @@ def build_app(settings, *, sink=None):
 
     @app.agent(events_topic, name="osloscope.correlate")
     async def correlate(stream):
+        # every raw partition holds the correlate stage back until it is heard from (or
+        # stays quiet for source_idle_timeout): one not processed yet must not be overtaken
+        raw_parts = await loop_run().run_in_executor(None, topic_partitions, settings, t.raw)
+        correlate_stage.upstreams = [f"{t.raw}/{n}" for n in sorted(raw_parts)]
         await run_stage(stream, correlate_stage, sink=sink)
 
     @app.agent(incidents_topic, name="osloscope.index-incidents")
@@ -296,41 +404,76 @@ def build_app(settings, *, sink=None):
                 loaded[stage.name].discard(tp)
                 changelogs[stage.name].forget(tp)
 
+    restoring: set[asyncio.Future] = set()
+
+    async def restore_assigned(stage, tps: set[str]) -> None:
+        async with locks[stage.name]:
+            try:
+                owned = {f"{tp_.topic}/{tp_.partition}" for tp_ in app.consumer.assignment()}
+                await restore(stage, tps & owned)        # not those revoked meanwhile
+            except Exception:
+                fail(stage.name, f"restoring the state of {', '.join(sorted(tps))}")
+
     @app.on_partitions_assigned.connect
     async def on_assigned(app_, assigned, **kwargs) -> None:
         """Read the state of every partition assigned now, not on its next message:
-        a partition may hold events waiting for their turn and receive nothing more."""
+        a partition may hold events waiting for their turn and receive nothing more.
+        In a task of its own, holding the stage's lock: a restore that takes longer than
+        the session timeout must not hold up the rebalance (the group would expel this
+        worker, rebalance again, and again). A batch of such a partition waits for the lock,
+        and restores it itself if it comes first."""
         for stage in (parse_stage, correlate_stage):
-            tps = sorted(f"{tp_.topic}/{tp_.partition}" for tp_ in assigned
-                         if stage_of_topic.get(tp_.topic) is stage)
+            tps = {f"{tp_.topic}/{tp_.partition}" for tp_ in assigned
+                   if stage_of_topic.get(tp_.topic) is stage}
             if tps:
-                async with locks[stage.name]:
-                    await restore(stage, set(tps))
+                task = asyncio.ensure_future(restore_assigned(stage, tps))
+                restoring.add(task)
+                task.add_done_callback(restoring.discard)
 
-    @app.timer(1.0, name="osloscope.tick")
-    async def tick():
-        now = time.monotonic()
-        for stage in (parse_stage, correlate_stage):
+    def stage_timer(stage) -> None:
+        """The stage's own one-second timer (idle flush, release of held events, idle
+        detectors): it waits only for its own stage, so a stage stuck on its sink never
+        stops another stage's timer."""
+        @app.timer(1.0, name=f"osloscope.tick.{stage.name}")
+        async def tick():
             async with locks[stage.name]:
-                out = stage.tick(now, sink=sink)
-                if out:
-                    await deliver(out, stage)
+                try:
+                    out = stage.tick(time.monotonic(), sink=sink)
+                    if out:
+                        await deliver(out, stage)
+                except Exception:
+                    fail(stage.name, "timer run")
+            metrics.tick(stage.name, time.monotonic())
+
+    stage_timer(parse_stage)
+    stage_timer(correlate_stage)
+
+    if sink is not None and hasattr(sink, "watch"):
+        @app.timer(1.0, name="osloscope.sink-watch")
+        async def sink_watch():
+            """Logs a bulk request in flight too long (its thread cannot: it is blocked)."""
+            sink.watch()
 
     def observe_event_time() -> None:
         for stage in (parse_stage, correlate_stage):
             metrics.observe_event_time(stage.name, stage.eventtime_stats())
+        metrics.observe_lines(parse_stage.name, parse_stage.lines, parse_stage.pending_lines())
+
+    def observe() -> None:
+        observe_event_time()
+        metrics.update_lag(app)
+        if sink is not None and hasattr(sink, "latency"):
+            metrics.observe_sink(sink.latency.snapshot())
 
     @app.timer(w.log_interval, name="osloscope.stats")
     async def stats():
-        observe_event_time()
-        metrics.update_lag(app)
+        observe()
         log.info("osloscope stats %s", metrics.summary())
 
     if web:
         @app.page("/metrics")
         async def prometheus(web_, request):
-            observe_event_time()
-            metrics.update_lag(app)
+            observe()
             return web_.bytes(metrics.prometheus().encode(),
                               content_type="text/plain; version=0.0.4")
 
@@ -347,8 +490,14 @@ def run(settings, *, loglevel: str = "info") -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     for noisy in ("elastic_transport", "elasticsearch", "kafka", "aiokafka"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    from pipeline.streaming.kafka_clients import KafkaAccessError, require_access
     from pipeline.streaming.topics import create_topics
 
+    try:    # named at once: authentication, TLS, security protocol; a broker that is away gets 60 s
+        require_access(settings.kafka, wait=60.0, log=log.warning)
+    except KafkaAccessError as exc:
+        log.critical("Kafka %s: %s", settings.kafka.bootstrap, exc)
+        return 1 if exc.retriable else 2
     # the state changelogs are named after the app id: make sure they (and the data topics) exist
     create_topics(settings, log=log.info)
     app = build_app(settings)

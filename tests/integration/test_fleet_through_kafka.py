@@ -1,6 +1,7 @@
 """Event time and shared partitions through real Kafka and Elasticsearch.
 
-A seven-host fleet (tests/fleet.py: a stalled boot request, an auth burst)
+A seven-host fleet (tests/fleet.py: a stalled boot request, a silent compute, an auth burst
+over two keystones, a broker outage on every host, a new error on two computes)
 is produced onto the raw topic as shippers would (key = host, ``osloscope
 ship`` headers) in different orders; the worker's incidents in
 Elasticsearch must equal ``analyze``'s on the same files (ids, types,
@@ -23,11 +24,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import fleet  # noqa: E402
 from processes import wait_for, worker  # noqa: E402
+from pipeline_support import FAST, indexed as _indexed, produce as _produce  # noqa: E402
+from pipeline_support import expected as _expected, load_settings as _settings  # noqa: E402
 from support import raw_messages  # noqa: E402
-
-# sources go quiet quickly in a test; a short warm-up
-FAST = {"OSLOSCOPE_WORKER_SOURCE_IDLE_TIMEOUT": "6", "OSLOSCOPE_WORKER_SOURCE_WARMUP": "3",
-        "OSLOSCOPE_WORKER_SESSION_TIMEOUT": "8", "OSLOSCOPE_WORKER_BATCH_SIZE": "200"}
 
 
 @pytest.fixture(scope="module")
@@ -37,63 +36,22 @@ def fleet_dir(tmp_path_factory) -> Path:
     return root
 
 
-def _settings(env):
-    from pipeline.settings import load
-    return load(None, env=env)
-
-
-def _expected(fleet_dir) -> tuple[dict, int]:
-    from pipeline.local.analyze import analyze
-    from pipeline.signatures import engine
-    from pipeline.sources.files import discover
-
-    res = analyze(discover([str(fleet_dir)]), engine=engine("all"))
-    return ({d["id"]: (d["type"], d["count"]) for d in res.incidents},
-            res.stats.events - res.stats.unparsed)
-
-
-def _produce(settings, msgs) -> None:
-    """The raw records as a shipper sends them: key = host, ``osloscope ship``'s headers."""
-    from kafka import KafkaProducer
-
-    p = KafkaProducer(**settings.kafka.client_kwargs(), acks="all", linger_ms=5)
-    try:
-        for m in msgs:
-            p.send(settings.topics.raw, key=m.key, value=m.value, headers=list(m.headers.items()))
-        p.flush(60)
-    finally:
-        p.close()
-
-
-def _indexed(client, settings) -> tuple[dict, int]:
-    """Incidents (id -> (type, count)) and the number of events in Elasticsearch."""
-    from elasticsearch import ApiError
-
-    es = settings.elasticsearch
-    try:
-        client.indices.refresh(index=f"{es.events_index_prefix}*,{es.incidents_index}",
-                               ignore_unavailable=True, allow_no_indices=True)
-        n = client.count(index=f"{es.events_index_prefix}*", allow_no_indices=True)["count"]
-        if not client.indices.exists(index=es.incidents_index):
-            return {}, n
-        hits = client.search(index=es.incidents_index, size=1000, source=["type", "count"])["hits"]["hits"]
-    except ApiError as exc:
-        if exc.meta.status != 503:
-            raise
-        return {}, -1
-    return {h["_id"]: (h["_source"]["type"], h["_source"]["count"]) for h in hits}, n
-
-
 def _run(settings_env, names, tmp_path, fleet_dir, order: str, workers: int, partitions: int,
          kill_after: int | None = None) -> None:
     from pipeline.operations.setup import setup
     from pipeline.sinks.elasticsearch import make_client
 
-    env = {**settings_env, **FAST, "OSLOSCOPE_KAFKA_PARTITIONS": str(partitions)}
+    # new_error learns for ten minutes (not a day), so it judges within the fleet's forty
+    env = {**settings_env, **FAST, "OSLOSCOPE_KAFKA_PARTITIONS": str(partitions),
+           "OSLOSCOPE_DETECTORS_NEW_ERROR_LEARN_SECONDS": "600",
+           "OSLOSCOPE_DETECTORS_NEW_ERROR_LEARN_MIN_RECORDS": "20"}
     settings = _settings(env)
     setup(settings, log=lambda _m: None)
-    expected, n_events = _expected(fleet_dir)
-    assert {t for t, _c in expected.values()} >= {"request_stalled", "auth_failure"}
+    expected, n_events = _expected(fleet_dir, settings=settings)
+    # fleet-keyed detectors included: the broker outage and the auth burst span hosts in
+    # different partitions, the new error two computes
+    assert {t for t, _c in expected.values()} >= {"request_stalled", "auth_failure", "service_silent",
+                                                  "known_issue", "new_error"}
     msgs = fleet.orders(raw_messages([fleet_dir]))[order]
     client = make_client(settings.elasticsearch)
     procs = [worker(env, tmp_path / f"worker-{i}.log").start() for i in range(workers)]

@@ -10,7 +10,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 import urllib.request
@@ -22,78 +21,14 @@ ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = ROOT / "deploy" / "samples"
 
 from processes import OSLOSCOPE, Process, wait_for, worker  # noqa: E402
+from pipeline_support import (counts, es_client, free_port, load_settings,  # noqa: E402,F401
+                              setup_all, wait_drained)
 GARBAGE = [b"\x00\x01\x02 binary garbage \xff\xfe", b"this is not an oslo.log line at all",
            b"{\"json\": \"without a message field\"}"]
 
 
-def load_settings(env: dict):
-    from pipeline.settings import load
-    return load(None, env=env)
-
-
-def es_client(settings):
-    from pipeline.sinks.elasticsearch import make_client
-    return make_client(settings.elasticsearch)
-
-
-def setup_all(settings) -> None:
-    from pipeline.operations.setup import setup
-    setup(settings, log=lambda _m: None)
-
-
 def Worker(env: dict, log_path: Path) -> Process:      # noqa: N802 - reads as the process it makes
     return worker(env, log_path)
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_drained(settings, worker: Process, timeout: float = 120.0) -> None:
-    """Until the worker's consumer group has committed every record of the raw,
-    events and incidents topics: then nothing more can arrive in Elasticsearch
-    (offsets are committed only after the outputs were acknowledged)."""
-    from kafka import KafkaConsumer, TopicPartition
-
-    t = settings.topics
-    kw = settings.kafka.client_kwargs()
-    # a consumer of the worker's group that never subscribes: it only reads the group's offsets
-    probe = KafkaConsumer(group_id=settings.worker.app_id, enable_auto_commit=False, **kw)
-    try:
-        parts = [TopicPartition(topic, p) for topic in (t.raw, t.events, t.incidents)
-                 for p in (probe.partitions_for_topic(topic) or ())]
-        assert {tp.topic for tp in parts} == {t.raw, t.events, t.incidents}, parts
-
-        def drained():
-            ends = probe.end_offsets(parts)
-            behind = {f"{tp.topic}/{tp.partition}": ends[tp] - (probe.committed(tp) or 0)
-                      for tp in parts if ends[tp] > (probe.committed(tp) or 0)}
-            return not behind or None
-
-        wait_for(drained, timeout, "the worker's committed offsets to reach the end of its topics", worker,
-                 every=0.5)
-    finally:
-        probe.close()
-
-
-def counts(client, settings) -> tuple[int, int]:
-    """Indexed events and incidents; (-1, -1) while an index the pipeline just
-    created has no started shard yet (Elasticsearch answers 503 then)."""
-    from elasticsearch import ApiError
-
-    es = settings.elasticsearch
-    try:
-        client.indices.refresh(index=f"{es.events_index_prefix}*,{es.incidents_index}",
-                               ignore_unavailable=True, allow_no_indices=True)
-        ev = client.count(index=f"{es.events_index_prefix}*", allow_no_indices=True)["count"]
-        inc = client.count(index=es.incidents_index)["count"] if client.indices.exists(
-            index=es.incidents_index) else 0
-    except ApiError as exc:
-        if exc.meta.status != 503:
-            raise
-        return -1, -1
-    return ev, inc
 
 
 def summary_ids(client, settings) -> set[str]:

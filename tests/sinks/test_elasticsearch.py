@@ -4,7 +4,10 @@ back as rejected, a dead node is retried (the worker must not commit)."""
 from __future__ import annotations
 
 import json
+import logging
+import re
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -18,6 +21,7 @@ class FakeBulk(BaseHTTPRequestHandler):
 
     script: list = []
     seen: list = []
+    hung = threading.Event()           # set at the end of a test: hung requests give up
 
     def log_message(self, *_a):
         pass
@@ -41,6 +45,9 @@ class FakeBulk(BaseHTTPRequestHandler):
         ids = [next(iter(op.values()))["_id"] for op in ops]
         self.seen.append(ids)
         behaviour = self.script.pop(0) if self.script else "ok"
+        if behaviour == "hang":             # a frozen node: the request is taken, never answered
+            self.hung.wait(10)
+            return
         if behaviour == "503":
             return self._send(503, {"error": "unavailable", "status": 503})
         items = []
@@ -61,11 +68,13 @@ class FakeBulk(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def server():
-    FakeBulk.script, FakeBulk.seen = [], []
+    FakeBulk.script, FakeBulk.seen, FakeBulk.hung = [], [], threading.Event()
     srv = ThreadingHTTPServer(("127.0.0.1", 0), FakeBulk)
+    srv.daemon_threads = True
     t = threading.Thread(target=srv.serve_forever, daemon=True)
     t.start()
     yield srv
+    FakeBulk.hung.set()
     srv.shutdown()
     srv.server_close()
 
@@ -124,3 +133,38 @@ def test_index_names_and_event_policy():
     assert wants_event("all", "DEBUG") and not wants_event("none", "ERROR")
     assert wants_event("warning+", "ERROR") and wants_event("warning+", "WARNING")
     assert not wants_event("warning+", "INFO")
+
+
+def test_a_request_that_hangs_is_bounded_logged_measured_and_retried(server, caplog):
+    """A frozen Elasticsearch takes the request and never answers: the attempt ends after
+    request_timeout (not the client's silent retries), is logged and retried; while the
+    write hangs, watch() logs it as slow and the latency snapshot shows its age."""
+    sink, sleeps = make_sink(server, OSLOSCOPE_ES_REQUEST_TIMEOUT="1.5", OSLOSCOPE_ES_SLOW_REQUEST="0.3")
+    FakeBulk.script = ["hang", "ok"]
+    caplog.set_level(logging.WARNING, logger="osloscope.elasticsearch")
+    result: list = []
+    writer = threading.Thread(target=lambda: result.append(sink.write(actions(sink))))
+    t0 = time.monotonic()
+    writer.start()
+    reported = 0
+    while writer.is_alive() and not reported and time.monotonic() - t0 < 10:
+        time.sleep(0.1)
+        reported = sink.watch()
+    snap = sink.latency.snapshot()
+    assert reported == 1, "watch() did not report the hung request"
+    assert snap["inflight"] == 1 and snap["inflight_seconds"] > 0.3
+    assert sink.watch() == 0                         # reported once, not on every call
+    writer.join(15)
+    assert result == [[]] and time.monotonic() - t0 < 10
+    assert FakeBulk.seen == [["id0", "id1", "id2"]] * 2          # the whole request again
+    assert len(sleeps) == 1
+    snap = sink.latency.snapshot()
+    assert snap["outcomes"] == {"timeout": 1, "ok": 1} and snap["count"] == 2
+    assert snap["inflight"] == 0 and snap["inflight_seconds"] == 0.0 and snap["slow"] == 1
+    assert snap["seconds"] >= 1.5
+    buckets = dict(snap["buckets"])
+    assert buckets[0.5] == 1 and buckets[1.0] == 1 and buckets[2.5] == 2     # cumulative
+    text = caplog.text
+    assert "has not taken a batch of 3 document(s)" in text
+    assert re.search(r"took \d+\.\d s and 2 request\(s\) to take a batch of 3 document", text), text
+    assert "did not answer a bulk request of 3 document(s) within 1.5 s" in text

@@ -135,3 +135,88 @@ def test_event_time_counters_of_each_stage_are_exposed(tmp_path, monkeypatch):
     assert 'osloscope_event_time{stage="parse",kind="late"} 1' in text
     assert 'osloscope_event_time{stage="parse",kind="future"} 1' in text
     assert 'osloscope_event_time{stage="parse",kind="late_max_seconds"} 240.0' in text
+
+
+class _TP:
+    def __init__(self, topic, partition):
+        self.topic, self.partition = topic, partition
+
+    def __hash__(self):
+        return hash((self.topic, self.partition))
+
+    def __eq__(self, other):
+        return (self.topic, self.partition) == (other.topic, other.partition)
+
+
+class _Consumer:
+    """What consumer_lag reads of faust's consumer: the assignment, the high watermarks of
+    the last fetch and the committed offsets it keeps per assigned partition."""
+
+    def __init__(self, assigned: dict, committed: dict):
+        self.assigned = {_TP(*k): v for k, v in assigned.items()}
+        self._committed_offset = {_TP(*k): v for k, v in committed.items()}
+
+    def assignment(self):
+        return set(self.assigned)
+
+    def highwater(self, tp):
+        return self.assigned[tp]
+
+
+def test_lag_counts_from_the_committed_offsets_of_the_partitions_assigned_now():
+    m = Metrics()
+
+    class App:
+        consumer = _Consumer({("raw", 0): 500, ("raw", 1): 40, ("raw", 2): None},
+                             {("raw", 0): 500, ("raw", 1): 10})
+    m.update_lag(App)
+    # drained (committed = high watermark): 0, not the whole partition; never fetched: unknown
+    assert m.lag == {("raw", 0): 0, ("raw", 1): 40 - 10}
+    App.consumer = _Consumer({("raw", 1): 45}, {("raw", 1): 45})     # raw/0 was revoked
+    m.update_lag(App)
+    assert m.lag == {("raw", 1): 0}
+    text = m.prometheus()
+    assert 'osloscope_consumer_lag{topic="raw",partition="1"} 0' in text
+    assert 'partition="0"' not in text
+    App.consumer = _Consumer({("raw", 3): 7}, {})                     # the group never committed
+    m.update_lag(App)
+    assert m.lag == {("raw", 3): 7}
+
+
+def test_timers_and_sink_latency_are_exposed_and_parseable():
+    from pipeline.sinks.elasticsearch import Latency
+
+    m = Metrics()
+    m.tick("parse", 100.0)
+    m.tick("parse", 101.0)
+    lat = Latency(slow_after=5.0)
+    done = lat.start(10, now=0.0)
+    lat.request(done, "ok", 0.2)
+    assert lat.finish(done, now=0.2) == (0.2, 1)
+    lat.start(20, now=1.0)                            # still in flight
+    assert lat.overdue(now=3.0) == []
+    assert lat.overdue(now=7.0) == [(6.0, 20, True)]
+    assert lat.overdue(now=8.0) == []                 # reported: not again for a while
+    assert lat.overdue(now=37.5) == [(36.5, 20, False)]
+    m.observe_sink(lat.snapshot(now=8.0))
+    text = m.prometheus()
+    assert 'osloscope_timer_runs_total{timer="parse"} 2' in text
+    assert 'osloscope_sink_inflight_seconds{sink="elasticsearch"} 7.000' in text
+    assert 'osloscope_sink_inflight_requests{sink="elasticsearch"} 1' in text
+    assert 'osloscope_sink_requests_total{sink="elasticsearch",outcome="ok"} 1' in text
+    assert 'osloscope_sink_slow_requests_total{sink="elasticsearch"} 1' in text
+    assert 'osloscope_sink_request_seconds_bucket{sink="elasticsearch",le="0.1"} 0' in text
+    assert 'osloscope_sink_request_seconds_bucket{sink="elasticsearch",le="0.25"} 1' in text
+    assert 'osloscope_sink_request_seconds_count{sink="elasticsearch"} 1' in text
+    typed = {}
+    for line in text.splitlines():
+        if line.startswith("# TYPE "):
+            _, _, name, kind = line.split()
+            typed[name] = kind
+        elif not line.startswith("#"):
+            hit = _LINE.match(line)
+            assert hit, line
+            name = hit.group(1)
+            base = name.rsplit("_", 1)[0] if name.endswith(("_bucket", "_sum", "_count")) else name
+            assert name in typed or typed.get(base) == "histogram", line
+    assert "es_inflight_s=7.0" in m.summary()

@@ -15,6 +15,7 @@ from support import FIXTURES, PROMPT_EVENT_TIME, SAMPLES, events_topic, raw_mess
 from pipeline.settings import load
 from pipeline.sinks.elasticsearch import ElasticsearchSink
 from pipeline.streaming.stages import CorrelateStage, Output, ParseStage, RawMessage
+from pipeline.streaming.stage import STATE_VERSION
 from pipeline.streaming.changelog import CHUNK, Changelog, StateUnreadable, restore_partition
 
 INPUTS = {"samples": SAMPLES, **{f"seed-{d.name}": d for d in sorted((FIXTURES / "seeds").iterdir())
@@ -49,7 +50,7 @@ def moved(stage, settings):
         data = stage.snapshot(tp)
         doc = json.loads(data)
         assert (doc["format"], doc["version"], doc["stage"], doc["partition"]) == \
-            ("osloscope-stage-state", 3, stage.name, tp)
+            ("osloscope-stage-state", STATE_VERSION, stage.name, tp)
         fresh.restore(tp, data, 0.0)
         assert fresh.snapshot(tp) == data, tp
     return fresh

@@ -212,3 +212,22 @@ def test_an_idle_file_on_one_host_does_not_complete_another_hosts_record_of_the_
     assert len(boom) == 1, [d["message"] for d in boom]
     assert boom[0]["openstack"]["request_id"] == rid
     assert boom[0]["error"]["stack_trace"].endswith("ValueError: tail")
+
+
+def test_a_routed_event_the_stage_cannot_place_is_a_dead_letter_with_its_reason(prompt):
+    """A routed copy with a key that names no fleet detector (or none at all) loses
+    nothing and stops nothing: it goes to the dead letters, the rest goes on."""
+    from pipeline.streaming.stage import FLEET_HEADER, UPSTREAM_HEADER, fleet_record_key
+
+    out = ParseStage(prompt).process(raw_messages([SAMPLES / "compute-2"]), 0.0)
+    out.extend(ParseStage(prompt).tick(1e9))
+    good = events_topic(out)
+    value = next(m.value for m in good if FLEET_HEADER not in m.headers and m.key)
+    bad = [RawMessage("events", 0, 10_000 + i, key, value, {UPSTREAM_HEADER: b"raw/0", FLEET_HEADER: b"x"})
+           for i, key in enumerate([fleet_record_key("no_such_detector", "k"), b"no-separator"])]
+    corr = CorrelateStage(prompt)
+    got = corr.process(good + bad, 0.0)
+    reasons = [d["reason"] for d in got.deadletters]
+    assert len(reasons) == 2 and all(r.startswith("bad routed event on events/0@1000") for r in reasons)
+    assert "no fleet detector 'no_such_detector'" in reasons[0]
+    assert corr.stats["bad_records"] == 2 and corr.stats["records_in"] == len(good) + 2
