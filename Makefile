@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test unit integration bench bench-pipeline clean
+.PHONY: install demo test unit integration bench bench-pipeline bench-fleet bench-latency clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,9 +39,20 @@ integration: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python tests/benchmarks/bench_analyze.py
 
-## bench-pipeline: one worker, raw topic -> Elasticsearch, against the raw consume rate
+## bench-pipeline: one worker, raw topic -> Elasticsearch, index_events = all and warning+,
+## against the raw consume rate. The bench-* targets use OSLOSCOPE_KAFKA_BOOTSTRAP and
+## OSLOSCOPE_ES_URL when set, else `osloscope services up`; BENCH_ARGS passes options.
 bench-pipeline: $(STAMP)
-	$(BIN)/python tests/benchmarks/bench_pipeline.py
+	$(BIN)/python tests/benchmarks/bench_pipeline.py $(BENCH_ARGS)
+
+## bench-fleet: the same backlog taken by one worker and by two (same app id)
+bench-fleet: $(STAMP)
+	$(BIN)/python tests/benchmarks/bench_fleet.py $(BENCH_ARGS)
+
+## bench-latency: 20 shippers writing a steady live load; line -> incident searchable
+## p50/p99 and the consumer lag over time (e.g. BENCH_ARGS='--rate 750 --set worker.source_slack=0')
+bench-latency: $(STAMP)
+	$(BIN)/python tests/benchmarks/bench_latency.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis *.egg-info
