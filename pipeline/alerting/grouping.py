@@ -57,17 +57,22 @@ def group_key(labels: Mapping[str, str]) -> str:
     return "{" + ", ".join(f"{k}={codec.dumps(labels[k]).decode()}" for k in sorted(labels)) + "}"
 
 
-def version(doc: Mapping) -> tuple:
-    """Orders the versions of one incident: later last_seen, then resolved after open, then count;
-    the digest tells apart different content with the same position."""
+def position(doc: Mapping) -> tuple:
+    """Where a version of an incident stands among its versions: later last_seen, then
+    resolved after open, then a higher count (also the worker's open-incident gauges)."""
     try:
         dt = datetime.fromisoformat(doc["last_seen"])
         seen = (dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)).timestamp()
     except (KeyError, TypeError, ValueError):
         seen = 0.0
     count = doc.get("count") if isinstance(doc.get("count"), int) else 0
-    return (seen, 1 if doc["status"] == "resolved" else 0, count,
-            hashlib.sha1(codec.dumps(doc)).hexdigest())
+    return (seen, 1 if doc.get("status") == "resolved" else 0, count)
+
+
+def version(doc: Mapping) -> tuple:
+    """Orders the versions of one incident: ``position``, then a digest that tells apart
+    different content with the same position."""
+    return (*position(doc), hashlib.sha1(codec.dumps(doc)).hexdigest())
 
 
 def is_newer(new: tuple, old: tuple | None) -> bool:

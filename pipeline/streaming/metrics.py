@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import time
 from collections import Counter, OrderedDict, defaultdict
-from datetime import datetime, timezone
 from typing import Iterable, Mapping
+
+from pipeline.alerting.grouping import position as incident_position
 
 MAX_TRACKED_INCIDENTS = 10000     # open incidents kept for the gauges (the oldest updated go first)
 MAX_RESOLVED_REMEMBERED = 10000   # resolved ids kept so a late, older "open" version cannot reopen
@@ -78,18 +79,6 @@ class LineCounts:
         return sum(n for (o, _h), n in self.counts.items() if o == outcome)
 
 
-def _incident_version(doc: Mapping) -> tuple:
-    """Orders the versions of one incident (as the notifier does): later last_seen, then resolved
-    after open, then a higher count."""
-    try:
-        dt = datetime.fromisoformat(doc["last_seen"])
-        seen = (dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)).timestamp()
-    except (KeyError, TypeError, ValueError):
-        seen = 0.0
-    count = doc.get("count") if isinstance(doc.get("count"), int) else 0
-    return (seen, 1 if doc.get("status") == "resolved" else 0, count)
-
-
 class Metrics:
     def __init__(self) -> None:
         self.event_time: dict[tuple[str, str], float] = {}
@@ -120,7 +109,7 @@ class Metrics:
                 iid, status = doc["id"], doc["status"]
             except (KeyError, TypeError):
                 continue
-            v = _incident_version(doc)
+            v = incident_position(doc)
             known = self.open_incidents.get(iid)
             old = known[0] if known else self.resolved_incidents.get(iid)
             if old is not None and v < old:
