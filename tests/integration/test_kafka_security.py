@@ -2,8 +2,8 @@
 that retrying cannot cure named at once.
 
 The module starts a Kafka of its own with ``osloscope services up --secure-listeners``
-(``OSLOSCOPE_IT_SECURE_KAFKA_PORT``, default 39092: PLAINTEXT there, the KRaft controller on
-+1, SASL_PLAINTEXT with SCRAM-SHA-512 on +2, SSL on +3; its own OSLOSCOPE_HOME under the
+(``OSLOSCOPE_IT_SECURE_KAFKA_PORT``, default 19292: below Linux's ephemeral port range, so no
+client socket of an earlier test can hold it; PLAINTEXT there, the KRaft controller on +1, SASL_PLAINTEXT with SCRAM-SHA-512 on +2, SSL on +3; its own OSLOSCOPE_HOME under the
 test's temporary directory) and stops it at the end. No Elasticsearch: the worker runs with
 ``elasticsearch.url = ""`` and the test reads what it wrote to the events and incidents topics.
 
@@ -33,7 +33,7 @@ from processes import OSLOSCOPE, ROOT, wait_for, worker  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
-PORT = int(os.environ.get("OSLOSCOPE_IT_SECURE_KAFKA_PORT", "39092"))
+PORT = int(os.environ.get("OSLOSCOPE_IT_SECURE_KAFKA_PORT", "19292"))
 SAMPLES = ROOT / "deploy" / "samples"
 
 
