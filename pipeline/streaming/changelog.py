@@ -1,34 +1,54 @@
 """Stage state in Kafka: one compacted changelog topic per stage, so state
 follows its partition to whichever worker is assigned it.
 
-Why not faust tables: a stage's state per partition is one document (parsers
-with their open records, detector engine, event-time positions, held events,
-the last input offset) that must be written *and acknowledged* before the
-input offsets are committed, and read back whole when the partition is
-assigned. faust tables write their changelog per key, asynchronously to the
-commit, and their exactly-once mode has open duplicate issues; a topic of our
-own, written with acks=all before the ack, keeps the one rule the worker has:
+Why not faust tables: a stage's state per partition (parsers with their
+open records, detector engine, event-time positions, held events, the last
+input offset) must be written *and acknowledged* before the input offsets
+are committed, and read back whole when the partition is assigned. faust
+tables write their changelog per key, asynchronously to the commit, and
+their exactly-once mode has open duplicate issues; a topic of our own,
+written with acks=all before the ack, keeps the one rule the worker has:
 nothing is committed past unsaved state.
+
+Why two kinds of records: most of a partition's state, by far, is the events
+held for their turn (eventtime.py): a backfill holds thousands per partition
+for minutes. Rewritten with every save they cost 15-30 times the input in
+bytes written. So each held event is written once, when first saved, and
+deleted once, when released; only the rest of the state (the *head*: parsers,
+engine, positions, recent ids) is rewritten. A save costs what changed.
 
 Layout: topic ``<app_id>.state.<stage>``, compacted, with as many partitions
 as the input topic. The state of input partition ``topic/N`` lives in
 changelog partition N, as
 
-* chunks ``<topic/N>#<gen>.<i>`` (at most ``CHUNK`` bytes each, under the
-  broker's default 1 MiB message limit), and
-* a manifest ``<topic/N>`` = ``{"gen", "chunks", "bytes", "sha256"}``,
-  written after its chunks.
+* head chunks ``<topic/N>#<gen>.<i>`` (at most ``CHUNK`` bytes each, under
+  the broker's default 1 MiB message limit);
+* held events ``<topic/N>@<seq>.<i>``: event ``seq`` (a number of its own,
+  kept across restores) in one piece or more, written once, deleted once;
+* a manifest ``<topic/N>`` = ``{"gen", "chunks", "bytes", "sha256", "items",
+  "pieces", "next_seq", "from"}``, written once the rest of the save was
+  acknowledged: the head's generation and digest, the held events it
+  includes (ranges of seqs; pieces of those in more than one), and ``from``,
+  the lowest changelog offset of any record it needs.
 
-Successive saves alternate between generation 0 and 1, so a save cut short
-by a crash leaves the previous generation, which the manifest still points
-to, intact. Chunks a smaller state no longer needs are deleted (tombstones).
-A manifest whose chunks are missing or do not match its digest is refused
-with a warning, and the partition starts fresh from its committed offset.
+Successive saves alternate the head between generations 0 and 1, so a save
+cut short by a crash leaves the previous manifest's head intact; held events
+released since a manifest are deleted (tombstones) only by the next save,
+once that manifest is acknowledged, so a manifest never points at deleted
+events. Records no manifest needs (left by a save cut short) are deleted
+after the next restore.
+
+A restore reads the partition backwards from its end until it finds the
+last manifest, then forwards from the manifest's ``from`` only: not the
+whole history the compaction has not cleaned yet. A manifest whose head or
+events are missing or damaged is refused with a warning, and the partition
+starts fresh from its committed offset.
 """
 from __future__ import annotations
 
 import hashlib
 import logging
+from dataclasses import dataclass, field
 
 from pipeline import codec
 
@@ -47,84 +67,232 @@ def partition_number(tp: str) -> int:
     return int(tp.rpartition("/")[2])
 
 
-class Changelog:
-    """Writes and reads one stage's state; ``writes`` are (key, value, partition)
-    for the caller's producer (acks=all), ``read`` is synchronous (kafka-python)."""
+Record = tuple  # (key, value or None for a tombstone, changelog partition)
+SEARCH = 256     # records read at a time (then 4, 16, ... times that) looking back for the manifest
 
-    def __init__(self, settings, stage: str) -> None:
+
+def _ranges(seqs) -> list[list[int]]:
+    """Sorted seqs as inclusive [first, last] runs."""
+    out: list[list[int]] = []
+    for seq in sorted(seqs):
+        if out and seq == out[-1][1] + 1:
+            out[-1][1] = seq
+        else:
+            out.append([seq, seq])
+    return out
+
+
+def _seqs(ranges) -> list[int]:
+    return [seq for first, last in ranges for seq in range(int(first), int(last) + 1)]
+
+
+@dataclass
+class Save:
+    """One partition's save: ``first`` (deletions left from the last save, new held events,
+    the head's chunks) must be acknowledged before the manifest (``Changelog.manifest``)
+    is written; ``offsets`` are the changelog offsets ``first`` was given."""
+    tp: str
+    first: list[Record]
+    gen: int
+    chunks: int
+    head: bytes
+    new: dict[int, int] = field(default_factory=dict)      # seq -> pieces of the events written now
+    gone: list[int] = field(default_factory=list)          # seqs deleted by this manifest
+    offsets: list[int] = field(default_factory=list)
+    # set by ``manifest``: what the partition's records are once it is acknowledged
+    live: dict[int, tuple[int, int]] = field(default_factory=dict)
+    doomed: dict[bytes, int] = field(default_factory=dict)
+
+    @property
+    def bytes(self) -> int:
+        return sum(len(v or b"") for _k, v, _n in self.first)
+
+
+@dataclass
+class Restored:
+    """A partition's saved state: its head (the stage's versioned JSON), its held events
+    (seq -> bytes) and the first seq never used on the changelog."""
+    head: bytes
+    items: dict[int, bytes]
+    next_seq: int
+
+
+class Changelog:
+    """Writes and reads one stage's state. Writing is two steps for the caller's producer
+    (acks=all): ``save = writes(tp, head, fresh, gone)``, send ``save.first`` and set
+    ``save.offsets``; then send ``manifest(save)``; then ``written(save)``. ``read`` is
+    synchronous (kafka-python); ``rebuild`` is its logic on records already read."""
+
+    def __init__(self, settings, stage: str, reader=None) -> None:
         self.settings = settings
         self.stage = stage
         self.topic = topic_name(settings, stage)
+        # (settings, topic, partition, timeout) -> a reader of the partition (kafka_clients.PartitionReader)
+        self.reader = reader
         self.gen: dict[str, int] = {}                   # tp -> generation of its manifest
         self.chunks: dict[tuple[str, int], int] = {}    # (tp, gen) -> chunks written there
+        # tp -> {seq: (offset of its first piece, pieces)} of the held events its manifest lists
+        self.live: dict[str, dict[int, tuple[int, int]]] = {}
+        # tp -> {key: offset}: records its manifest no longer needs, to delete with the next save
+        self.doomed: dict[str, dict[bytes, int]] = {}
 
-    def writes(self, tp: str, data: bytes) -> list[tuple[bytes, bytes | None, int]]:
-        """The records that replace partition ``tp``'s state by ``data``: chunks of
-        the other generation, tombstones for its leftovers, then the manifest."""
+    @staticmethod
+    def _item_keys(tp: str, seq: int, pieces: int) -> list[bytes]:
+        return [f"{tp}@{seq}.{i}".encode() for i in range(pieces)]
+
+    def writes(self, tp: str, head: bytes, fresh: list[tuple[int, bytes]] = (),
+               gone: list[int] = ()) -> Save:
+        """The records that save partition ``tp``: its ``head`` in full (in the other
+        generation), the held events ``fresh`` (seq, bytes) saved for the first time, and
+        the deletion of the saved events ``gone`` (released since the last save)."""
         number = partition_number(tp)
         gen = 1 - self.gen.get(tp, 1)
-        pieces = [data[i:i + CHUNK] for i in range(0, len(data), CHUNK)] or [b""]
-        out: list[tuple[bytes, bytes | None, int]] = [
-            (f"{tp}#{gen}.{i}".encode(), piece, number) for i, piece in enumerate(pieces)]
+        first: list[Record] = [(key, None, number) for key in self.doomed.get(tp, {})]
+        save = Save(tp, first, gen, 0, head, gone=list(gone))
+        for seq, data in fresh:
+            pieces = [data[i:i + CHUNK] for i in range(0, len(data), CHUNK)] or [b""]
+            save.new[seq] = len(pieces)
+            first.extend((key, piece, number)
+                         for key, piece in zip(self._item_keys(tp, seq, len(pieces)), pieces))
+        pieces = [head[i:i + CHUNK] for i in range(0, len(head), CHUNK)] or [b""]
+        save.chunks = len(pieces)
+        first.extend((f"{tp}#{gen}.{i}".encode(), piece, number) for i, piece in enumerate(pieces))
         for i in range(len(pieces), self.chunks.get((tp, gen), 0)):
-            out.append((f"{tp}#{gen}.{i}".encode(), None, number))
-        manifest = {"gen": gen, "chunks": len(pieces), "bytes": len(data),
-                    "sha256": hashlib.sha256(data).hexdigest()}
-        out.append((tp.encode(), codec.dumps(manifest), number))
-        return out
+            first.append((f"{tp}#{gen}.{i}".encode(), None, number))
+        return save
 
-    def written(self, tp: str, records: list[tuple[bytes, bytes | None, int]]) -> None:
-        """``writes(tp, ...)`` was acknowledged: its generation is the current one."""
-        manifest = codec.loads(records[-1][1])
-        self.gen[tp] = manifest["gen"]
-        self.chunks[(tp, manifest["gen"])] = manifest["chunks"]
+    def manifest(self, save: Save) -> Record:
+        """The manifest of ``save``, once ``save.first`` was acknowledged at ``save.offsets``."""
+        tp = save.tp
+        at = dict(zip((key for key, _v, _n in save.first), save.offsets))
+        live = dict(self.live.get(tp, {}))
+        doomed: dict[bytes, int] = {}
+        for seq in save.gone:
+            where = live.pop(seq, None)
+            if where is not None:
+                for key in self._item_keys(tp, seq, where[1]):
+                    doomed[key] = where[0]
+        for seq, pieces in save.new.items():
+            live[seq] = (at[self._item_keys(tp, seq, pieces)[0]], pieces)
+        head_at = at[f"{tp}#{save.gen}.0".encode()]
+        # the manifest needs its head, its events, and the events it deletes until they are
+        # deleted (a restore from it finds them, and deletes them, if the next save never comes)
+        lowest = min([head_at] + [off for off, _p in live.values()] + list(doomed.values()))
+        save.live, save.doomed = live, doomed
+        doc = {"gen": save.gen, "chunks": save.chunks, "bytes": len(save.head),
+               "sha256": hashlib.sha256(save.head).hexdigest(), "items": _ranges(live),
+               "pieces": {str(seq): p for seq, (_o, p) in live.items() if p > 1},
+               "next_seq": max(live, default=-1) + 1, "from": lowest}
+        return (tp.encode(), codec.dumps(doc), partition_number(tp))
+
+    def written(self, save: Save) -> None:
+        """``save``'s manifest was acknowledged: it is the partition's state now."""
+        tp = save.tp
+        self.gen[tp] = save.gen
+        self.chunks[(tp, save.gen)] = save.chunks
+        self.live[tp] = save.live
+        self.doomed[tp] = save.doomed
+
+    def abandon(self, tp: str) -> None:
+        """The partition starts fresh: the events of the state read are deleted by the next save."""
+        doomed = self.doomed.setdefault(tp, {})
+        for seq, (off, pieces) in self.live.pop(tp, {}).items():
+            for key in self._item_keys(tp, seq, pieces):
+                doomed[key] = off
 
     def forget(self, tp: str) -> None:
-        """The partition went to another worker: what we knew of its chunks is stale."""
-        self.gen.pop(tp, None)
+        """The partition went to another worker: what we knew of its records is stale."""
+        for d in (self.gen, self.live, self.doomed):
+            d.pop(tp, None)
         for key in [k for k in self.chunks if k[0] == tp]:
             del self.chunks[key]
 
     # -- reading ---------------------------------------------------------------------
-    def read(self, tp: str, timeout: float = 60.0) -> bytes | None:
-        """Partition ``tp``'s saved state (None if it has none). Reads its changelog
-        partition from the start to its end. ``StateUnreadable`` if a manifest's
-        chunks are missing or damaged; KafkaError if Kafka does not answer."""
-        from pipeline.streaming.kafka_clients import read_partition
+    def read(self, tp: str, timeout: float = 60.0) -> Restored | None:
+        """Partition ``tp``'s saved state (None if it has none): the changelog partition is
+        read backwards from its end to its last manifest, then from the manifest's ``from``.
+        ``StateUnreadable`` if the manifest's records are missing or damaged; KafkaError if
+        Kafka does not answer."""
+        from pipeline.streaming.kafka_clients import PartitionReader
 
-        records = read_partition(self.settings, self.topic, partition_number(tp), timeout)
-        latest: dict[bytes, bytes] = {}
-        for key, value in records:
+        key = tp.encode()
+        reader = (self.reader or PartitionReader)(self.settings, self.topic, partition_number(tp), timeout)
+        try:
+            begin, end = reader.bounds()
+            stop, window, found = end, SEARCH, None
+            while stop > begin and found is None:
+                start = max(begin, stop - window)
+                for off, k, v in reversed(reader.read(start, stop)):
+                    if k == key:
+                        found = (off, v)         # the last manifest (a tombstone: no state)
+                        break
+                stop, window = start, window * 4
+            if found is None or found[1] is None:
+                return None
+            try:
+                lowest = int(codec.loads(found[1]).get("from", begin))
+            except Exception:
+                lowest = begin
+            return self.rebuild(tp, reader.read(max(begin, min(lowest, found[0])), end))
+        finally:
+            reader.close()
+
+    def rebuild(self, tp: str, records: list[tuple[int, bytes | None, bytes | None]]) -> Restored | None:
+        """Partition ``tp``'s state from its changelog records (offset, key, value) in order,
+        from at least the last manifest's ``from`` to the end; remembers the partition's
+        records (for the next saves) and those no manifest needs (deleted by the next save)."""
+        latest: dict[bytes, tuple[int, bytes]] = {}
+        for off, key, value in records:
             if key is None:
                 continue
             if value is None:
                 latest.pop(key, None)
             else:
-                latest[key] = value
+                latest[key] = (off, value)
         raw = latest.get(tp.encode())
-        # remember every chunk present, so later saves delete those they no longer need
-        prefix = f"{tp}#".encode()
-        for key in latest:
-            if key.startswith(prefix):
-                gen_s, _, i_s = key[len(prefix):].decode().partition(".")
+        head_prefix, item_prefix = f"{tp}#".encode(), f"{tp}@".encode()
+        item_keys: list[tuple[bytes, int, int]] = []       # (key, seq, offset) of held events
+        for key, (off, _v) in latest.items():
+            if key.startswith(head_prefix):
+                gen_s, _, i_s = key[len(head_prefix):].decode().partition(".")
                 if gen_s.isdigit() and i_s.isdigit():
                     k = (tp, int(gen_s))
                     self.chunks[k] = max(self.chunks.get(k, 0), int(i_s) + 1)
+            elif key.startswith(item_prefix):
+                seq_s, _, i_s = key[len(item_prefix):].decode().partition(".")
+                if seq_s.isdigit() and i_s.isdigit():
+                    item_keys.append((key, int(seq_s), off))
         if raw is None:
             return None
         try:
-            manifest = codec.loads(raw)
+            manifest = codec.loads(raw[1])
             gen, n = int(manifest["gen"]), int(manifest["chunks"])
+            seqs = _seqs(manifest.get("items", []))
+            pieces = {int(s): int(p) for s, p in manifest.get("pieces", {}).items()}
+            next_seq = int(manifest.get("next_seq", 0))
         except Exception as exc:
             raise StateUnreadable(f"manifest of {tp} in {self.topic} unreadable: {exc}") from None
-        self.gen[tp] = gen
         parts = [latest.get(f"{tp}#{gen}.{i}".encode()) for i in range(n)]
         if any(p is None for p in parts):
             raise StateUnreadable(f"state of {tp} in {self.topic}: chunk(s) of generation {gen} missing")
-        data = b"".join(parts)
-        if hashlib.sha256(data).hexdigest() != manifest.get("sha256"):
+        head = b"".join(p[1] for p in parts)
+        if hashlib.sha256(head).hexdigest() != manifest.get("sha256"):
             raise StateUnreadable(f"state of {tp} in {self.topic}: chunks do not match their digest")
-        return data
+        items: dict[int, bytes] = {}
+        live: dict[int, tuple[int, int]] = {}
+        for seq in seqs:
+            count = pieces.get(seq, 1)
+            found = [latest.get(key) for key in self._item_keys(tp, seq, count)]
+            if any(f is None for f in found):
+                raise StateUnreadable(f"state of {tp} in {self.topic}: held event {seq} missing")
+            items[seq] = b"".join(f[1] for f in found)
+            live[seq] = (found[0][0], count)
+        doomed = {key: off for key, seq, off in item_keys if seq not in live}
+        self.gen[tp] = gen
+        self.live[tp] = live
+        self.doomed[tp] = doomed
+        used = max([next_seq - 1, *(seq for _k, seq, _o in item_keys)])
+        return Restored(head, items, used + 1)
 
 
 class StateUnreadable(Exception):
@@ -134,13 +302,15 @@ class StateUnreadable(Exception):
 def restore_partition(stage, changelog: Changelog, tp: str, now: float) -> bool:
     """Bring partition ``tp``'s state from the changelog into ``stage``; True if
     restored. A state that cannot be used is left alone with one warning, and
-    the partition starts fresh from its committed offset."""
+    the partition starts fresh from its committed offset (its records are deleted
+    by the next save)."""
     from pipeline.codec import StateRefused
 
     try:
         data = changelog.read(tp)
     except StateUnreadable as exc:
         log.warning("%s: %s; the partition starts fresh from its committed offset", stage.name, exc)
+        changelog.abandon(tp)
         stage.drop(tp)
         return False
     if data is None:
@@ -148,17 +318,17 @@ def restore_partition(stage, changelog: Changelog, tp: str, now: float) -> bool:
         stage.drop(tp)
         return False
     try:
-        stage.restore(tp, data, now)
-    except StateRefused as exc:
-        log.warning("%s: state of partition %s refused (%s): %s; the partition starts fresh "
-                    "from its committed offset", stage.name, tp, changelog.topic, exc)
-        stage.drop(tp)
-        return False
+        stage.restore(tp, data.head, now, data.items, data.next_seq)
     except Exception as exc:
-        log.warning("%s: state of partition %s unusable (%s): %s: %s; the partition starts fresh "
-                    "from its committed offset", stage.name, tp, changelog.topic, type(exc).__name__, exc)
+        why = str(exc) if isinstance(exc, StateRefused) else f"{type(exc).__name__}: {exc}"
+        log.warning("%s: state of partition %s %s (%s): %s; the partition starts fresh "
+                    "from its committed offset", stage.name, tp,
+                    "refused" if isinstance(exc, StateRefused) else "unusable", changelog.topic, why)
+        changelog.abandon(tp)
         stage.drop(tp)
+        stage.partition(tp).held.next_seq = data.next_seq     # new events never reuse a number
         return False
-    log.info("%s: state of %s restored from %s (offset %s, %d bytes)", stage.name, tp, changelog.topic,
-             stage.offsets.get(tp), len(data))
+    log.info("%s: state of %s restored from %s (offset %s, %d bytes, %d held events)", stage.name, tp,
+             changelog.topic, stage.offsets.get(tp), len(data.head) + sum(map(len, data.items.values())),
+             len(data.items))
     return True

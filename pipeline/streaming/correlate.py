@@ -73,8 +73,8 @@ class CorrelatePartition(PartitionState):
     def to_state(self) -> dict:
         return {**super().to_state(), "seen": list(self.seen)}
 
-    def restore(self, state: dict, now: float) -> None:
-        super().restore(state, now)
+    def restore(self, state: dict, now: float, held: dict[int, bytes], next_seq: int = 0) -> None:
+        super().restore(state, now, held, next_seq)
         self.seen = OrderedDict.fromkeys(state["seen"][-self.seen_max:])
 
 

@@ -55,7 +55,6 @@ detectors off): it is passed on at once and counted.
 from __future__ import annotations
 
 import heapq
-import itertools
 from dataclasses import dataclass
 
 INF = float("inf")
@@ -170,17 +169,35 @@ class Reorder:
     Items are opaque to the buffer: ``push(ts, order, item)`` with ``order``
     the tie-break (file, host); ``release(frontier)`` returns the items due,
     in order. ``stats``: late, late_max_seconds, future, forced.
+
+    Every item held gets a sequence number of its own (kept across restores),
+    and the buffer keeps a journal of what changed since the state was last
+    saved: ``changes()`` gives the items held since (``fresh``) and the numbers
+    of the saved items released since (``gone``), ``saved()`` clears it. The
+    worker writes each held item to the changelog once and deletes it once
+    (pipeline/streaming/changelog.py): a save costs what changed, not what is held.
     """
 
     def __init__(self, config: EventTimeConfig) -> None:
         self.config = config
-        self.heap: list = []
-        self.seq = itertools.count()
+        self.heap: list = []                       # (ts, order, seq, item)
+        self.next_seq = 0
         self.released = -INF                       # highest frontier released so far
         self.stats = {"late": 0, "late_max_seconds": 0.0, "future": 0, "forced": 0}
+        self.fresh: dict[int, tuple] = {}          # seq -> (ts, order, item): held, not saved yet
+        self.logged: set[int] = set()              # seqs held and saved
+        self.gone: list[int] = []                  # seqs saved, released since
 
     def __len__(self) -> int:
         return len(self.heap)
+
+    def _out(self, entry: tuple):
+        """``entry`` leaves the buffer: the journal forgets or deletes it; its item."""
+        seq = entry[2]
+        if self.fresh.pop(seq, None) is None and seq in self.logged:
+            self.logged.discard(seq)
+            self.gone.append(seq)
+        return entry[3]
 
     def push(self, ts: float | None, order: tuple, item, epoch: float) -> list:
         """Hold ``item``; returns what must go on at once (itself if late,
@@ -196,13 +213,16 @@ class Reorder:
             if lag > self.stats["late_max_seconds"]:
                 self.stats["late_max_seconds"] = round(lag, 3)
             return [item]
-        heapq.heappush(self.heap, (ts, order, next(self.seq), item))
+        seq = self.next_seq
+        self.next_seq += 1
+        heapq.heappush(self.heap, (ts, order, seq, item))
+        self.fresh[seq] = (ts, order, item)
         out = []
         while len(self.heap) > self.config.max_buffered:
-            ts0, _o, _s, first = heapq.heappop(self.heap)
+            first = heapq.heappop(self.heap)
             self.stats["forced"] += 1
-            self.released = max(self.released, ts0)
-            out.append(first)
+            self.released = max(self.released, first[0])
+            out.append(self._out(first))
         return out
 
     def release(self, frontier: float | None) -> list:
@@ -211,21 +231,37 @@ class Reorder:
         out = []
         if frontier is None:
             while heap:
-                ts, _o, _s, item = heapq.heappop(heap)
-                self.released = max(self.released, ts)
-                out.append(item)
+                entry = heapq.heappop(heap)
+                self.released = max(self.released, entry[0])
+                out.append(self._out(entry))
             return out
         while heap and heap[0][0] <= frontier:
-            out.append(heapq.heappop(heap)[3])
+            out.append(self._out(heapq.heappop(heap)))
         if frontier > self.released:
             self.released = frontier
         return out
 
     def items(self) -> list:
-        """(ts, order, item) of what is held, in order (for snapshots)."""
+        """(ts, order, item) of what is held, in order."""
         return [(ts, order, item) for ts, order, _s, item in sorted(self.heap)]
 
-    def restore(self, released: float, items: list) -> None:
+    def changes(self) -> tuple[list[tuple[int, float, tuple, object]], list[int]]:
+        """What changed since ``saved()``: (seq, ts, order, item) of the items held
+        since, and the seqs of saved items released since."""
+        return [(seq, ts, order, item) for seq, (ts, order, item) in self.fresh.items()], list(self.gone)
+
+    def saved(self) -> None:
+        """``changes()`` were written: the fresh items are saved, the gone ones deleted."""
+        self.logged.update(self.fresh)
+        self.fresh.clear()
+        self.gone.clear()
+
+    def restore(self, released: float, items: list, next_seq: int) -> None:
+        """Back to a saved buffer: (seq, ts, order, item) of the items held (all saved)."""
         self.released = released
-        self.heap = [(ts, tuple(order), next(self.seq), item) for ts, order, item in items]
+        self.heap = [(ts, tuple(order), seq, item) for seq, ts, order, item in items]
         heapq.heapify(self.heap)
+        self.next_seq = max([next_seq] + [seq + 1 for seq, _t, _o, _i in items])
+        self.fresh.clear()
+        self.gone.clear()
+        self.logged = {seq for seq, _t, _o, _i in items}

@@ -23,7 +23,7 @@ from kafka import KafkaAdminClient, KafkaConsumer
 from kafka.errors import CommitFailedError, KafkaError
 
 __all__ = ["CommitFailedError", "KafkaAccessError", "KafkaError", "broker_answers", "check_access",
-           "consumer", "diagnose", "read_partition", "require_access", "topic_partitions",
+           "consumer", "diagnose", "PartitionReader", "require_access", "topic_partitions",
            "upsert_scram_user"]
 
 
@@ -348,27 +348,37 @@ def topic_partitions(settings, topic: str, timeout: float = 30.0) -> set[int]:
         c.close()
 
 
-def read_partition(settings, topic: str, number: int, timeout: float = 60.0) -> list[tuple]:
-    """Every (key, value) of partition ``number`` of ``topic``, from its start to
-    the end it had when asked; KafkaError if that takes longer than ``timeout``."""
-    import time
+class PartitionReader:
+    """Reads ranges of one partition of ``topic`` (no consumer group): ``bounds()`` is
+    (first offset, end offset), ``read(start, stop)`` the records (offset, key, value)
+    with start <= offset < stop. KafkaError if Kafka does not answer within ``timeout``
+    seconds (for the reader's whole life)."""
 
-    from kafka import TopicPartition
+    def __init__(self, settings, topic: str, number: int, timeout: float = 60.0) -> None:
+        from kafka import TopicPartition
 
-    c = KafkaConsumer(**settings.kafka.client_kwargs(), enable_auto_commit=False, group_id=None,
-                      fetch_max_bytes=64 * 1024 * 1024, max_partition_fetch_bytes=16 * 1024 * 1024)
-    try:
-        tp = TopicPartition(topic, number)
-        c.assign([tp])
-        c.seek_to_beginning(tp)
-        end = c.end_offsets([tp])[tp]
-        out: list[tuple] = []
-        deadline = time.monotonic() + timeout
-        while c.position(tp) < end:
-            if time.monotonic() > deadline:
-                raise KafkaError(f"reading {topic}[{number}] took longer than {timeout:.0f} s")
-            for records in c.poll(timeout_ms=1000).values():
-                out.extend((r.key, r.value) for r in records)
+        self.name = f"{topic}[{number}]"
+        self.timeout = timeout
+        self.deadline = time.monotonic() + timeout
+        self.tp = TopicPartition(topic, number)
+        self.c = KafkaConsumer(**settings.kafka.client_kwargs(), enable_auto_commit=False, group_id=None,
+                               fetch_max_bytes=64 * 1024 * 1024, max_partition_fetch_bytes=16 * 1024 * 1024)
+        self.c.assign([self.tp])
+
+    def bounds(self) -> tuple[int, int]:
+        return self.c.beginning_offsets([self.tp])[self.tp], self.c.end_offsets([self.tp])[self.tp]
+
+    def read(self, start: int, stop: int) -> list[tuple[int, bytes | None, bytes | None]]:
+        out: list[tuple[int, bytes | None, bytes | None]] = []
+        if start >= stop:
+            return out
+        self.c.seek(self.tp, start)
+        while self.c.position(self.tp) < stop:
+            if time.monotonic() > self.deadline:
+                raise KafkaError(f"reading {self.name} took longer than {self.timeout:.0f} s")
+            for records in self.c.poll(timeout_ms=1000).values():
+                out.extend((r.offset, r.key, r.value) for r in records if start <= r.offset < stop)
         return out
-    finally:
-        c.close()
+
+    def close(self) -> None:
+        self.c.close()

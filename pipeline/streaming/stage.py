@@ -22,7 +22,8 @@ from pipeline.parsing.extract import Source
 from pipeline.parsing.naming import service_from_path
 from pipeline.streaming.eventtime import EventTimeConfig, Reorder, Sources
 
-STATE_VERSION = 4          # 1 was one pickle per stage; 2 had no event-time state; 3 no fleet routing
+# 1 was one pickle per stage; 2 had no event-time state; 3 no fleet routing; 4 held events in the head
+STATE_VERSION = 5
 MARKER_EVERY = 5.0         # seconds between repeated watermark markers of an unchanged frontier
 
 
@@ -190,21 +191,31 @@ class PartitionState:
         raise NotImplementedError
 
     def to_state(self) -> dict:
+        """The head of the state: all of it but the held events (saved one by one: ``held_records``)."""
         released = self.held.released
         return {"offset": self.offset, "idle_event_ts": self.idle.event_ts,
                 "engine": self.engine.snapshot(), "sources": self.sources.snapshot(),
                 "released": None if released == float("-inf") else released,
-                "held": [[ts, list(order), self.item_state(item)] for ts, order, item in self.held.items()]}
+                "next_seq": self.held.next_seq}
 
-    def restore(self, state: dict, now: float) -> None:
-        """Back to ``to_state``'s state; ``now`` restarts the idle clock."""
+    def held_record(self, ts: float, order: tuple, item) -> bytes:
+        """One held event as saved: JSON [ts, order, item state]."""
+        return codec.dumps([ts, list(order), self.item_state(item)])
+
+    def restore(self, state: dict, now: float, held: dict[int, bytes], next_seq: int = 0) -> None:
+        """Back to ``to_state``'s state and the ``held`` events (seq -> ``held_record``);
+        ``now`` restarts the idle clock, ``next_seq``: the first seq never used."""
         self.offset = state["offset"]
         self.idle = IdleClock(state["idle_event_ts"], now)
         self.engine.restore(state["engine"])
         self.sources.restore(state.get("sources", {}), now)
         released = state.get("released")
-        self.held.restore(float("-inf") if released is None else released,
-                          [(ts, order, self.item_from_state(it)) for ts, order, it in state.get("held", [])])
+        items = []
+        for seq, data in held.items():
+            ts, order, it = codec.loads(data)
+            items.append((seq, ts, order, self.item_from_state(it)))
+        self.held.restore(float("-inf") if released is None else released, items,
+                          max(next_seq, state.get("next_seq", 0)))
 
 
 class Stage:
@@ -251,7 +262,11 @@ class Stage:
         return sorted(self._dirty)
 
     def saved(self, tp: str) -> None:
+        """Partition ``tp``'s head and ``held_changes`` were written."""
         self._dirty.discard(tp)
+        part = self.parts.get(tp)
+        if part is not None:
+            part.held.saved()
 
     def _fresh(self, msg: RawMessage) -> PartitionState | None:
         """The message's partition state if it is new input, None if already processed."""
@@ -281,16 +296,24 @@ class Stage:
 
     # -- state -------------------------------------------------------------------
     def snapshot(self, tp: str) -> bytes:
-        """Partition ``tp``'s state as versioned JSON."""
+        """Partition ``tp``'s state but its held events, as versioned JSON."""
         return codec.pack_state(self.name, STATE_VERSION, tp, self.parts[tp].to_state())
 
-    def restore(self, tp: str, data: bytes, now: float) -> None:
-        """Partition ``tp``'s state from ``snapshot``'s bytes; ``now`` restarts
-        the idle timers. StateRefused for another format, version, stage or
-        partition (the partition then stays as it was)."""
+    def held_changes(self, tp: str) -> tuple[list[tuple[int, bytes]], list[int]]:
+        """Partition ``tp``'s held events since it was last ``saved``: (seq, record) of
+        those held since, and the seqs of saved ones released since."""
+        part = self.parts[tp]
+        fresh, gone = part.held.changes()
+        return [(seq, part.held_record(ts, order, item)) for seq, ts, order, item in fresh], gone
+
+    def restore(self, tp: str, data: bytes, now: float, held: dict[int, bytes] | None = None,
+                next_seq: int = 0) -> None:
+        """Partition ``tp``'s state from ``snapshot``'s bytes and its held events (seq ->
+        ``held_records``); ``now`` restarts the idle timers. StateRefused for another format,
+        version, stage or partition (the partition then stays as it was)."""
         state = codec.unpack_state(data, self.name, STATE_VERSION, tp)
         part = self.new_partition()
-        part.restore(state, now)
+        part.restore(state, now, held or {}, next_seq)
         self.parts[tp] = part
 
     # -- event time ---------------------------------------------------------------

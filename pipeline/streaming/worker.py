@@ -121,6 +121,36 @@ def faust_credentials(kafka):
         ssl_context=kafka.ssl_context() if kafka.security_protocol == "SASL_SSL" else None)
 
 
+def faust_datadir(settings) -> Path:
+    """faust's own directory (it keeps no stage state: that is in Kafka)."""
+    return Path(settings.worker.state_dir) / settings.worker.app_id / "faust"
+
+
+def make_datadir(settings, stop_after: float | None = None) -> bool:
+    """Create faust's directory, waiting while the filesystem refuses (a full disk): said at
+    once and every minute, tried every 5 s. False if still refused after ``stop_after`` s."""
+    path = faust_datadir(settings)
+    started = told = time.monotonic()
+    attempts = 0
+    while True:
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            attempts += 1
+            now = time.monotonic()
+            if attempts == 1 or now - told >= 60:
+                told = now
+                log.error("cannot create the worker's directory %s (worker.state_dir): %s; nothing is "
+                          "consumed until it can be, retrying every 5 s", path, exc)
+            if stop_after is not None and now - started >= stop_after:
+                return False
+            time.sleep(5)
+            continue
+        if attempts:
+            log.warning("the worker's directory %s was created after %d failed attempt(s)", path, attempts)
+        return True
+
+
 def build_app(settings, *, sink=None):
     """The faust App with its agents, timers and metrics page."""
     import faust
@@ -129,8 +159,8 @@ def build_app(settings, *, sink=None):
 
     w, k, t = settings.worker, settings.kafka, settings.topics
     web = w.metrics_port != 0
-    datadir = Path(w.state_dir) / w.app_id / "faust"       # faust's own files (no stage state)
-    datadir.mkdir(parents=True, exist_ok=True)
+    datadir = faust_datadir(settings)
+    datadir.mkdir(parents=True, exist_ok=True)      # (``run`` waits for it on a full disk)
     if w.fair_polling:
         transport_cls = fair_transport()
 
@@ -288,26 +318,28 @@ def build_app(settings, *, sink=None):
             await publish(Output(deadletters=[r.dead_letter() for r in rejected]), stage)
 
     async def save(stage) -> None:
-        """Write the state of every partition the stage changed since its last save
-        to its changelog topic, and wait for Kafka's acknowledgements."""
+        """Write what the stage changed since its last save to its changelog topic, and wait
+        for Kafka's acknowledgements: per changed partition its head, the events it holds
+        now that were never saved, the deletion of saved ones released (changelog.py)."""
         t0 = time.perf_counter()
         changelog = changelogs[stage.name]
         send = app.producer.send
-        written = []
-        for tp in stage.dirty():
-            written.append((tp, changelog.writes(tp, stage.snapshot(tp))))
-        # the chunks (and tombstones) first; a manifest only once its chunks were acknowledged,
-        # so a refused or lost chunk never leaves a manifest pointing at chunks that are not there
-        for part in (slice(None, -1), slice(-1, None)):
-            futs = [await send(changelog.topic, key, value, number, None, None)
-                    for _tp, records in written for key, value, number in records[part]]
-            if futs:
-                await asyncio.gather(*futs)
-        for tp, records in written:
-            changelog.written(tp, records)
-            stage.saved(tp)
-            metrics.add(stage.name, "state_bytes", sum(len(v or b"") for _k, v, _n in records))
-        metrics.add(stage.name, "state_partitions_saved", len(written))
+        saves = [changelog.writes(tp, stage.snapshot(tp), *stage.held_changes(tp)) for tp in stage.dirty()]
+        # the rest first; a manifest only once all its records were acknowledged, so a refused or
+        # lost record never leaves a manifest pointing at records that are not there
+        futs = [await send(changelog.topic, key, value, number, None, None)
+                for sv in saves for key, value, number in sv.first]
+        offsets = iter(meta.offset for meta in await asyncio.gather(*futs))
+        for sv in saves:
+            sv.offsets = [next(offsets) for _ in sv.first]
+        manifests = [changelog.manifest(sv) for sv in saves]
+        futs = [await send(changelog.topic, key, value, number, None, None) for key, value, number in manifests]
+        await asyncio.gather(*futs)
+        for sv, (_k, value, _n) in zip(saves, manifests):
+            changelog.written(sv)
+            stage.saved(sv.tp)
+            metrics.add(stage.name, "state_bytes", sv.bytes + len(value))
+        metrics.add(stage.name, "state_partitions_saved", len(saves))
         metrics.time(stage.name, "save", time.perf_counter() - t0)
 
     async def restore(stage, tps: set[str]) -> None:
@@ -500,6 +532,7 @@ def run(settings, *, loglevel: str = "info") -> int:
         return 1 if exc.retriable else 2
     # the state changelogs are named after the app id: make sure they (and the data topics) exist
     create_topics(settings, log=log.info)
+    make_datadir(settings)
     app = build_app(settings)
     worker = faust.Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
     worker.execute_from_commandline()

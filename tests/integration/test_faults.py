@@ -351,7 +351,8 @@ def test_failed_state_save_exits_70_unacknowledged_and_a_restart_loses_nothing(s
         for number, (done, _end) in committed_offsets(settings, events).items():
             tp = f"{events}/{number}"
             data = Changelog(settings, "correlate").read(tp)
-            saved = -1 if data is None else codec.unpack_state(data, "correlate", STATE_VERSION, tp)["offset"]
+            saved = -1 if data is None else codec.unpack_state(data.head, "correlate", STATE_VERSION,
+                                                                tp)["offset"]
             assert done <= saved + 1, f"{tp}: offsets committed up to {done}, state saved up to {saved}"
         _topic_config(settings, changelog, None)
         w2 = worker(env, tmp_path / "worker-2.log").start()

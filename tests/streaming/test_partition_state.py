@@ -16,7 +16,9 @@ from pipeline.settings import load
 from pipeline.sinks.elasticsearch import ElasticsearchSink
 from pipeline.streaming.stages import CorrelateStage, Output, ParseStage, RawMessage
 from pipeline.streaming.stage import STATE_VERSION
-from pipeline.streaming.changelog import CHUNK, Changelog, StateUnreadable, restore_partition
+from pipeline.streaming.changelog import CHUNK, SEARCH, Changelog, StateUnreadable, restore_partition
+
+from changelog_support import MemoryTopic, held, save
 
 INPUTS = {"samples": SAMPLES, **{f"seed-{d.name}": d for d in sorted((FIXTURES / "seeds").iterdir())
                                  if d.is_dir()}}
@@ -42,28 +44,48 @@ def sink(settings):
     return ElasticsearchSink(settings.elasticsearch, client=object())
 
 
-def moved(stage, settings):
-    """A new stage of the same kind holding ``stage``'s state, every partition
-    through its JSON snapshot (which must come out the same when taken again)."""
+def moved(stage, settings, topic: MemoryTopic | None = None, changelog: Changelog | None = None):
+    """A new stage of the same kind holding ``stage``'s state, every partition through
+    its changelog records (``topic``, written by ``changelog``: saved now if not yet),
+    read back as a new worker reads them; the new stage's head and held events are the
+    old ones."""
+    if topic is None:
+        topic = MemoryTopic()
+        save(stage, topic.changelog(settings, stage.name), topic)
+    elif changelog is not None:
+        save(stage, changelog, topic)
     fresh = type(stage)(settings)
+    log = topic.changelog(settings, stage.name)
     for tp in stage.partitions():
         data = stage.snapshot(tp)
         doc = json.loads(data)
         assert (doc["format"], doc["version"], doc["stage"], doc["partition"]) == \
             ("osloscope-stage-state", STATE_VERSION, stage.name, tp)
-        fresh.restore(tp, data, 0.0)
+        assert restore_partition(fresh, log, tp, 0.0), tp
         assert fresh.snapshot(tp) == data, tp
+        assert held(fresh, tp) == held(stage, tp), tp
     return fresh
 
 
+BATCH = 25          # messages per batch; the state is saved after each, as the worker does
+
+
 def run(stage, settings, msgs, cut=None, **kw) -> Output:
-    """``msgs`` through ``stage``, in one go or cut in two with the state moved between."""
+    """``msgs`` through ``stage`` in batches, the state saved to a changelog after each,
+    in one go or cut in two with the state moved (read back from the changelog) between."""
     out = Output()
+    topic, log = MemoryTopic(), None
     halves = [msgs] if cut is None else [msgs[:cut], msgs[cut:]]
     for i, half in enumerate(halves):
         if i:
-            stage = moved(stage, settings)
-        out.extend(stage.process(half, 0.0, **kw))
+            stage = moved(stage, settings, topic)
+        log = topic.changelog(settings, stage.name)          # a new worker, a changelog of its own
+        if i:
+            for tp in stage.partitions():                    # it knows what it read
+                log.read(tp)
+        for b in range(0, len(half), BATCH):
+            out.extend(stage.process(half[b:b + BATCH], 0.0, **kw))
+            save(stage, log, topic)
     out.extend(stage.tick(END, **kw))
     return out
 
@@ -154,45 +176,137 @@ def test_an_open_record_restored_completes_when_its_stream_is_idle(prompt):
 
 
 # -- the changelog records --------------------------------------------------------------
-def test_changelog_chunks_alternate_generations_and_delete_leftovers(settings):
-    log = Changelog(settings, "parse")
+def _save_raw(log: Changelog, topic: MemoryTopic, tp: str, head: bytes, fresh=(), gone=(),
+              manifest: bool = True):
+    """``log``'s records saving ``head`` (and held events) into ``topic``, as the worker sends them."""
+    sv = log.writes(tp, head, list(fresh), list(gone))
+    sv.offsets = topic.partition(int(tp.rpartition("/")[2])).append(sv.first)
+    if manifest:
+        topic.partition(int(tp.rpartition("/")[2])).append([log.manifest(sv)])
+        log.written(sv)
+    return sv
+
+
+def test_changelog_head_chunks_alternate_generations_and_delete_leftovers(settings):
+    topic, log = MemoryTopic(), Changelog(settings, "parse")
     big = bytes(range(256)) * (3 * CHUNK // 256 + 10)          # four chunks
-    first = log.writes("raw/5", big)
-    assert [k for k, _v, _n in first] == [b"raw/5#0.0", b"raw/5#0.1", b"raw/5#0.2", b"raw/5#0.3", b"raw/5"]
-    assert {n for _k, _v, n in first} == {5} and all(len(v) <= CHUNK for _k, v, _n in first)
-    log.written("raw/5", first)
-    second = log.writes("raw/5", b"small")                      # the other generation: 0 stays whole
-    assert [k for k, _v, _n in second] == [b"raw/5#1.0", b"raw/5"]
-    log.written("raw/5", second)
-    third = log.writes("raw/5", b"tiny")                        # back to 0: its three extra chunks go
-    assert [(k, v) for k, v, _n in third[1:4]] == [(b"raw/5#0.1", None), (b"raw/5#0.2", None),
-                                                  (b"raw/5#0.3", None)]
+    first = _save_raw(log, topic, "raw/5", big)
+    assert [k for k, _v, _n in first.first] == [b"raw/5#0.0", b"raw/5#0.1", b"raw/5#0.2", b"raw/5#0.3"]
+    assert {n for _k, _v, n in first.first} == {5} and all(len(v) <= CHUNK for _k, v, _n in first.first)
+    second = _save_raw(log, topic, "raw/5", b"small")          # the other generation: 0 stays whole
+    assert [k for k, _v, _n in second.first] == [b"raw/5#1.0"]
+    third = _save_raw(log, topic, "raw/5", b"tiny")            # back to 0: its three extra chunks go
+    assert [(k, v) for k, v, _n in third.first[1:]] == [(b"raw/5#0.1", None), (b"raw/5#0.2", None),
+                                                       (b"raw/5#0.3", None)]
+    assert [k for k, _v, _n in topic.partition(5).records[-1:]] == [None] or \
+        topic.partition(5).records[-1][1] == b"raw/5"           # the manifest comes last
+    assert topic.changelog(settings, "parse").read("raw/5").head == b"tiny"
 
 
-def _replay(records):
-    """What a compacted topic answers: the records in order (tombstones included)."""
-    return [(k, v) for k, v, _n in records]
+def test_changelog_reads_back_the_last_complete_save(settings):
+    topic, log = MemoryTopic(), Changelog(settings, "correlate")
+    _save_raw(log, topic, "events/2", b"A" * (CHUNK + 5), fresh=[(0, b"e0"), (1, b"e1")])
+    _save_raw(log, topic, "events/2", b"B" * 10, fresh=[(2, b"e2")], gone=[0], manifest=False)  # a crash
+    got = topic.changelog(settings, "correlate").read("events/2")
+    assert (got.head, got.items, got.next_seq) == (b"A" * (CHUNK + 5), {0: b"e0", 1: b"e1"}, 3)
+    assert topic.changelog(settings, "correlate").read("events/3") is None
+    part = topic.partition(2)
+    kept = list(part.records)
+    part.records = [r for r in kept if r[1] != b"events/2@1.0"]
+    with pytest.raises(StateUnreadable, match="held event 1 missing"):
+        topic.changelog(settings, "correlate").read("events/2")
+    part.records = [(o, k, b"damaged" if k == b"events/2#0.1" else v) for o, k, v in kept]
+    with pytest.raises(StateUnreadable, match="digest"):
+        topic.changelog(settings, "correlate").read("events/2")
 
 
-def test_changelog_reads_back_the_last_complete_generation(settings, monkeypatch):
-    import pipeline.streaming.kafka_clients as kc
+def test_changelog_manifest_never_points_at_a_deleted_event(settings):
+    """An event released is deleted by the save after the one that stops listing it: a
+    crash between the two leaves the manifest's events all there."""
+    topic, log = MemoryTopic(), Changelog(settings, "parse")
+    _save_raw(log, topic, "raw/1", b"h1", fresh=[(0, b"e0"), (1, b"e1"), (2, b"e2")])
+    sv = _save_raw(log, topic, "raw/1", b"h2", gone=[0, 2])
+    assert not any(v is None for _k, v, _n in sv.first)        # no deletion before its manifest
+    _save_raw(log, topic, "raw/1", b"h3", fresh=[(3, b"e3")], manifest=False)   # deletes 0 and 2: crash
+    got = topic.changelog(settings, "parse").read("raw/1")
+    assert (got.head, got.items) == (b"h2", {1: b"e1"})
+    assert got.next_seq == 4                                   # seq 3 is on the log: never reused
 
-    log = Changelog(settings, "correlate")
-    topic = []
-    a = log.writes("events/2", b"A" * (CHUNK + 5))
-    log.written("events/2", a)
-    b = log.writes("events/2", b"B" * 10)
-    topic += _replay(a) + _replay(b)[:-1]        # a crash before the second manifest
-    monkeypatch.setattr(kc, "read_partition", lambda *_a, **_k: list(topic))
-    assert Changelog(settings, "correlate").read("events/2") == b"A" * (CHUNK + 5)
-    topic.append(_replay(b)[-1])
-    assert Changelog(settings, "correlate").read("events/2") == b"B" * 10
-    assert Changelog(settings, "correlate").read("events/3") is None
-    topic[1] = (b"events/2#0.1", b"damaged")
-    topic.append(_replay(log.writes("events/2", b"C"))[0])
-    topic.append((b"events/2", topic[2][1]))       # manifest of generation 0 again, its chunk damaged
-    with pytest.raises(StateUnreadable):
-        Changelog(settings, "correlate").read("events/2")
+
+def test_changelog_a_save_writes_what_changed_not_what_is_held(settings):
+    """Held events are written once, when first saved, and deleted once: a save costs the
+    head plus its new events, whatever the partition holds."""
+    topic, log = MemoryTopic(), Changelog(settings, "parse")
+    event = b"x" * 1000
+    first = _save_raw(log, topic, "raw/0", b"head", fresh=[(i, event) for i in range(1000)])
+    later = [_save_raw(log, topic, "raw/0", b"head", fresh=[(1000 + i, event)], gone=[i]) for i in range(50)]
+    assert first.bytes > 1_000_000
+    assert all(sv.bytes < 3000 for sv in later), [sv.bytes for sv in later]
+    writes = {}
+    for _off, key, value in topic.partition(0).records:
+        writes.setdefault(key, []).append(value is None)
+    assert all(marks in ([False], [False, True]) for key, marks in writes.items() if b"@" in key)
+    got = topic.changelog(settings, "parse").read("raw/0")
+    assert sorted(got.items) == list(range(50, 1050))
+
+
+def test_changelog_restore_reads_from_the_manifests_oldest_record_only(settings):
+    """Not the whole history: a partition saved 2000 times, each save releasing what the one
+    before held, is read back from its last saves' records, before and after compaction."""
+    topic, log = MemoryTopic(), Changelog(settings, "correlate")
+    for i in range(2000):
+        _save_raw(log, topic, "events/0", b"head %d" % i, fresh=[(i, b"e%d" % i)], gone=[i - 1] if i else [])
+    part = topic.partition(0)
+    got = topic.changelog(settings, "correlate").read("events/0")
+    assert (got.head, got.items) == (b"head 1999", {1999: b"e1999"})
+    assert len(part.records) > 7000
+    assert part.reads < SEARCH + 20, part.reads     # one window back to the manifest, then its records
+    part.compact()
+    part.reads = 0
+    again = topic.changelog(settings, "correlate").read("events/0")
+    assert (again.head, again.items) == (got.head, got.items) and part.reads < 20, part.reads
+
+
+def test_changelog_records_left_by_a_crashed_save_are_deleted_after_the_restore(settings):
+    topic, log = MemoryTopic(), Changelog(settings, "parse")
+    _save_raw(log, topic, "raw/3", b"h1", fresh=[(0, b"e0")])
+    _save_raw(log, topic, "raw/3", b"h2", fresh=[(1, b"e1"), (2, b"e2")], manifest=False)   # crash
+    new = topic.changelog(settings, "parse")
+    got = new.read("raw/3")
+    assert got.items == {0: b"e0"} and got.next_seq == 3
+    sv = _save_raw(new, topic, "raw/3", b"h3", fresh=[(3, b"e3")])
+    assert {k for k, v, _n in sv.first if v is None} == {b"raw/3@1.0", b"raw/3@2.0"}
+    assert topic.changelog(settings, "parse").read("raw/3").items == {0: b"e0", 3: b"e3"}
+
+
+def test_changelog_an_event_larger_than_a_record_is_saved_in_pieces(settings):
+    topic, log = MemoryTopic(), Changelog(settings, "parse")
+    huge = bytes(range(256)) * (2 * CHUNK // 256 + 7)
+    sv = _save_raw(log, topic, "raw/4", b"h", fresh=[(0, huge), (1, b"small")])
+    assert all(len(v) <= CHUNK for _k, v, _n in sv.first)
+    assert [k for k, _v, _n in sv.first if b"@0." in k] == [b"raw/4@0.0", b"raw/4@0.1", b"raw/4@0.2"]
+    assert topic.changelog(settings, "parse").read("raw/4").items == {0: huge, 1: b"small"}
+    sv = _save_raw(log, topic, "raw/4", b"h", gone=[0])
+    sv = _save_raw(log, topic, "raw/4", b"h")                  # deletes every piece of event 0
+    assert {k for k, v, _n in sv.first if v is None} == {b"raw/4@0.0", b"raw/4@0.1", b"raw/4@0.2"}
+
+
+def test_a_stage_saves_each_held_event_once(settings):
+    """Through a real stage: a batch that holds its events writes them; the next batches
+    write only theirs, and the state read back holds every one of them."""
+    raw = raw_messages([SAMPLES], partitions=1)
+    stage, topic = ParseStage(settings), MemoryTopic()
+    log = topic.changelog(settings, "parse")
+    written = heads = 0
+    for b in range(0, len(raw), BATCH):
+        stage.process(raw[b:b + BATCH], 0.0)                   # the warm-up holds everything
+        heads += len(stage.snapshot("raw/0")) + 200            # the head, the manifest
+        written += save(stage, log, topic)
+    keys = [k for _o, k, v in topic.partition(0).records if k and b"@" in k and v is not None]
+    assert len(keys) == len(set(keys)) == len(stage.parts["raw/0"].held) > 50
+    events = sum(len(r) for _ts, _o, r in held(stage, "raw/0"))
+    assert written <= heads + events, (written, heads, events)  # no save rewrites what is held
+    assert moved(stage, settings, topic)
 
 
 def _stage_with_state(settings):
@@ -205,7 +319,6 @@ def _stage_with_state(settings):
 @pytest.mark.parametrize("foreign", ["other version", "other stage", "pickle", "garbage"])
 def test_foreign_state_is_refused_with_one_warning_and_the_partition_starts_fresh(
         foreign, settings, monkeypatch, caplog):
-    import pipeline.streaming.kafka_clients as kc
 
     stage, raw = _stage_with_state(settings)
     data = stage.snapshot("raw/2")
@@ -219,12 +332,17 @@ def test_foreign_state_is_refused_with_one_warning_and_the_partition_starts_fres
         data = pickle.dumps({"version": 1, "stage": "parse"})
     else:
         data = data[: len(data) // 2]
-    log = Changelog(settings, "parse")
-    monkeypatch.setattr(kc, "read_partition", lambda *_a, **_k: _replay(log.writes("raw/2", data)))
+    topic = MemoryTopic()
+    _save_raw(Changelog(settings, "parse"), topic, "raw/2", data, fresh=[(0, b"[1, [], []]")])
     fresh = ParseStage(settings)
+    log = topic.changelog(settings, "parse")
     with caplog.at_level(logging.WARNING, logger="osloscope.worker"):
-        assert restore_partition(fresh, Changelog(settings, "parse"), "raw/2", 0.0) is False
+        assert restore_partition(fresh, log, "raw/2", 0.0) is False
     [warning] = [r.getMessage() for r in caplog.records]
     assert "raw/2" in warning and "starts fresh" in warning
     fresh.process(raw, 0.0)            # all of raw/2 is processed again
     assert fresh.stats["records_in"] == len(raw)
+    # the refused state's events are deleted by the next save; the new ones never reuse their seqs
+    sv = log.writes("raw/2", fresh.snapshot("raw/2"), *fresh.held_changes("raw/2"))
+    assert [k for k, v, _n in sv.first if v is None] == [b"raw/2@0.0"]
+    assert b"raw/2@0.0" not in {k for k, v, _n in sv.first if v is not None}

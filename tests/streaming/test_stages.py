@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from changelog_support import move
 from support import (PROMPT_EVENT_TIME, FIXTURES, SAMPLES, analyze_paths, engine as support_engine,
                      events_topic, raw_messages)
 
@@ -61,9 +62,7 @@ def test_snapshot_restore_mid_stream_is_exact(settings):
     for cut in (1, len(msgs) // 3, len(msgs) // 2, len(msgs) - 2):
         p1 = ParseStage(settings)
         first = p1.process(msgs[:cut], 0.0)
-        p2 = ParseStage(settings)
-        for tp in p1.partitions():
-            p2.restore(tp, p1.snapshot(tp), 0.0)
+        p2 = move(p1, settings)
         # redelivery of already processed messages (offsets not yet committed) is skipped
         second = p2.process(msgs[max(0, cut - 10):], 0.0)
         second.extend(p2.tick(1e9))
@@ -84,8 +83,7 @@ def test_correlate_drops_duplicate_events_and_survives_restore(settings):
     ev = events_topic(out)
     c1 = CorrelateStage(settings)
     c1.process(ev[:40], 0.0)
-    c2 = CorrelateStage(settings)
-    c2.restore("events/0", c1.snapshot("events/0"), 0.0)
+    c2 = move(c1, settings)
     # the parse stage replayed a batch: same events again, at new offsets
     again = [RawMessage("events", 0, 1000 + i, m.key, m.value, m.headers) for i, m in enumerate(ev[30:40])]
     c2.process(again, 0.0)
