@@ -9,8 +9,11 @@ DESCRIPTION = """\
 Consume oslo.log lines from the raw Kafka topic, parse and fold them exactly as `osloscope
 analyze` does, run the detectors, publish events (keyed by request id), incidents and dead
 letters to Kafka and index events and incidents into Elasticsearch. Offsets are committed only
-after Kafka and Elasticsearch acknowledged the outputs; detector state is saved under
-worker.state_dir and survives a restart. Stop with Ctrl-C or SIGTERM."""
+after Kafka and Elasticsearch acknowledged the outputs, and after each stage's state (parsers,
+detectors, events held for their turn) was saved to its compacted changelog topic
+(<app_id>.state.parse / .correlate): a restart, or another worker taking the partitions over,
+goes on from there. worker.state_dir holds only faust's own files; while it cannot be created (a
+full disk) the worker says so and waits. Stop with Ctrl-C or SIGTERM."""
 
 EPILOG = """\
 Exit codes: 0 stopped by Ctrl-C or SIGTERM; 2 usage errors, invalid settings, or Kafka rejected

@@ -23,6 +23,12 @@ at once when the file was read to its end and has not been modified for
 that long (a replayed backlog, an archive). Within one poll, events are fed
 in timestamp order, so a replay of several files merges as in ``analyze``.
 
+Dead letters go to their file as they come. When it cannot be written (a
+full disk, ENOSPC) watch goes on: it says so once, naming the file and the
+error, keeps the letters in memory (up to ``MAX_HELD_BYTES``; beyond that
+they are counted as lost and said to be) and tries again every tick; once
+there is room every held letter is written, once and in order.
+
 ``index_sink``: an object with ``add(events, incidents)`` (called per batch:
 the parsed events and the incident documents that changed) and ``close()``;
 ``osloscope watch --elasticsearch`` plugs in
@@ -30,6 +36,7 @@ the parsed events and the incident documents that changed) and ``close()``;
 """
 from __future__ import annotations
 
+import errno
 import io
 import os
 import sys
@@ -37,6 +44,7 @@ import textwrap
 import threading
 import time
 from datetime import datetime, timezone
+from collections import deque
 from typing import Any, Callable, Iterable
 
 from pipeline import codec, signatures
@@ -47,6 +55,7 @@ from pipeline.parsing.parser import Parser
 from pipeline.sources.tail import Tailer, check_paths
 
 TICK = 1.0
+MAX_HELD_BYTES = 64 << 20      # dead letters kept in memory while their file cannot be written
 _NO_TS = float("-inf")
 
 
@@ -65,6 +74,72 @@ def _own_files(out, dead_letter: str | None) -> list[str]:
     if isinstance(name, str) and os.path.isfile(name):
         own.append(name)
     return own
+
+
+class HeldDeadLetters(DeadLetterFile):
+    """The dead-letter file of ``watch``: letters the file refuses (a full disk) are held,
+    in order, and written at the next ``retry`` that succeeds; ``lost``: letters dropped
+    because more than MAX_HELD_BYTES were held. Unbuffered writes: a letter cut short by
+    the disk is finished later, never written twice."""
+
+    def __init__(self, path: str | None, log: Callable[[str], None]) -> None:
+        super().__init__(path, flush=True)
+        self.log = log
+        self.held: deque[bytes] = deque()
+        self.held_bytes = 0
+        self._done = 0                # bytes of held[0] already in the file
+        self.failures = self.lost = 0
+        self._failing = False
+
+    def write(self, ev) -> None:
+        self.count += 1
+        if self.path == "-":
+            return
+        data = codec.dumps(codec.dead_letter(ev)) + b"\n"
+        if self.held_bytes + len(data) > MAX_HELD_BYTES:
+            if not self.lost:
+                self.log(f"warning: more than {MAX_HELD_BYTES >> 20} MiB of dead letters wait for "
+                         f"{self.path}: further ones are lost until it can be written again")
+            self.lost += 1
+            return
+        self.held.append(data)
+        self.held_bytes += len(data)
+        if not self._failing:
+            self.retry()
+
+    def retry(self) -> bool:
+        """Write the held letters; False if the file still refuses them."""
+        try:
+            if self._fh is None:
+                self._fh = open(self.path, "ab", buffering=0)
+            while self.held:
+                data = self.held[0]
+                self._done += self._fh.write(memoryview(data)[self._done:]) or 0
+                if self._done >= len(data):
+                    self.held.popleft()
+                    self.held_bytes -= len(data)
+                    self._done = 0
+                    self.written += 1
+        except OSError as exc:
+            self.failures += 1
+            if not self._failing:
+                self._failing = True
+                self.log(f"warning: cannot write dead letters to {self.path}: {exc.strerror or exc} "
+                         f"({errno.errorcode.get(exc.errno, exc.errno)}); watch goes on, keeps them in "
+                         f"memory and tries again every {TICK:g}s")
+            return False
+        if self._failing:
+            self._failing = False
+            self.log(f"dead letters written again to {self.path} (held ones included, "
+                     f"after {self.failures} failed attempt(s))")
+        return True
+
+    def close(self) -> None:
+        if self.held and not self.retry():
+            self.log(f"warning: {len(self.held)} dead letter(s) could not be written to {self.path}: lost")
+            self.lost += len(self.held)
+            self.held.clear()
+        super().close()
 
 
 class IncidentPrinter:
@@ -144,7 +219,7 @@ class Watcher:
                              exclude=_own_files(out, dead_letter))
         self.engine = signatures.engine("all", settings)
         self.printer = IncidentPrinter(out, fmt)
-        self.dead = DeadLetterFile(dead_letter, flush=True)
+        self.dead = HeldDeadLetters(dead_letter, log)
         self.sink = index_sink
         self.year = datetime.now(timezone.utc).year
         self.parsers: dict[str, Parser] = {}
@@ -154,6 +229,7 @@ class Watcher:
         self.wm_moved = clock()
         self.last_line = clock()
         self.last_tick = clock()
+        self.last_dead_try = clock()
         self.stats = {"lines": 0, "events": 0, "unparsed": 0, "incidents": 0, "updates": 0}
 
     def _written_out(self, tf, wall: float) -> bool:
@@ -225,6 +301,9 @@ class Watcher:
                 del self.active[key]
         if events:
             self._process(events, docs, now)
+        if self.dead.held and now - self.last_dead_try >= self.tick:
+            self.last_dead_try = now
+            self.dead.retry()
         if not lines and now - self.last_line >= self.tick and now - self.last_tick >= self.tick \
                 and self.event_wm is not None:
             self.last_tick = now
@@ -269,7 +348,8 @@ def watch(paths: Iterable[str], settings, *, out, stop_event: threading.Event, f
     """Watch ``paths`` until ``stop_event``; incidents go to ``out`` (a text or
     binary stream). ``ready`` is set once the files present at start-up have
     been opened (lines appended after that are seen). Returns counters:
-    lines, events, unparsed, incidents (distinct), updates (printed), dead_letters.
+    lines, events, unparsed, incidents (distinct), updates (printed), dead_letters,
+    dead_letters_lost (not written: the file refused them until the end).
 
     ``index_sink`` (hook for Elasticsearch indexing, None here): ``.add(events,
     incidents)`` per batch, ``.close()`` at the end."""
@@ -290,7 +370,7 @@ def watch(paths: Iterable[str], settings, *, out, stop_event: threading.Event, f
                 stop_event.wait(w.poll_interval)
     finally:
         w.close()
-    return dict(w.stats, dead_letters=w.dead.count)
+    return dict(w.stats, dead_letters=w.dead.count, dead_letters_lost=w.dead.lost)
 
 
 if __name__ == "__main__":          # python -m pipeline.local.watch PATH... (same as osloscope watch)

@@ -149,7 +149,9 @@ class CheckpointError(Exception):
 class Checkpoints:
     """Positions in ``<directory>/checkpoints.json``, written atomically
     (temporary file, fsync, rename, fsync of the directory). ``lock()``
-    keeps a second process off the same directory."""
+    keeps a second process off the same directory. A save that fails (a
+    full disk: OSError ENOSPC) removes its temporary file, leaves the last
+    saved file as it was and raises; the next ``save`` writes again."""
 
     FILENAME = "checkpoints.json"
 
@@ -172,6 +174,9 @@ class Checkpoints:
             raise CheckpointError(f"{self.directory}: checkpoint directory in use by another "
                                   "process (one shipper per checkpoint directory)") from None
         self._lock_fh = fh
+        for name in os.listdir(self.directory):   # a crashed save's temporary file holds space
+            if name.startswith(self.FILENAME + ".tmp."):
+                _unlink(os.path.join(self.directory, name))
 
     def load(self) -> dict[str, Position]:
         try:
@@ -212,11 +217,16 @@ class Checkpoints:
         body = orjson.dumps({"version": 1, "files": [p.to_json() for p in self.positions.values()]},
                             option=orjson.OPT_INDENT_2)
         tmp = f"{self.path}.tmp.{os.getpid()}"
-        with open(tmp, "wb") as fh:
-            fh.write(body)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self.path)
+        try:
+            with open(tmp, "wb") as fh:
+                fh.write(body)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, self.path)
+        except BaseException:
+            # a full disk: the part written would hold space the next save needs
+            _unlink(tmp)
+            raise
         dfd = os.open(self.directory, os.O_RDONLY)
         try:
             os.fsync(dfd)
@@ -229,6 +239,13 @@ class Checkpoints:
         if self._lock_fh is not None:
             self._lock_fh.close()
             self._lock_fh = None
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
 
 
 def _same_place(a: Position, b: Position) -> bool:

@@ -25,6 +25,12 @@ Delivery: at least once, never a silent loss.
 * A file's checkpoint (``shipper.checkpoint_dir``, see ``tail.Checkpoints``)
   moves past a line only when Kafka has acknowledged that line and every
   earlier line of the file; checkpoints are written every second and at exit.
+* A checkpoint write that fails (a full disk, ENOSPC) does not stop the
+  shipper: it says so once, naming the file and the error (again every
+  minute while it lasts), counts it in its progress line, ships on and
+  writes again every second; "checkpoints saved again" says when it
+  succeeds. Until then a restart resends what was shipped since the last
+  checkpoint written: at least once, never lost.
 * A restart resumes every file from its checkpoint. After SIGINT/SIGTERM the
   shipper flushes, waits for the acknowledgements (up to 30 s) and writes the
   checkpoints: a restart sends nothing twice. After a crash or SIGKILL the
@@ -40,6 +46,7 @@ once everything is acknowledged.
 """
 from __future__ import annotations
 
+import errno
 import socket
 import sys
 import threading
@@ -56,6 +63,7 @@ DELIVERY_TIMEOUT_MS = 86_400_000
 CHECKPOINT_INTERVAL = 1.0
 STOP_FLUSH_TIMEOUT = 30.0
 STALL_WARNING = 10.0             # seconds without acknowledgements before saying so
+SAVE_FAILING_REMINDER = 60.0     # while checkpoints cannot be written, say so again this often
 
 
 class Rejected(Exception):
@@ -125,6 +133,43 @@ def _connect(settings, stop: threading.Event, log: Callable[[str], None]):
     return None
 
 
+class _CheckpointWriter:
+    """Writes the checkpoints; a write that fails (OSError: a full disk) is said once per
+    outage with the file and the errno (and every SAVE_FAILING_REMINDER seconds while it
+    lasts), counted in ``failures`` and tried again at the next write."""
+
+    def __init__(self, store: Checkpoints, log: Callable[[str], None]) -> None:
+        self.store, self.log = store, log
+        self.failures = 0                 # writes that failed (the progress line counts them)
+        self._failing = 0                 # failed writes since the last one that succeeded
+        self._told = 0.0
+
+    def save(self, keep: Iterable[str] = ()) -> bool:
+        try:
+            written = self.store.save(keep=keep)
+        except OSError as exc:
+            self.failures += 1
+            self._failing += 1
+            now = time.monotonic()
+            if self._failing == 1 or now - self._told >= SAVE_FAILING_REMINDER:
+                self._told = now
+                code = errno.errorcode.get(exc.errno, exc.errno)
+                again = "" if self._failing == 1 else f"still, after {self._failing} attempts: "
+                self.log(f"warning: {again}cannot write checkpoints to {self.store.path}: "
+                         f"{exc.strerror or exc} ({code}); shipping goes on and the write is retried "
+                         f"every {CHECKPOINT_INTERVAL:g}s (until it succeeds, a restart sends again "
+                         "what was shipped since the last checkpoint written)")
+            return False
+        if self._failing:
+            self.log(f"checkpoints saved again to {self.store.path} after {self._failing} failed attempt(s)")
+            self._failing = 0
+        return written
+
+    @property
+    def failing(self) -> bool:
+        return self._failing > 0
+
+
 def _headers(line: Line) -> list[tuple[str, bytes]]:
     src = line.file.source
     return [("host", (src.host or "").encode("utf-8", "surrogateescape")),
@@ -137,8 +182,10 @@ def _headers(line: Line) -> list[tuple[str, bytes]]:
 
 class _Shipper:
     def __init__(self, settings, producer, tailer: Tailer, store: Checkpoints, stop: threading.Event,
-                 log: Callable[[str], None], stats_interval: float) -> None:
+                 log: Callable[[str], None], stats_interval: float,
+                 writer: _CheckpointWriter | None = None) -> None:
         self.settings, self.producer, self.tailer, self.store = settings, producer, tailer, store
+        self.writer = writer or _CheckpointWriter(store, log)
         self.topic = settings.topics.raw
         self.stop, self.log, self.stats_interval = stop, log, stats_interval
         self.pending: dict[tuple[int, int], tuple[TailFile, deque]] = {}
@@ -240,12 +287,13 @@ class _Shipper:
                 positions[pos.key] = pos
         self.store.update(positions.values())
         keep = [f"{d}:{i}" for d, i in list(self.tailer.files) + list(self.pending)]
-        return self.store.save(keep=keep)
+        return self.writer.save(keep=keep)
 
     def stats(self, elapsed: float, rate_lines: int) -> str:
         rate = rate_lines / elapsed if elapsed > 0 else 0.0
+        failed = f", {self.writer.failures} checkpoint save(s) failed" if self.writer.failures else ""
         return (f"{self.sent} lines ({self.bytes / 1e6:.1f} MB) from {self.tailer.opened} file(s), "
-                f"{self.acked} acknowledged, {self.waiting()} waiting, {rate:.0f} lines/s")
+                f"{self.acked} acknowledged, {self.waiting()} waiting, {rate:.0f} lines/s{failed}")
 
     def check_stall(self, now: float) -> None:
         waiting = self.waiting()
@@ -284,7 +332,8 @@ def ship(paths: Iterable[str], settings, *, from_start: bool = False, once: bool
     """Ship ``paths`` into ``settings.topics.raw`` until ``stop_event`` (or, with
     ``once``, until everything present is acknowledged). Returns counters:
     ``lines`` (sent), ``bytes``, ``acked``, ``files``, ``seconds``, ``error``
-    (None, or the message of a permanent failure). Raises PathError for bad
+    (None, or the message of a permanent failure), ``checkpoint_failures``
+    (checkpoint writes that failed, e.g. on a full disk). Raises PathError for bad
     PATHs, CheckpointError for an unusable checkpoint directory and
     KafkaAccessError when Kafka rejects the settings (authentication, TLS,
     security protocol), after writing the checkpoints."""
@@ -299,7 +348,9 @@ def ship(paths: Iterable[str], settings, *, from_start: bool = False, once: bool
     store = Checkpoints(sh.checkpoint_dir)
     store.lock()
     started = time.monotonic()
-    result = {"lines": 0, "bytes": 0, "acked": 0, "files": 0, "seconds": 0.0, "error": None}
+    result = {"lines": 0, "bytes": 0, "acked": 0, "files": 0, "seconds": 0.0, "error": None,
+              "checkpoint_failures": 0}
+    writer = _CheckpointWriter(store, log)
     try:
         tailer = Tailer(paths, host=fixed_host, layout_hosts=layout_hosts, default_host=default_host,
                         checkpoints=store.load(), from_start=from_start, once=once,
@@ -308,7 +359,7 @@ def ship(paths: Iterable[str], settings, *, from_start: bool = False, once: bool
                         exclude=[sh.checkpoint_dir])
         tailer.start()                    # "from now on" means now, even if Kafka is away
         store.update(tailer.positions())
-        store.save()
+        writer.save()
         try:
             producer = _connect(settings, stop, log)
         except BaseException:
@@ -316,8 +367,9 @@ def ship(paths: Iterable[str], settings, *, from_start: bool = False, once: bool
             raise
         if producer is None:
             tailer.close()
+            result["checkpoint_failures"] = writer.failures
             return result
-        s = _Shipper(settings, producer, tailer, store, stop, log, stats_interval)
+        s = _Shipper(settings, producer, tailer, store, stop, log, stats_interval, writer)
         fatal = None
         try:
             _run(s, tailer, stop, once, sh.poll_interval)
@@ -344,10 +396,12 @@ def ship(paths: Iterable[str], settings, *, from_start: bool = False, once: bool
             tailer.close()
             elapsed = time.monotonic() - started
             result.update(lines=s.sent, bytes=s.bytes, acked=s.acked, files=tailer.opened,
-                          seconds=round(elapsed, 3))
+                          seconds=round(elapsed, 3), checkpoint_failures=writer.failures)
             left = s.waiting()
             log("done: " + s.stats(elapsed, s.sent)
-                + (f"; {left} line(s) not acknowledged will be sent again at the next start" if left else ""))
+                + (f"; {left} line(s) not acknowledged will be sent again at the next start" if left else "")
+                + (f"; the checkpoints could not be written to {store.path}: the next start sends again "
+                   "what was shipped since the last checkpoint written" if writer.failing else ""))
         if fatal is not None:
             raise fatal
     finally:
