@@ -20,11 +20,19 @@ Offsets are committed only after a batch's incidents are in the state, so a cras
 documents whose effect is already stored (and a stored version makes handling them again a
 no-op). Records that are not incident documents are logged and skipped. This loop passes the wall
 clock to the notifier.
+
+A ``notify.state_dir`` that cannot be written (a full disk) is waited for, not exited on: a
+restart would not help, and a crash loop under a supervisor only adds noise. At start nothing is
+read until the notifier's file can be created; later a failed write counts like a failed state
+topic write (the topic may then hold a transaction the file could not commit): the notifier
+stops acting, commits no offset and sends nothing, logs an error every RETRY_ACTIVATION seconds,
+and takes over again from the state topic once the write succeeds, without a restart.
 """
 from __future__ import annotations
 
 import logging
 import signal
+import sqlite3
 import threading
 import time
 
@@ -36,6 +44,14 @@ from pipeline.streaming import kafka_clients, notify_state
 log = logging.getLogger("osloscope.notify")
 
 RETRY_ACTIVATION = 5.0                  # seconds between attempts to take over after a failure
+
+
+class LocalStateError(Exception):
+    """The notifier's file in ``notify.state_dir`` cannot be written (a full disk, mostly)."""
+
+    def __init__(self, where, exc: Exception) -> None:
+        super().__init__(f"cannot write the notifier state in {where} ({exc}): nothing is "
+                         f"acknowledged or sent until it can")
 
 
 class Role:
@@ -97,7 +113,9 @@ class Role:
                 self.notifier.restore(records)
             else:                               # a new state topic: it starts from the local file
                 self.state.write(self.notifier.state_records())
-        except (notify_state.StateLogError, kafka_clients.KafkaError) as exc:
+        except (notify_state.StateLogError, kafka_clients.KafkaError, sqlite3.OperationalError) as exc:
+            if isinstance(exc, sqlite3.OperationalError):       # restoring into a full state_dir
+                exc = LocalStateError(self.notifier.dir, exc)
             self.retry_at = time.monotonic() + RETRY_ACTIVATION
             log.error("notify: cannot take over the notifier state (retrying in %.0f s): %s",
                       RETRY_ACTIVATION, exc)
@@ -142,16 +160,18 @@ class Role:
 def run(settings, *, stop=None, stats_interval: float = 60.0) -> int:
     """Consume the incidents topic until SIGTERM/SIGINT (or ``stop.set()``), notifying receivers
     while this notifier is the active one of its group."""
-    notifier = Notifier.from_settings(settings)
+    stop = stop or threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop.set())
+    notifier = _open_notifier(settings, stop)
+    if notifier is None:
+        return 0                            # stopped while waiting for a writable state_dir
     group_id = f"{settings.worker.app_id}-notify"
     session = int(settings.worker.session_timeout * 1000)
     state = notify_state.StateLog(settings)
     role = Role(notifier, state)
     consumer = None
-    stop = stop or threading.Event()
-    if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: stop.set())
     seen = skipped = 0
     last_stats = time.monotonic()
     try:
@@ -201,9 +221,24 @@ def run(settings, *, stop=None, stats_interval: float = 60.0) -> int:
                     notifier.tick(time.time())
             except notify_state.StateLogError as exc:
                 role.failed(exc)
+            except sqlite3.OperationalError as exc:     # the file lags the state topic now
+                role.failed(LocalStateError(notifier.dir, exc))
     finally:
         if consumer is not None:
             consumer.close(autocommit=False)          # leaves the group: a standby takes over now
         state.close()
         notifier.close()
     return 0
+
+
+def _open_notifier(settings, stop: threading.Event) -> Notifier | None:
+    """The notifier, once its file in ``notify.state_dir`` can be created (None: stopped first);
+    until then nothing is read from the incidents topic, so nothing is acknowledged."""
+    while True:
+        try:
+            return Notifier.from_settings(settings)
+        except sqlite3.OperationalError as exc:
+            log.error("notify: %s; retrying in %.0f s",
+                      LocalStateError(settings.notify.state_dir, exc), RETRY_ACTIVATION)
+        if stop.wait(RETRY_ACTIVATION):
+            return None

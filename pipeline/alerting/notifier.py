@@ -112,7 +112,11 @@ class Notifier:
         except BlockingIOError:
             self._lock.close()
             raise NotifierBusy(f"{self.dir}: another osloscope notify uses this state_dir") from None
-        self.store = Store(self.dir / DB_NAME)
+        try:
+            self.store = Store(self.dir / DB_NAME)
+        except BaseException:                   # (a full disk) the lock goes: a retry can take it
+            self._lock.close()
+            raise
         self.silences = store_for(self.dir)
         self.rng = rng or random.Random()
         self.backoff = {name: delivery.Backoff() for name in self.receivers}
@@ -120,7 +124,11 @@ class Notifier:
         self._last_prune = float("-inf")
         self.groups: dict[tuple[str, str], Group] = {}
         self.where: dict[tuple[str, str], str] = {}                # (receiver, incident) -> group key
-        self._load()
+        try:
+            self._load()
+        except BaseException:
+            self.close()
+            raise
 
     @classmethod
     def from_settings(cls, settings, **kw) -> "Notifier":

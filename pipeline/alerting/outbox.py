@@ -74,19 +74,26 @@ class Store:
         self.path = path
         self.journal: Journal | None = None
         self.db = sqlite3.connect(path, isolation_level=None)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=FULL")
-        self.db.executescript(SCHEMA)
+        try:
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=FULL")
+            self.db.executescript(SCHEMA)
+        except BaseException:                   # a full disk: the caller may try again later
+            self.db.close()
+            raise
 
     @contextmanager
     def tx(self) -> Iterator[sqlite3.Connection]:
         self.db.execute("BEGIN IMMEDIATE")
         try:
             yield self.db
+            self.db.execute("COMMIT")
         except BaseException:
-            self.db.execute("ROLLBACK")
+            # a failed COMMIT (disk full) may leave the transaction open, and SQLite may already
+            # have rolled it back: either way the next transaction must find none
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK")
             raise
-        self.db.execute("COMMIT")
 
     # reading at start -------------------------------------------------------------------------
 

@@ -33,7 +33,8 @@ Exit codes: 0 stopped by Ctrl-C or SIGTERM; 2 usage errors, invalid settings, no
 another notifier already uses notify.state_dir, or Kafka rejected the settings (authentication,
 TLS, security protocol: named at start); 1 any other failure (for instance no Kafka broker
 reachable at start), with a traceback. A standby, or an active notifier that cannot write its
-state (broker gone, fenced by another notifier), keeps running and logs what it waits for."""
+state (broker gone, fenced by another notifier, notify.state_dir on a full disk), keeps running
+and logs what it waits for."""
 
 
 def register(subparsers) -> None:

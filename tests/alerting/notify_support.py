@@ -23,22 +23,43 @@ T0 = 1_700_000_000.0                  # the fake clock starts here (2023-11-14)
 # --- a real webhook receiver ---------------------------------------------------------------------
 
 class Hook:
-    """An HTTP server recording every POST; answers with the scripted statuses, then 200."""
+    """An HTTP server recording every POST; answers with the scripted statuses, then 200.
 
-    def __init__(self, statuses=(), port: int = 0, delay: float = 0.0, headers=None, tls=None) -> None:
+    The one webhook receiver of the notifier's tests (these unit tests and the integration
+    tests of ``osloscope notify``). Each request is recorded on arrival as a dict: ``path``,
+    ``headers``, ``body``, ``status`` (None until answered), ``at`` (time.monotonic()) and
+    ``held``. ``statuses`` (or :meth:`fail` later) script the answers, ``delay`` slows every
+    answer, ``headers`` are added to every answer. :meth:`hold` keeps the requests that arrive
+    from then on unanswered until :meth:`release`, so that a test can kill a notifier while its
+    POST is in flight; a held request never counts as delivered (its client may be gone when it
+    is answered).
+    """
+
+    def __init__(self, statuses=(), port: int = 0, delay: float = 0.0, headers=None, tls=None,
+                 path: str = "/hook") -> None:
         self.requests: list[dict] = []
         self.script = list(statuses)
-        self.delay, self.extra = delay, headers or {}
+        self.delay, self.extra, self.path = delay, headers or {}, path
+        self.lock = threading.Lock()
+        self.open_gate = threading.Event()          # cleared while requests are held
+        self.open_gate.set()
         hook = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                status = hook.script.pop(0) if hook.script else 200
-                hook.requests.append({"path": self.path, "headers": dict(self.headers),
-                                      "body": body, "status": status})
+                with hook.lock:
+                    held = not hook.open_gate.is_set()
+                    rec = {"path": self.path, "headers": dict(self.headers), "body": body,
+                           "status": None, "at": time.monotonic(), "held": held}
+                    hook.requests.append(rec)
+                if held:
+                    hook.open_gate.wait()
+                with hook.lock:
+                    status = hook.script.pop(0) if hook.script else 200
                 if hook.delay:
                     time.sleep(hook.delay)
+                rec["status"] = status
                 self.send_response(status)
                 for k, v in hook.extra.items():
                     self.send_header(k, v)
@@ -49,8 +70,13 @@ class Hook:
             def log_message(self, *a):
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-        self.server.daemon_threads = True
+        class Server(ThreadingHTTPServer):
+            daemon_threads = True
+
+            def handle_error(self, request, client_address):
+                pass                    # a client killed mid-request: nothing to report
+
+        self.server = Server(("127.0.0.1", port), Handler)
         self.scheme = "http"
         if tls:                                             # (certfile, keyfile)
             ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -63,16 +89,35 @@ class Hook:
 
     @property
     def url(self) -> str:
-        return f"{self.scheme}://127.0.0.1:{self.port}/hook"
+        return f"{self.scheme}://127.0.0.1:{self.port}{self.path}"
+
+    def snapshot(self) -> list[dict]:
+        """The requests so far (a copy: the server threads append to the list)."""
+        with self.lock:
+            return list(self.requests)
 
     @property
     def delivered(self) -> list[dict]:
-        return [r for r in self.requests if 200 <= r["status"] < 300]
+        """The requests answered 2xx (held ones excepted)."""
+        return [r for r in self.snapshot() if not r["held"] and r["status"] and 200 <= r["status"] < 300]
 
-    def json(self, i: int = -1) -> dict:
-        return json.loads(self.requests[i]["body"])
+    def json(self, i: int = -1):
+        return json.loads(self.snapshot()[i]["body"])
+
+    def fail(self, *statuses: int) -> None:
+        """Answer the next requests with ``statuses`` (then 200 again)."""
+        with self.lock:
+            self.script.extend(statuses)
+
+    def hold(self) -> None:
+        """From now on, leave requests unanswered until :meth:`release`."""
+        self.open_gate.clear()
+
+    def release(self) -> None:
+        self.open_gate.set()
 
     def close(self) -> None:
+        self.release()
         self.server.shutdown()
         self.server.server_close()
 

@@ -17,14 +17,11 @@ import hashlib
 import json
 import os
 import shutil
-import socket
 import subprocess
-import threading
 import time
 import urllib.request
 import uuid
 from datetime import datetime, timedelta, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -34,6 +31,7 @@ pytest.importorskip("kafka")
 from kafka import KafkaAdminClient, KafkaProducer  # noqa: E402
 from kafka.admin import NewTopic  # noqa: E402
 
+from alerting.notify_support import Hook, free_port  # noqa: E402  (tests/ is on sys.path)
 from processes import OSLOSCOPE, Process, wait_for  # noqa: E402
 
 pytestmark = pytest.mark.integration
@@ -102,40 +100,10 @@ def alertmanager_binary() -> str:
     return binary
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Hook:
-    """Alertmanager's webhook receiver: records the notifications Alertmanager sends."""
-
-    def __init__(self) -> None:
-        self.bodies: list[dict] = []
-        hook = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                hook.bodies.append(json.loads(body))
-                self.send_response(200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *a):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/alertmanager-webhook"
-        threading.Thread(target=self.server.serve_forever, args=(0.1,), daemon=True).start()
-
-    def alerts(self, status: str) -> list[dict]:
-        return [a for b in self.bodies for a in b["alerts"] if a["status"] == status]
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+def routed(hook: Hook, status: str | None = None) -> list[dict]:
+    """The alerts of the notifications Alertmanager sent its webhook receiver (``hook``)."""
+    return [a for r in hook.snapshot() for a in json.loads(r["body"])["alerts"]
+            if status is None or a["status"] == status]
 
 
 class Alertmanager:
@@ -195,7 +163,7 @@ receivers:
 
 @pytest.fixture
 def alertmanager(alertmanager_binary, tmp_path):
-    hook = Hook()
+    hook = Hook(path="/alertmanager-webhook")      # Alertmanager's webhook receiver
     am = Alertmanager(alertmanager_binary, tmp_path / "alertmanager", hook.url)
     try:
         am.start()
@@ -300,12 +268,12 @@ resend_interval = {RESEND_INTERVAL}
         assert abs(_parse(a["startsAt"]) - _parse(disk["first_seen"])) < timedelta(milliseconds=1)
         assert both[auth["id"]]["labels"]["alertname"] == "osloscope_auth_failure"
         # ... and routed by Alertmanager to its own receiver
-        wait_for(lambda: {x["labels"]["incident_id"] for x in hook.alerts("firing")} >= {disk["id"]},
+        wait_for(lambda: {x["labels"]["incident_id"] for x in routed(hook, "firing")} >= {disk["id"]},
                  30, "Alertmanager's webhook notified of the firing alert", notify, am.proc)
         first_ends = _parse(a["endsAt"])
 
         # 2. a silence made through Alertmanager's API suppresses the auth_failure alert
-        about_auth = lambda: [y for x in hook.bodies for y in x["alerts"]     # noqa: E731
+        about_auth = lambda: [y for y in routed(hook)                         # noqa: E731
                               if y["labels"]["incident_id"] == auth["id"]]
         start = datetime.now(timezone.utc)
         silence = am.api("silences", {
@@ -334,7 +302,7 @@ resend_interval = {RESEND_INTERVAL}
         produce(bootstrap, incidents_topic, [done])
         wait_for(lambda: disk["id"] not in am.alerts(), 30,
                  "the resolved alert gone from GET /api/v2/alerts", notify, am.proc)
-        resolved = wait_for(lambda: [x for x in hook.alerts("resolved")
+        resolved = wait_for(lambda: [x for x in routed(hook, "resolved")
                                      if x["labels"]["incident_id"] == disk["id"]],
                             30, "Alertmanager's webhook notified of the resolve", notify, am.proc)
         assert abs(_parse(resolved[0]["endsAt"]) - _parse(done["last_seen"])) < timedelta(milliseconds=1)

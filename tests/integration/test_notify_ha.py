@@ -14,7 +14,6 @@ import json
 import os
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -22,6 +21,7 @@ pytest.importorskip("kafka")
 
 from kafka import KafkaProducer  # noqa: E402
 
+from alerting.notify_support import Hook  # noqa: E402  (tests/ is on sys.path)
 from processes import OSLOSCOPE, Process  # noqa: E402
 from test_notify_kafka import make_topic  # noqa: E402
 
@@ -35,41 +35,6 @@ GROUP_WAIT = 1.5
 # their firing notification
 RESOLVE_AFTER = {0: 0.6, 1: 4.0}
 RECEIVER_DELAY = 0.1        # the receiver answers slowly: notifications wait in the outbox
-
-
-class Receiver:
-    """Records every POST: (monotonic time, Idempotency-Key, body)."""
-
-    def __init__(self) -> None:
-        self.requests: list[tuple[float, str, bytes]] = []
-        self.lock = threading.Lock()
-        me = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                with me.lock:
-                    me.requests.append((time.monotonic(), self.headers["Idempotency-Key"], body))
-                time.sleep(RECEIVER_DELAY)
-                self.send_response(200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *a):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
-
-    def snapshot(self) -> list[tuple[float, str, bytes]]:
-        with self.lock:
-            return list(self.requests)
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 def incident(n: int, status: str) -> dict:
@@ -117,7 +82,7 @@ def incidents_topic_3(services_up, names):
 def test_two_notifiers_one_killed_mid_stream_every_incident_once(
         services_up, names, settings_env, incidents_topic_3, tmp_path):
     t_start = time.monotonic()
-    hook = Receiver()
+    hook = Hook(delay=RECEIVER_DELAY)
     cfg = tmp_path / "osloscope.toml"
     cfg.write_text(f"""
 [notify]
@@ -167,7 +132,7 @@ style = "json"
         resolved_ids = {incident(n, "resolved")["id"] for n in range(INCIDENTS)}
 
         def notified_resolved() -> set:
-            return {d["id"] for _t, _k, body in hook.snapshot() for d in json.loads(body)["incidents"]
+            return {d["id"] for r in hook.snapshot() for d in json.loads(r["body"])["incidents"]
                     if d["status"] == "resolved"}
 
         wait("every incident notified as resolved", lambda: notified_resolved() >= resolved_ids,
@@ -185,7 +150,7 @@ style = "json"
         hook.close()
     assert rcs == {"notify-a": 0, "notify-b": 0}, a.tail() + b.tail()
 
-    requests = hook.snapshot()
+    requests = [(r["at"], r["headers"]["Idempotency-Key"], r["body"]) for r in hook.snapshot()]
     bodies: dict[str, bytes] = {}
     for _t, key, body in requests:
         assert bodies.setdefault(key, body) == body, f"Idempotency-Key {key} reused for another body"

@@ -14,10 +14,7 @@ import hashlib
 import hmac
 import json
 import os
-import subprocess
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -28,43 +25,9 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
-from processes import OSLOSCOPE, Process  # noqa: E402
+from alerting.notify_support import Hook  # noqa: E402  (tests/ is on sys.path)
+from processes import OSLOSCOPE, Process, wait_for  # noqa: E402
 SECRET = "it-shared-secret"
-
-
-class Hook:
-    def __init__(self) -> None:
-        self.requests: list[dict] = []
-        hook = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                hook.requests.append({"headers": dict(self.headers), "body": body})
-                self.send_response(200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *a):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/alerts"
-        threading.Thread(target=self.server.serve_forever, args=(0.1,), daemon=True).start()
-
-    def wait(self, n: int, timeout: float, proc: subprocess.Popen, log: Path) -> None:
-        deadline = time.monotonic() + timeout
-        while len(self.requests) < n:
-            if proc.poll() is not None:
-                pytest.fail(f"osloscope notify exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-            if time.monotonic() > deadline:
-                pytest.fail(f"{len(self.requests)} of {n} notification(s) after {timeout} s:\n"
-                            f"{log.read_text()[-3000:]}")
-            time.sleep(0.1)
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 def doc(n: int, status: str = "open", host: str = "compute-2") -> dict:
@@ -159,7 +122,7 @@ types = ["disk_full"]
     log = tmp_path / "notify.log"
     notify = Notify(cfg, env, log)
     try:
-        hook.wait(1, 60, notify.proc, log)
+        wait_for(lambda: len(hook.delivered) >= 1, 60, "the first notification", notify, every=0.1)
         first = hook.requests[0]
         ts, sig = first["headers"]["X-Osloscope-Timestamp"], first["headers"]["X-Osloscope-Signature"]
         mac = hmac.new(SECRET.encode(), ts.encode() + b"." + first["body"], hashlib.sha256).hexdigest()
@@ -171,7 +134,7 @@ types = ["disk_full"]
         assert sorted(a["labels"]["incident_id"] for a in body["alerts"]) == sorted(d["id"] for d in opened)
 
         produce(bootstrap, incidents_topic, [doc(1, "resolved"), doc(2, "resolved")])
-        hook.wait(2, 60, notify.proc, log)
+        wait_for(lambda: len(hook.delivered) >= 2, 60, "the resolve", notify, every=0.1)
         body = json.loads(hook.requests[1]["body"])
         assert body["status"] == "resolved" and len(body["alerts"]) == 2
         deadline = time.monotonic() + 30
