@@ -326,7 +326,7 @@ def restore_partition(stage, changelog: Changelog, tp: str, now: float) -> bool:
                     "refused" if isinstance(exc, StateRefused) else "unusable", changelog.topic, why)
         changelog.abandon(tp)
         stage.drop(tp)
-        stage.partition(tp).held.next_seq = data.next_seq     # new events never reuse a number
+        stage.partition(tp).journal.next_seq = data.next_seq     # new records never reuse a number
         return False
     log.info("%s: state of %s restored from %s (offset %s, %d bytes, %d held events)", stage.name, tp,
              changelog.topic, stage.offsets.get(tp), len(data.head) + sum(map(len, data.items.values())),

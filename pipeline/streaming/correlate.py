@@ -24,9 +24,9 @@ stage drop the second copy, so detector counts stay exact.
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
 
 from pipeline import codec, signatures
+from pipeline.streaming.journal import Seen, SeenWindow
 from pipeline.streaming.stage import (FLEET_HEADER, MARKER_HEADER, UPSTREAM_HEADER, Output, PartitionState,
                                       RawMessage, Stage, fleet_key_of, partition_of, read_marker)
 
@@ -49,17 +49,11 @@ class CorrelatePartition(PartitionState):
 
     def __init__(self, engine, config, seen_max: int) -> None:
         super().__init__(engine, config, slack=0.0, backfill=False, silent_timeout=config.upstream_timeout)
-        self.seen: OrderedDict[str, None] = OrderedDict()
-        self.seen_max = seen_max
+        self.seen = SeenWindow(seen_max, self.journal)
 
     def is_new(self, eid: str) -> bool:
         """False for an event already seen; remembers ``eid`` otherwise."""
-        if eid in self.seen:
-            return False
-        self.seen[eid] = None
-        if len(self.seen) > self.seen_max:
-            self.seen.popitem(last=False)
-        return True
+        return self.seen.is_new(eid)
 
     def item_state(self, item) -> list:
         if isinstance(item, Routed):
@@ -70,12 +64,25 @@ class CorrelatePartition(PartitionState):
         ev = codec.event_from_doc({**state[0], "_ts": state[1]})
         return Routed(ev, state[2], state[3]) if len(state) > 2 else ev
 
-    def to_state(self) -> dict:
-        return {**super().to_state(), "seen": list(self.seen)}
+    def before_save(self) -> None:
+        self.seen.seal()
 
-    def restore(self, state: dict, now: float, held: dict[int, bytes], next_seq: int = 0) -> None:
-        super().restore(state, now, held, next_seq)
-        self.seen = OrderedDict.fromkeys(state["seen"][-self.seen_max:])
+    def record(self, obj) -> bytes:
+        if isinstance(obj, Seen):
+            return codec.dumps({"seen": obj})
+        return super().record(obj)
+
+    def restore_record(self, seq: int, doc) -> None:
+        if isinstance(doc, dict):
+            self._segments.append((seq, doc["seen"]))
+        else:
+            super().restore_record(seq, doc)
+
+    def restore(self, state: dict, now: float, records: dict[int, bytes], next_seq: int = 0) -> None:
+        self._segments: list = []
+        super().restore(state, now, records, next_seq)
+        self.seen.restore(self._segments)
+        del self._segments
 
 
 class CorrelateStage(Stage):

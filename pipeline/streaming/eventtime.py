@@ -55,6 +55,8 @@ detectors off): it is passed on at once and counted.
 from __future__ import annotations
 
 import heapq
+
+from pipeline.streaming.journal import Journal
 from dataclasses import dataclass
 
 INF = float("inf")
@@ -170,33 +172,25 @@ class Reorder:
     the tie-break (file, host); ``release(frontier)`` returns the items due,
     in order. ``stats``: late, late_max_seconds, future, forced.
 
-    Every item held gets a sequence number of its own (kept across restores),
-    and the buffer keeps a journal of what changed since the state was last
-    saved: ``changes()`` gives the items held since (``fresh``) and the numbers
-    of the saved items released since (``gone``), ``saved()`` clears it. The
-    worker writes each held item to the changelog once and deletes it once
-    (pipeline/streaming/changelog.py): a save costs what changed, not what is held.
+    Every item held is a record of the partition's journal (journal.py): the
+    worker writes it to the changelog once, at the first save while it is held,
+    and deletes it once after it is released; a save costs what changed, not
+    what is held.
     """
 
-    def __init__(self, config: EventTimeConfig) -> None:
+    def __init__(self, config: EventTimeConfig, journal: Journal | None = None) -> None:
         self.config = config
+        self.journal = journal or Journal()
         self.heap: list = []                       # (ts, order, seq, item)
-        self.next_seq = 0
         self.released = -INF                       # highest frontier released so far
         self.stats = {"late": 0, "late_max_seconds": 0.0, "future": 0, "forced": 0}
-        self.fresh: dict[int, tuple] = {}          # seq -> (ts, order, item): held, not saved yet
-        self.logged: set[int] = set()              # seqs held and saved
-        self.gone: list[int] = []                  # seqs saved, released since
 
     def __len__(self) -> int:
         return len(self.heap)
 
     def _out(self, entry: tuple):
-        """``entry`` leaves the buffer: the journal forgets or deletes it; its item."""
-        seq = entry[2]
-        if self.fresh.pop(seq, None) is None and seq in self.logged:
-            self.logged.discard(seq)
-            self.gone.append(seq)
+        """``entry`` leaves the buffer (and the journal); its item."""
+        self.journal.drop(entry[2])
         return entry[3]
 
     def push(self, ts: float | None, order: tuple, item, epoch: float) -> list:
@@ -213,10 +207,7 @@ class Reorder:
             if lag > self.stats["late_max_seconds"]:
                 self.stats["late_max_seconds"] = round(lag, 3)
             return [item]
-        seq = self.next_seq
-        self.next_seq += 1
-        heapq.heappush(self.heap, (ts, order, seq, item))
-        self.fresh[seq] = (ts, order, item)
+        heapq.heappush(self.heap, (ts, order, self.journal.add(Held(ts, order, item)), item))
         out = []
         while len(self.heap) > self.config.max_buffered:
             first = heapq.heappop(self.heap)
@@ -245,23 +236,16 @@ class Reorder:
         """(ts, order, item) of what is held, in order."""
         return [(ts, order, item) for ts, order, _s, item in sorted(self.heap)]
 
-    def changes(self) -> tuple[list[tuple[int, float, tuple, object]], list[int]]:
-        """What changed since ``saved()``: (seq, ts, order, item) of the items held
-        since, and the seqs of saved items released since."""
-        return [(seq, ts, order, item) for seq, (ts, order, item) in self.fresh.items()], list(self.gone)
-
-    def saved(self) -> None:
-        """``changes()`` were written: the fresh items are saved, the gone ones deleted."""
-        self.logged.update(self.fresh)
-        self.fresh.clear()
-        self.gone.clear()
-
-    def restore(self, released: float, items: list, next_seq: int) -> None:
-        """Back to a saved buffer: (seq, ts, order, item) of the items held (all saved)."""
+    def restore(self, released: float, items: list) -> None:
+        """Back to a saved buffer: (seq, ts, order, item) of the items held (the
+        journal is restored by its owner)."""
         self.released = released
         self.heap = [(ts, tuple(order), seq, item) for seq, ts, order, item in items]
         heapq.heapify(self.heap)
-        self.next_seq = max([next_seq] + [seq + 1 for seq, _t, _o, _i in items])
-        self.fresh.clear()
-        self.gone.clear()
-        self.logged = {seq for seq, _t, _o, _i in items}
+
+
+class Held(tuple):
+    """A journal record of a held event: (ts, order, item)."""
+
+    def __new__(cls, ts, order, item):
+        return super().__new__(cls, (ts, order, item))

@@ -61,8 +61,8 @@ class ParsePartition(PartitionState):
                 "parsers": [{"tz": tz, **p.to_state()} for tz, p in self.parsers.items()],
                 "generation": [[host, path, gen] for (host, path), gen in self.generation.items()]}
 
-    def restore(self, state: dict, now: float, held: dict[int, bytes], next_seq: int = 0) -> None:
-        super().restore(state, now, held, next_seq)
+    def restore(self, state: dict, now: float, records: dict[int, bytes], next_seq: int = 0) -> None:
+        super().restore(state, now, records, next_seq)
         for p_state in state["parsers"]:
             p = _TrackingParser(p_state["tz"])
             p.restore_state(p_state)

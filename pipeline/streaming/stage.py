@@ -20,7 +20,8 @@ from functools import lru_cache
 from pipeline import codec
 from pipeline.parsing.extract import Source
 from pipeline.parsing.naming import service_from_path
-from pipeline.streaming.eventtime import EventTimeConfig, Reorder, Sources
+from pipeline.streaming.eventtime import EventTimeConfig, Held, Reorder, Sources
+from pipeline.streaming.journal import Journal
 
 # 1 was one pickle per stage; 2 had no event-time state; 3 no fleet routing; 4 held events in the head
 STATE_VERSION = 5
@@ -181,7 +182,8 @@ class PartitionState:
         self.idle = IdleClock()
         self.offset = -1
         self.sources = Sources(config, slack=slack, backfill=backfill, silent_timeout=silent_timeout)
-        self.held = Reorder(config)
+        self.journal = Journal()                     # what is saved record by record (journal.py)
+        self.held = Reorder(config, self.journal)
         self.last_marker: tuple | None = None        # (frontier sent, monotonic time sent)
 
     def item_state(self, item):  # pragma: no cover - abstract
@@ -191,31 +193,42 @@ class PartitionState:
         raise NotImplementedError
 
     def to_state(self) -> dict:
-        """The head of the state: all of it but the held events (saved one by one: ``held_records``)."""
+        """The head of the state: all of it but the journal's records (saved one by one)."""
         released = self.held.released
         return {"offset": self.offset, "idle_event_ts": self.idle.event_ts,
                 "engine": self.engine.snapshot(), "sources": self.sources.snapshot(),
                 "released": None if released == float("-inf") else released,
-                "next_seq": self.held.next_seq}
+                "next_seq": self.journal.next_seq}
 
-    def held_record(self, ts: float, order: tuple, item) -> bytes:
-        """One held event as saved: JSON [ts, order, item state]."""
-        return codec.dumps([ts, list(order), self.item_state(item)])
+    def before_save(self) -> None:
+        """Put what accumulated since the last save into the journal (subclasses)."""
 
-    def restore(self, state: dict, now: float, held: dict[int, bytes], next_seq: int = 0) -> None:
-        """Back to ``to_state``'s state and the ``held`` events (seq -> ``held_record``);
+    def record(self, obj) -> bytes:
+        """A journal record as saved: a held event as JSON [ts, order, item state]."""
+        if isinstance(obj, Held):
+            ts, order, item = obj
+            return codec.dumps([ts, list(order), self.item_state(item)])
+        raise TypeError(f"no journal record of type {type(obj).__name__}")
+
+    def restore_record(self, seq: int, doc) -> None:
+        """A journal record read back (subclasses take theirs, then ask this one)."""
+        ts, order, it = doc
+        self._held_back.append((seq, ts, order, self.item_from_state(it)))
+
+    def restore(self, state: dict, now: float, records: dict[int, bytes], next_seq: int = 0) -> None:
+        """Back to ``to_state``'s state and its journal ``records`` (seq -> ``record``);
         ``now`` restarts the idle clock, ``next_seq``: the first seq never used."""
         self.offset = state["offset"]
         self.idle = IdleClock(state["idle_event_ts"], now)
         self.engine.restore(state["engine"])
         self.sources.restore(state.get("sources", {}), now)
         released = state.get("released")
-        items = []
-        for seq, data in held.items():
-            ts, order, it = codec.loads(data)
-            items.append((seq, ts, order, self.item_from_state(it)))
-        self.held.restore(float("-inf") if released is None else released, items,
-                          max(next_seq, state.get("next_seq", 0)))
+        self._held_back: list = []
+        for seq, data in sorted(records.items()):
+            self.restore_record(seq, codec.loads(data))
+        self.held.restore(float("-inf") if released is None else released, self._held_back)
+        del self._held_back
+        self.journal.restored(records, max(next_seq, state.get("next_seq", 0)))
 
 
 class Stage:
@@ -262,11 +275,11 @@ class Stage:
         return sorted(self._dirty)
 
     def saved(self, tp: str) -> None:
-        """Partition ``tp``'s head and ``held_changes`` were written."""
+        """Partition ``tp``'s head and ``changes`` were written."""
         self._dirty.discard(tp)
         part = self.parts.get(tp)
         if part is not None:
-            part.held.saved()
+            part.journal.saved()
 
     def _fresh(self, msg: RawMessage) -> PartitionState | None:
         """The message's partition state if it is new input, None if already processed."""
@@ -299,21 +312,22 @@ class Stage:
         """Partition ``tp``'s state but its held events, as versioned JSON."""
         return codec.pack_state(self.name, STATE_VERSION, tp, self.parts[tp].to_state())
 
-    def held_changes(self, tp: str) -> tuple[list[tuple[int, bytes]], list[int]]:
-        """Partition ``tp``'s held events since it was last ``saved``: (seq, record) of
-        those held since, and the seqs of saved ones released since."""
+    def changes(self, tp: str) -> tuple[list[tuple[int, bytes]], list[int]]:
+        """Partition ``tp``'s journal since it was last ``saved``: (seq, record) of the
+        records added since (held events, seen ids), and the seqs of saved ones gone since."""
         part = self.parts[tp]
-        fresh, gone = part.held.changes()
-        return [(seq, part.held_record(ts, order, item)) for seq, ts, order, item in fresh], gone
+        part.before_save()
+        fresh, gone = part.journal.changes()
+        return [(seq, part.record(obj)) for seq, obj in fresh], gone
 
-    def restore(self, tp: str, data: bytes, now: float, held: dict[int, bytes] | None = None,
+    def restore(self, tp: str, data: bytes, now: float, records: dict[int, bytes] | None = None,
                 next_seq: int = 0) -> None:
-        """Partition ``tp``'s state from ``snapshot``'s bytes and its held events (seq ->
-        ``held_records``); ``now`` restarts the idle timers. StateRefused for another format,
-        version, stage or partition (the partition then stays as it was)."""
+        """Partition ``tp``'s state from ``snapshot``'s bytes and its journal records (seq ->
+        bytes, from ``changes``); ``now`` restarts the idle timers. StateRefused for another
+        format, version, stage or partition (the partition then stays as it was)."""
         state = codec.unpack_state(data, self.name, STATE_VERSION, tp)
         part = self.new_partition()
-        part.restore(state, now, held or {}, next_seq)
+        part.restore(state, now, records or {}, next_seq)
         self.parts[tp] = part
 
     # -- event time ---------------------------------------------------------------

@@ -324,7 +324,7 @@ def build_app(settings, *, sink=None):
         t0 = time.perf_counter()
         changelog = changelogs[stage.name]
         send = app.producer.send
-        saves = [changelog.writes(tp, stage.snapshot(tp), *stage.held_changes(tp)) for tp in stage.dirty()]
+        saves = [changelog.writes(tp, stage.snapshot(tp), *stage.changes(tp)) for tp in stage.dirty()]
         # the rest first; a manifest only once all its records were acknowledged, so a refused or
         # lost record never leaves a manifest pointing at records that are not there
         futs = [await send(changelog.topic, key, value, number, None, None)

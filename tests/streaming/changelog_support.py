@@ -60,7 +60,7 @@ def save(stage, changelog: Changelog, topic: MemoryTopic, crash_before_manifest:
     written. ``crash_before_manifest``: the records but not the manifests get written."""
     written = 0
     for tp in stage.dirty():
-        sv = changelog.writes(tp, stage.snapshot(tp), *stage.held_changes(tp))
+        sv = changelog.writes(tp, stage.snapshot(tp), *stage.changes(tp))
         part = topic.partition(int(tp.rpartition("/")[2]))
         sv.offsets = part.append(sv.first)
         written += sv.bytes
@@ -76,8 +76,10 @@ def save(stage, changelog: Changelog, topic: MemoryTopic, crash_before_manifest:
 
 def held(stage, tp: str) -> list[tuple]:
     """What partition ``tp`` of ``stage`` holds, as saved: (ts, order, record) in order."""
+    from pipeline.streaming.eventtime import Held
+
     part = stage.parts[tp]
-    return [(ts, order, part.held_record(ts, order, item)) for ts, order, item in part.held.items()]
+    return [(ts, order, part.record(Held(ts, order, item))) for ts, order, item in part.held.items()]
 
 
 def move(stage, settings):

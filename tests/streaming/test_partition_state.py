@@ -343,6 +343,6 @@ def test_foreign_state_is_refused_with_one_warning_and_the_partition_starts_fres
     fresh.process(raw, 0.0)            # all of raw/2 is processed again
     assert fresh.stats["records_in"] == len(raw)
     # the refused state's events are deleted by the next save; the new ones never reuse their seqs
-    sv = log.writes("raw/2", fresh.snapshot("raw/2"), *fresh.held_changes("raw/2"))
+    sv = log.writes("raw/2", fresh.snapshot("raw/2"), *fresh.changes("raw/2"))
     assert [k for k, v, _n in sv.first if v is None] == [b"raw/2@0.0"]
     assert b"raw/2@0.0" not in {k for k, v, _n in sv.first if v is not None}
