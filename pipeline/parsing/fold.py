@@ -49,8 +49,9 @@ MAX_RECORD_LINES = 5000
 EXPIRE_SECONDS = 5
 # Looking for such records costs a few microseconds per open pid, so it is
 # done once every SWEEP_SECONDS of the stream's time: a quiet record
-# completes 5 to 35 s after its time (analyze reorders 300 s).
-SWEEP_SECONDS = 30
+# completes 5 to 10 s after its time. (It was 30 s, which made a live
+# worker's incident wait up to 35 s for a record of a quiet pid.)
+SWEEP_SECONDS = 5
 _SLACK = timedelta(seconds=EXPIRE_SECONDS)
 _SWEEP = timedelta(seconds=SWEEP_SECONDS)
 _HEX_START = frozenset("abcdefABCDEF:")

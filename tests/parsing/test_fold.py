@@ -6,7 +6,7 @@ from __future__ import annotations
 from support import analyze_paths, parse_text
 
 from pipeline.parsing.extract import Source
-from pipeline.parsing.fold import EXPIRE_SECONDS
+from pipeline.parsing.fold import EXPIRE_SECONDS, SWEEP_SECONDS
 from pipeline.parsing.parser import Parser
 
 SRC = Source("ctl-1", "nova-conductor", "/var/log/nova/nova-conductor.log")
@@ -35,6 +35,22 @@ def test_last_record_of_a_quiet_pid_completes_when_the_stream_moves_on():
     assert any("DBConnectionError" in (m or "") for m in completed)
     rest = [ev.message for ev in p.flush()]
     assert not any("DBConnectionError" in (m or "") for m in rest)
+
+
+def test_a_quiet_pids_record_completes_within_ten_seconds_of_stream_time():
+    """While another pid keeps the file busy, a record whose pid went quiet is out once the
+    stream is EXPIRE_SECONDS + SWEEP_SECONDS past it: a live incident does not wait longer."""
+    p = Parser(tz="UTC")
+    first = (f"2019-01-01 16:00:00.000 600 ERROR nova.compute.manager [req-{UUID} - - - - -] "
+             "Instance failed to spawn")
+    assert not p.feed(first + "\n", SRC, None)
+    out_at = None
+    for second in range(1, 40):
+        line = f"2019-01-01 16:00:{second:02d}.000 700 INFO nova.compute.manager [-] periodic task {second}"
+        if any(ev.pid == 600 for ev in p.feed(line + "\n", SRC, None)):
+            out_at = second
+            break
+    assert out_at is not None and EXPIRE_SECONDS < out_at <= EXPIRE_SECONDS + SWEEP_SECONDS <= 10, out_at
 
 
 def test_db_exhaustion_of_a_dead_process_is_detected_before_end_of_file(tmp_path):
