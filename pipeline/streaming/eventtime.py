@@ -125,11 +125,14 @@ class Sources:
             self.idle.discard(key)
 
     def done(self, key: str, wall: float) -> None:
+        """The source holds nothing back (an upstream that released everything, or one
+        with nothing to read): an ``expected`` one no longer needs to be waited for."""
         if self.started is None:
             self.started = wall
-        if key in self.pos:                    # a source never seen holds nothing back anyway
-            self.wall[key] = wall
-            self.idle.add(key)
+        if key not in self.pos:
+            self.pos[key] = -INF
+        self.wall[key] = wall
+        self.idle.add(key)
 
     def frontier(self, wall: float, epoch: float) -> float | None:
         """Event time up to which everything may be released; None: everything

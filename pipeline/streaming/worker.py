@@ -47,7 +47,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from pipeline import codec
-from pipeline.streaming.metrics import Metrics
+from pipeline.streaming.metrics import Metrics, consumer_lag
 from pipeline.streaming.kafka_clients import topic_partitions
 from pipeline.streaming.stage import FLEET_HEADER, MARKER_HEADER, UPSTREAM_HEADER
 from pipeline.streaming.stages import CorrelateStage, Output, ParseStage, RawMessage
@@ -359,20 +359,48 @@ def build_app(settings, *, sink=None):
         await publish(out, stage.name)
         await save(stage)
 
-    async def batches(stream, name: str):
+    async def batches(stream, name: str, unowned: set[str] | None = None):
         """Batches of raw messages; a batch is acked when the caller asks for the next one,
-        i.e. only after its outputs were delivered (never if processing raised)."""
+        i.e. only after its outputs were delivered (never if processing raised). Records of the
+        partitions the caller put in ``unowned`` (revoked: not processed) are not acked."""
         async for events in stream.noack_take(w.batch_size, within=w.batch_timeout):
             msgs = [_raw_message(e) for e in events]
             metrics.add(name, "records_in", len(msgs))
             metrics.add(name, "batches", 1)
             yield msgs
-            for e in events:
-                await stream.ack(e)
+            for e, m in zip(events, msgs):
+                if not unowned or f"{m.topic}/{m.partition}" not in unowned:
+                    await stream.ack(e)
+            if unowned:
+                unowned.clear()
+
+    def owned_now() -> set[str] | None:
+        """The partitions ("topic/N") assigned to this worker now (None: not known)."""
+        try:
+            return {f"{tp_.topic}/{tp_.partition}" for tp_ in app.consumer.assignment()}
+        except Exception:
+            return None
 
     async def run_stage(stream, stage, **kw) -> None:
-        async for msgs in batches(stream, stage.name):
+        unowned: set[str] = set()
+        async for msgs in batches(stream, stage.name, unowned):
             async with locks[stage.name]:
+                # a batch taken before a rebalance can hold records of partitions revoked since:
+                # another worker owns them and their state now, and reads them again from the
+                # committed offset (so they are not acked here). Processed here, they would be
+                # processed twice, and the partition's state written by two workers.
+                owned = owned_now()
+                if owned is not None:
+                    unowned.update(tp for tp in {f"{m.topic}/{m.partition}" for m in msgs} if tp not in owned)
+                if unowned:
+                    mine = [m for m in msgs if f"{m.topic}/{m.partition}" not in unowned]
+                    metrics.add(stage.name, "records_of_revoked_partitions", len(msgs) - len(mine))
+                    log.info("%s: %d record(s) of partition(s) %s, revoked since they were fetched, are "
+                             "left to their new owner", stage.name, len(msgs) - len(mine),
+                             ", ".join(sorted(unowned)))
+                    msgs = mine
+                if not msgs:
+                    continue
                 try:
                     await restore(stage, {f"{m.topic}/{m.partition}" for m in msgs})
                     t0 = time.perf_counter()
@@ -462,6 +490,15 @@ def build_app(settings, *, sink=None):
                 restoring.add(task)
                 task.add_done_callback(restoring.discard)
 
+    def empty_raw_partitions() -> list[str]:
+        """Raw partitions assigned here, their state read, with nothing to read."""
+        try:
+            lag = consumer_lag(app.consumer)
+        except Exception:
+            return []
+        return [tp for tp in (f"{topic}/{n}" for (topic, n), behind in lag.items()
+                              if topic == t.raw and behind == 0) if tp in loaded["parse"]]
+
     def stage_timer(stage) -> None:
         """The stage's own one-second timer (idle flush, release of held events, idle
         detectors): it waits only for its own stage, so a stage stuck on its sink never
@@ -470,7 +507,10 @@ def build_app(settings, *, sink=None):
         async def tick():
             async with locks[stage.name]:
                 try:
-                    out = stage.tick(time.monotonic(), sink=sink)
+                    now = time.monotonic()
+                    out = stage.tick(now, sink=sink)
+                    if stage is parse_stage:
+                        out.extend(parse_stage.idle_partitions(empty_raw_partitions(), now))
                     if out:
                         await deliver(out, stage)
                 except Exception:

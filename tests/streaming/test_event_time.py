@@ -180,6 +180,36 @@ def test_a_known_source_not_heard_from_yet_holds_until_the_idle_timeout():
     assert s2.frontier(8.0, 1000.0) == 900.0                 # heard from: the slowest holds
 
 
+def test_a_known_source_that_says_it_is_empty_is_not_waited_for():
+    """A raw partition with no host (nothing to read) says so in a marker: the correlate
+    stage does not wait for it until the idle timeout after every start."""
+    s = Sources(CFG, backfill=False)
+    s.expected = ("raw/0", "raw/1")
+    s.saw("raw/0", 1000.0, 0.0)
+    s.done("raw/1", 1.0)
+    assert s.frontier(11.0, 1000.0) == 1000.0                # past the warm-up, not the idle timeout
+
+
+def test_the_parse_stage_speaks_for_its_empty_partitions(settings):
+    """Assigned raw partitions with nothing to read and no state each send a marker that they
+    hold nothing back, repeated while it lasts; a partition with state speaks for itself."""
+    from pipeline.streaming.stage import read_marker
+
+    p = ParseStage(settings)
+    p.process(_raw_one("raw", 0), 0.0)
+    out = p.idle_partitions(["raw/0", "raw/1", "raw/2"], 1.0)
+    assert sorted(read_marker(v) for _tp, v in out.markers) == [("raw/1", None), ("raw/2", None)]
+    assert not p.idle_partitions(["raw/1"], 2.0).markers                  # not every second
+    assert [tp for tp, _v in p.idle_partitions(["raw/1"], 6.0).markers] == ["raw/1"]
+
+
+def _raw_one(topic: str, partition: int) -> list[RawMessage]:
+    line = (b"2017-06-06 08:12:41.201 2931 INFO nova.compute.manager "
+            b"[req-7c1d0d3e-5b8e-4c47-9d0e-2f1b6f7d9a10 - - - - -] ok")
+    return [RawMessage(topic, partition, 0, b"h", line, {"host": b"h", "path": b"/var/log/nova/nova-compute.log",
+                                                         "offset": b"0"})]
+
+
 def test_an_upstream_that_said_it_holds_is_waited_for_through_a_failover():
     """A raw partition that announced a frontier and went silent has lost its worker
     (SIGKILL): its new owner restores its state after the session timeout and goes on.
