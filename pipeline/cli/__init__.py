@@ -8,6 +8,7 @@ command module imports that work, and its libraries, only inside its command fun
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 import textwrap
 from typing import Sequence
@@ -82,3 +83,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("osloscope: interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        # a full disk (or quota) under an output file: say which, not a traceback
+        where = exc.filename or "an output file"
+        print(f"osloscope {args.command}: cannot write {where}: {exc.strerror} "
+              f"({errno.errorcode[exc.errno]}); the output written before this point is incomplete",
+              file=sys.stderr)
+        return 2

@@ -99,6 +99,15 @@ def test_unparsed_lines_go_to_the_dead_letter_file(tmp_path):
     assert "1 unparsed line(s) written to" in r.stderr
 
 
+def test_a_full_disk_under_the_dead_letter_file_is_one_clear_line(tmp_path):
+    """/dev/full refuses every write with ENOSPC, as a full filesystem does."""
+    f = tmp_path / "nova-api.log"
+    f.write_bytes(b"\xff\xfe binary junk\n2017-06-06 09:30:28.513 1 INFO x [-] ok\n")
+    r = osloscope("analyze", f, "--dead-letter", "/dev/full")
+    assert r.returncode == 2, r.stderr
+    assert "No space left on device (ENOSPC)" in r.stderr and "Traceback" not in r.stderr
+
+
 def test_analyze_requests_table_and_jsonl(request_validator):
     r = osloscope("analyze", "--requests", SEEDS / "S20", SEEDS / "S23-flow", "--dead-letter", "-")
     assert r.returncode == 1, r.stderr                         # requests ended in error
