@@ -21,8 +21,8 @@ from pipeline import codec, signatures
 from pipeline.parsing.extract import Source
 from pipeline.parsing.parser import Parser
 from pipeline.streaming.metrics import LineCounts
-from pipeline.streaming.stage import (MARKER_EVERY, Output, PartitionState, RawMessage, Stage,
-                                      fleet_record_key, marker, source_of)
+from pipeline.streaming.stage import (Output, PartitionState, RawMessage, Stage, fleet_record_key,
+                                      marker, source_of)
 
 log = logging.getLogger("osloscope.worker")
 
@@ -78,7 +78,7 @@ class ParseStage(Stage):
     def __init__(self, settings) -> None:
         super().__init__(settings)
         self.stats.update(events_out=0, dead_letters=0, fleet_out=0)
-        self._idle_marked: dict[str, float] = {}      # raw partition -> when it last said it is empty
+        self._idle_marked: set[str] = set()      # raw partitions that said they are empty
         # input lines per (outcome, host): in = raw records read, event = lines in the
         # events passed on, dead_letter = lines in dead letters (osloscope_lines_total)
         self.lines = LineCounts()
@@ -179,19 +179,22 @@ class ParseStage(Stage):
                     self._dirty.add(tp)
         return out
 
+    def drop(self, tp: str) -> None:
+        super().drop(tp)
+        self._idle_marked.discard(tp)          # assigned again: it says so again
+
     def idle_partitions(self, tps, now: float) -> Output:
         """Raw partitions ``tps`` assigned here with nothing to read (no lag) and no state:
-        each says in a marker (again every MARKER_EVERY seconds) that it holds nothing back.
-        Without it a raw partition that holds no host never speaks, and the correlate stage
-        waits for it after every start until ``source_idle_timeout``."""
+        each says once, in a marker, that it holds nothing back (the correlate stage keeps
+        that with its state until the partition sends events). Without it a raw partition
+        that holds no host never speaks, and the correlate stage waits for it after every
+        start until ``source_idle_timeout``."""
         out = Output()
-        every = min(MARKER_EVERY, self.eventtime.idle_timeout / 3)
         for tp in tps:
             if tp in self.parts:
-                continue
-            last = self._idle_marked.get(tp)
-            if last is None or now - last >= every:
-                self._idle_marked[tp] = now
+                self._idle_marked.discard(tp)
+            elif tp not in self._idle_marked:
+                self._idle_marked.add(tp)
                 out.markers.append((tp, marker(tp, None)))
         return out
 

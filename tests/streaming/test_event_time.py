@@ -191,16 +191,15 @@ def test_a_known_source_that_says_it_is_empty_is_not_waited_for():
 
 
 def test_the_parse_stage_speaks_for_its_empty_partitions(settings):
-    """Assigned raw partitions with nothing to read and no state each send a marker that they
-    hold nothing back, repeated while it lasts; a partition with state speaks for itself."""
+    """Assigned raw partitions with nothing to read and no state each send a marker, once, that
+    they hold nothing back; a partition with state speaks for itself."""
     from pipeline.streaming.stage import read_marker
 
     p = ParseStage(settings)
     p.process(_raw_one("raw", 0), 0.0)
     out = p.idle_partitions(["raw/0", "raw/1", "raw/2"], 1.0)
     assert sorted(read_marker(v) for _tp, v in out.markers) == [("raw/1", None), ("raw/2", None)]
-    assert not p.idle_partitions(["raw/1"], 2.0).markers                  # not every second
-    assert [tp for tp, _v in p.idle_partitions(["raw/1"], 6.0).markers] == ["raw/1"]
+    assert not p.idle_partitions(["raw/1", "raw/2"], 60.0).markers        # once: no traffic while idle
 
 
 def _raw_one(topic: str, partition: int) -> list[RawMessage]:
