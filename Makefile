@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test unit integration bench bench-pipeline bench-fleet bench-latency clean
+.PHONY: install demo test unit integration bench bench-pipeline bench-fleet bench-latency bench-state clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -53,6 +53,11 @@ bench-fleet: $(STAMP)
 ## p50/p99 and the consumer lag over time (e.g. BENCH_ARGS='--rate 750 --set worker.source_slack=0')
 bench-latency: $(STAMP)
 	$(BIN)/python tests/benchmarks/bench_latency.py $(BENCH_ARGS)
+
+## bench-state: bytes the stages write to their changelogs against whole-state rewrites
+## (in one process, no Kafka; BENCH_ARGS='--mode live --batch 400' for a live load)
+bench-state: $(STAMP)
+	$(BIN)/python tests/benchmarks/bench_state.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis *.egg-info
