@@ -72,17 +72,9 @@ class CorrelatePartition(PartitionState):
             return codec.dumps({"seen": obj})
         return super().record(obj)
 
-    def restore_record(self, seq: int, doc) -> None:
-        if isinstance(doc, dict):
-            self._segments.append((seq, doc["seen"]))
-        else:
-            super().restore_record(seq, doc)
-
-    def restore(self, state: dict, now: float, records: dict[int, bytes], next_seq: int = 0) -> None:
-        self._segments: list = []
-        super().restore(state, now, records, next_seq)
-        self.seen.restore(self._segments)
-        del self._segments
+    def restore_records(self, docs: list[tuple[int, object]]) -> None:
+        self.seen.restore([(seq, doc["seen"]) for seq, doc in docs if isinstance(doc, dict)])
+        super().restore_records([(seq, doc) for seq, doc in docs if not isinstance(doc, dict)])
 
 
 class CorrelateStage(Stage):

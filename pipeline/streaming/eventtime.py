@@ -239,10 +239,9 @@ class Reorder:
         """(ts, order, item) of what is held, in order."""
         return [(ts, order, item) for ts, order, _s, item in sorted(self.heap)]
 
-    def restore(self, released: float, items: list) -> None:
-        """Back to a saved buffer: (seq, ts, order, item) of the items held (the
-        journal is restored by its owner)."""
-        self.released = released
+    def restore(self, items: list) -> None:
+        """Back to a saved buffer (``released`` set first): (seq, ts, order, item) of the
+        items held (the journal is restored by its owner)."""
         self.heap = [(ts, tuple(order), seq, item) for seq, ts, order, item in items]
         heapq.heapify(self.heap)
 

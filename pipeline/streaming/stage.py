@@ -210,10 +210,11 @@ class PartitionState:
             return codec.dumps([ts, list(order), self.item_state(item)])
         raise TypeError(f"no journal record of type {type(obj).__name__}")
 
-    def restore_record(self, seq: int, doc) -> None:
-        """A journal record read back (subclasses take theirs, then ask this one)."""
-        ts, order, it = doc
-        self._held_back.append((seq, ts, order, self.item_from_state(it)))
+    def restore_records(self, docs: list[tuple[int, object]]) -> None:
+        """The journal's records read back, (seq, decoded JSON) in seq order: held events
+        here; subclasses take theirs out first."""
+        items = [(seq, ts, order, self.item_from_state(it)) for seq, (ts, order, it) in docs]
+        self.held.restore(items)
 
     def restore(self, state: dict, now: float, records: dict[int, bytes], next_seq: int = 0) -> None:
         """Back to ``to_state``'s state and its journal ``records`` (seq -> ``record``);
@@ -223,11 +224,8 @@ class PartitionState:
         self.engine.restore(state["engine"])
         self.sources.restore(state.get("sources", {}), now)
         released = state.get("released")
-        self._held_back: list = []
-        for seq, data in sorted(records.items()):
-            self.restore_record(seq, codec.loads(data))
-        self.held.restore(float("-inf") if released is None else released, self._held_back)
-        del self._held_back
+        self.held.released = float("-inf") if released is None else released
+        self.restore_records([(seq, codec.loads(data)) for seq, data in sorted(records.items())])
         self.journal.restored(records, max(next_seq, state.get("next_seq", 0)))
 
 
