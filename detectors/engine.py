@@ -40,6 +40,7 @@ from .base import Detector, FleetDetector, Router
 from .model import Event
 from .request_windows import RequestWindows
 from .rootcause import RootCauses
+from .store import TrackedStore
 
 
 class Emitted(NamedTuple):
@@ -170,6 +171,16 @@ class Engine:
         return Emitted(incidents, closed)
 
     # -- state ----------------------------------------------------------------------
+    def tracked_stores(self) -> dict[str, TrackedStore]:
+        """The stores to save entry by entry rather than in ``snapshot()`` (their
+        state grows with the traffic, not with what changes between two saves): the
+        request windows and link indexes, the root causes. By name; empty without windows."""
+        if self.windows is None:
+            return {}
+        stores = {f"windows.{k}": v for k, v in self.windows.tracked_stores().items()}
+        stores.update((f"causes.{k}", v) for k, v in self.causes.tracked_stores().items())
+        return stores
+
     def snapshot(self) -> dict:
         state = {
             "watermark": self.watermark,

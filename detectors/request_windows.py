@@ -43,7 +43,7 @@ from .topology import (EXCEPTION_COMPONENT, GENERIC_PACKAGES, OWNER, PACKAGE_COM
                        accepted_operation, depth, project_of)
 from .incident import incident_id
 from .model import Event
-from .store import KeyedStore
+from .store import KeyedStore, TrackedStore
 
 ERROR_LEVELS = frozenset(("ERROR", "CRITICAL", "FATAL", "TRACE"))
 MAX_IDS = 20              # request ids, services, hosts, each kind of linked id
@@ -288,6 +288,16 @@ class RequestWindows:
         self.owned: KeyedStore[str, list] = KeyedStore(RES_INDEX)     # owned id -> window keys
         self.wm: float | None = None
         self._sweep_at = float("-inf")      # next watermark at which idle windows are looked for
+        self.tracked = False
+
+    def tracked_stores(self) -> dict[str, TrackedStore]:
+        """Save the windows and link indexes entry by entry from now on: they leave
+        ``snapshot()``; the stores, by name, for the caller to save."""
+        self.open = TrackedStore.of(self.open, Window.to_state, Window.from_state)
+        self.closed = TrackedStore.of(self.closed)
+        self.owned = TrackedStore.of(self.owned, decode=list)
+        self.tracked = True
+        return {"open": self.open, "closed": self.closed, "owned": self.owned}
 
     # -- feeding --------------------------------------------------------------------
     def feed(self, ev: Event) -> list[dict]:
@@ -458,14 +468,18 @@ class RequestWindows:
 
     # -- state ----------------------------------------------------------------------------
     def snapshot(self) -> dict:
-        return {"wm": self.wm, "open": [w.to_state() for w in self.open.values()],
-                "closed": self.closed.snapshot(), "owned": self.owned.snapshot(),
-                "sweep_at": None if self._sweep_at == float("-inf") else self._sweep_at}
+        """The state as JSON; without the windows and indexes once ``tracked_stores`` was called."""
+        state = {"wm": self.wm, "sweep_at": None if self._sweep_at == float("-inf") else self._sweep_at}
+        if not self.tracked:
+            state.update(open=[w.to_state() for w in self.open.values()],
+                         closed=self.closed.snapshot(), owned=self.owned.snapshot())
+        return state
 
     def restore(self, state: dict) -> None:
         self.wm = state.get("wm")
         sweep_at = state.get("sweep_at")
         self._sweep_at = float("-inf") if sweep_at is None else sweep_at
-        self.open.restore([(st["key"], Window.from_state(st)) for st in state.get("open", [])])
-        self.closed.restore(state.get("closed", []))
-        self.owned.restore(state.get("owned", []), list)
+        if "open" in state:
+            self.open.restore([(st["key"], st) for st in state["open"]], Window.from_state)
+            self.closed.restore(state.get("closed", []))
+            self.owned.restore(state.get("owned", []), list)

@@ -16,7 +16,7 @@ once a window that explains one of its requests closes. Bounded: at most
 """
 from __future__ import annotations
 
-from .store import KeyedStore
+from .store import KeyedStore, TrackedStore
 
 RC_FIELDS = ("component", "service", "host", "exception_type", "exception_message", "raised_in", "reason")
 
@@ -25,6 +25,14 @@ class RootCauses:
     def __init__(self, max_requests: int = 20_000, max_incidents: int = 2_000) -> None:
         self.by_request: KeyedStore[str, dict] = KeyedStore(max_requests)
         self.incidents: KeyedStore[str, dict] = KeyedStore(max_incidents)   # id -> doc still without a cause
+        self.tracked = False
+
+    def tracked_stores(self) -> dict[str, TrackedStore]:
+        """Save the stores entry by entry from now on (they leave ``snapshot()``); by name."""
+        self.by_request = TrackedStore.of(self.by_request)
+        self.incidents = TrackedStore.of(self.incidents)
+        self.tracked = True
+        return {"by_request": self.by_request, "incidents": self.incidents}
 
     def learn(self, summaries: list[dict]) -> list[dict]:
         """Remember the causes of closed windows; the incidents they complete."""
@@ -68,8 +76,11 @@ class RootCauses:
         return out
 
     def snapshot(self) -> dict:
+        if self.tracked:
+            return {}
         return {"by_request": self.by_request.snapshot(), "incidents": self.incidents.snapshot()}
 
     def restore(self, state: dict) -> None:
-        self.by_request.restore(state.get("by_request", []))
-        self.incidents.restore(state.get("incidents", []))
+        if "by_request" in state:
+            self.by_request.restore(state["by_request"])
+            self.incidents.restore(state.get("incidents", []))

@@ -5,6 +5,10 @@ the capacity evicts the least recently used entries (and counts them), so a
 detector's memory is bounded whatever the number of distinct keys (request
 ids, source addresses, streams) it sees. ``snapshot``/``restore`` give its
 JSON-safe form, in order; keys that are tuples come back as tuples.
+
+``TrackedStore`` is the same store saved entry by entry: it knows which keys
+changed since it was last saved, so the worker rewrites only those
+(pipeline/streaming/stage.py), not the whole store with every save.
 """
 from __future__ import annotations
 
@@ -108,3 +112,109 @@ class KeyedStore(Generic[K, V]):
 
     def restore(self, items: list, decode: Callable[[Any], V] = _identity) -> None:
         self.data = OrderedDict((tuple(k) if isinstance(k, list) else k, decode(v)) for k, v in items)
+
+
+class TrackedStore(KeyedStore[K, V]):
+    """A KeyedStore saved entry by entry (pipeline/streaming/journal.py) instead of whole:
+    it knows the keys changed since ``changes()`` was last called, and when each entry was
+    last used (``at``: a number that only grows), so entries read back one by one regain
+    their order. A value may change in place only right after its key was ``put`` or
+    ``touch``-ed (that is what marks it changed). ``encode``/``decode``: a value's JSON form.
+    """
+    __slots__ = ("changed", "at", "clock", "encode", "decode")
+
+    def __init__(self, capacity: int, encode: Callable[[V], Any] = _identity,
+                 decode: Callable[[Any], V] = _identity) -> None:
+        super().__init__(capacity)
+        self.changed: set = set()
+        self.at: dict = {}
+        self.clock = 0
+        self.encode, self.decode = encode, decode
+
+    @classmethod
+    def of(cls, store: KeyedStore, encode: Callable[[V], Any] = _identity,
+           decode: Callable[[Any], V] = _identity) -> "TrackedStore":
+        """``store``'s entries, in order, in a tracked store (all changed)."""
+        new = cls(store.capacity, encode, decode)
+        for key, value in store.items():
+            new.put(key, value)
+        new.evicted = store.evicted
+        return new
+
+    def _used(self, key: K) -> None:
+        self.clock += 1
+        self.at[key] = self.clock
+        self.changed.add(key)
+
+    def _gone(self, key: K) -> None:
+        self.at.pop(key, None)
+        self.changed.add(key)
+
+    # -- writing: each marks what it changed ---------------------------------------------
+    def put(self, key: K, value: V) -> list[tuple[K, V]]:
+        evicted = super().put(key, value)
+        self._used(key)
+        for old, _v in evicted:
+            self._gone(old)
+        return evicted
+
+    def append(self, key: K, item: Any, maxlen: int) -> deque:
+        q = super().append(key, item, maxlen)
+        self._used(key)
+        return q
+
+    def expire(self, stale: Callable[[K, V], bool]) -> None:
+        for key in [k for k, v in self.data.items() if stale(k, v)]:
+            del self[key]
+
+    def touch(self, key: K) -> None:
+        self.data.move_to_end(key)
+        self._used(key)
+
+    def pop(self, key: K, default: V | None = None) -> V | None:
+        if key in self.data:
+            self._gone(key)
+        return self.data.pop(key, default)
+
+    def pop_oldest(self) -> tuple[K, V]:
+        key, value = self.data.popitem(last=False)
+        self._gone(key)
+        return key, value
+
+    def __delitem__(self, key: K) -> None:
+        del self.data[key]
+        self._gone(key)
+
+    def clear(self) -> None:
+        for key in self.data:
+            self._gone(key)
+        self.data.clear()
+
+    # -- saving entry by entry -------------------------------------------------------------
+    def changes(self) -> list[K]:
+        """The keys changed since the last call, least recently used first (a key no
+        longer in the store is one that left it); forgets them."""
+        at = self.at
+        keys = sorted(self.changed, key=lambda k: at.get(k, 0))
+        self.changed = set()
+        return keys
+
+    def entry(self, key: K) -> list:
+        """The saved form of ``key``'s entry: [key, when last used, value] (JSON-safe)."""
+        return [list(key) if isinstance(key, tuple) else key, self.at[key], self.encode(self.data[key])]
+
+    def load(self, entries: list) -> None:
+        """Back to the entries ``entry`` gave, in any order; nothing is changed then."""
+        rows = sorted(((tuple(k) if isinstance(k, list) else k, int(at), v) for k, at, v in entries),
+                      key=lambda row: row[1])
+        self.data = OrderedDict((k, self.decode(v)) for k, _at, v in rows)
+        self.at = {k: at for k, at, _v in rows}
+        self.clock = max(self.at.values(), default=0)
+        self.changed = set()
+
+    def restore(self, items: list, decode: Callable[[Any], V] | None = None) -> None:
+        """A whole snapshot (``KeyedStore.snapshot``): every entry counts as changed."""
+        super().restore(items, decode or self.decode)
+        self.at = {}
+        for key in self.data:
+            self._used(key)

@@ -14,8 +14,10 @@ Why two kinds of records: most of a partition's state, by far, is the events
 held for their turn (eventtime.py): a backfill holds thousands per partition
 for minutes. Rewritten with every save they cost 15-30 times the input in
 bytes written. So each held event is written once, when first saved, and
-deleted once, when released; only the rest of the state (the *head*: parsers,
-engine, positions, recent ids) is rewritten. A save costs what changed.
+deleted once, when released; so are the segments of the correlate stage's
+recent ids, and each version of an open request window, link index entry or
+root cause (journal.py); only the rest of the state (the *head*: parsers,
+detectors, positions) is rewritten. A save costs what changed.
 
 Layout: topic ``<app_id>.state.<stage>``, compacted, with as many partitions
 as the input topic. The state of input partition ``topic/N`` lives in

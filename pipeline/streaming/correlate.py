@@ -9,7 +9,9 @@ raw partition has released everything up to them (its watermark markers
 say so; eventtime.py): the detectors see them in timestamp order, as
 ``analyze`` would. A partition's state: its engine, the ids of its recent
 events, the upstream positions, the events held, the idle clock's event
-time and the last offset.
+time and the last offset. The engine's request windows, link indexes and
+root causes are saved entry by entry (stage.py, ``before_save``): a save
+rewrites the windows that got events since the last one, not every open one.
 
 Events routed to a fleet detector (a shared cause, a new error template:
 detectors/engine.py) arrive a second time, keyed by their fleet key with the
@@ -66,6 +68,7 @@ class CorrelatePartition(PartitionState):
 
     def before_save(self) -> None:
         self.seen.seal()
+        super().before_save()
 
     def record(self, obj) -> bytes:
         if isinstance(obj, Seen):
@@ -73,8 +76,11 @@ class CorrelatePartition(PartitionState):
         return super().record(obj)
 
     def restore_records(self, docs: list[tuple[int, object]]) -> None:
-        self.seen.restore([(seq, doc["seen"]) for seq, doc in docs if isinstance(doc, dict)])
-        super().restore_records([(seq, doc) for seq, doc in docs if not isinstance(doc, dict)])
+        seen, rest = [], []
+        for seq, doc in docs:
+            (seen if isinstance(doc, dict) and "seen" in doc else rest).append((seq, doc))
+        self.seen.restore([(seq, doc["seen"]) for seq, doc in seen])
+        super().restore_records(rest)
 
 
 class CorrelateStage(Stage):

@@ -1,16 +1,21 @@
 """The parts of a partition's state saved record by record (changelog.py): each
 gets a number (``seq``) of its own when it enters the state, is written once at
-the next save, and deleted once after it leaves. Two kinds share a partition's
-numbers: events held for their turn (eventtime.Reorder) and, in the correlate
-stage, the ids of recent events (``SeenWindow``), one record per save.
+the next save, and deleted once after it leaves. Three kinds share a partition's
+numbers: events held for their turn (eventtime.Reorder); in the correlate
+stage, the ids of recent events (``SeenWindow``), one record per save; and
+the entries of the detector engine's tracked stores (``Entry``: an open
+request window, a link index entry, a root cause), a new record each time
+one changed.
 
-Why: both grow with the input, not with what a save changes. Rewritten whole
-with every save, held events cost 15-30 times the input in bytes written and
-the recent ids of a correlate partition 250 KB per save.
+Why: they grow with the input, not with what a save changes. Rewritten whole
+with every save, held events cost 15-30 times the input in bytes written, the
+recent ids of a correlate partition 250 KB per save, and under live load the
+open request windows, idle until their gap ends, three quarters of the rest.
 """
 from __future__ import annotations
 
 from collections import OrderedDict, deque
+from typing import NamedTuple
 
 
 class Journal:
@@ -94,3 +99,9 @@ class SeenWindow:
         self.segments = deque((seq, Seen(ids)) for seq, ids in sorted(segments))
         self.pending = Seen()
         self.ids = OrderedDict.fromkeys([eid for _s, ids in self.segments for eid in ids][-self.size:])
+
+
+class Entry(NamedTuple):
+    """The entry ``key`` of the engine's tracked store ``store`` (detectors/store.py)."""
+    store: str
+    key: object

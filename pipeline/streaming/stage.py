@@ -14,6 +14,7 @@ and reads a partition's state back when the partition is assigned to it.
 """
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -21,10 +22,16 @@ from pipeline import codec
 from pipeline.parsing.extract import Source
 from pipeline.parsing.naming import service_from_path
 from pipeline.streaming.eventtime import EventTimeConfig, Held, Reorder, Sources
-from pipeline.streaming.journal import Journal
+from pipeline.streaming.journal import Entry, Journal
 
-# 1 was one pickle per stage; 2 had no event-time state; 3 no fleet routing; 4 held events in the head
-STATE_VERSION = 5
+# 1 was one pickle per stage; 2 had no event-time state; 3 no fleet routing; 4 held events in the head;
+# 5 request windows and root causes in the head
+STATE_VERSION = 6
+# a tracked store's entry is written again once this many times the number of entries were
+# written after it (at least REFRESH_MIN): a restore reads the changelog from the oldest record
+# the state needs, so no record may stay needed for ever (a quiet link index entry would)
+REFRESH = 4
+REFRESH_MIN = 1024
 MARKER_EVERY = 5.0         # seconds between repeated watermark markers of an unchanged frontier
 
 
@@ -184,6 +191,8 @@ class PartitionState:
         self.sources = Sources(config, slack=slack, backfill=backfill, silent_timeout=silent_timeout)
         self.journal = Journal()                     # what is saved record by record (journal.py)
         self.held = Reorder(config, self.journal)
+        self.stores = engine.tracked_stores()        # the engine's stores saved entry by entry
+        self.entries: OrderedDict[Entry, int] = OrderedDict()   # entry -> seq of its record, oldest first
         self.last_marker: tuple | None = None        # (frontier sent, monotonic time sent)
 
     def item_state(self, item):  # pragma: no cover - abstract
@@ -201,19 +210,54 @@ class PartitionState:
                 "next_seq": self.journal.next_seq}
 
     def before_save(self) -> None:
-        """Put what accumulated since the last save into the journal (subclasses)."""
+        """Put what changed since the last save into the journal: each entry of a tracked
+        store changed (or gone) since replaces its record; the entries whose record is older
+        than REFRESH times their number of records are written again. Subclasses add theirs."""
+        entries, journal = self.entries, self.journal
+        for name, store in self.stores.items():
+            for key in store.changes():
+                entry = Entry(name, key)
+                seq = entries.pop(entry, None)
+                if seq is not None:
+                    journal.drop(seq)
+                if key in store:
+                    entries[entry] = journal.add(entry)
+        floor = journal.next_seq - max(REFRESH_MIN, REFRESH * len(entries))
+        while entries:
+            entry, seq = next(iter(entries.items()))
+            if seq >= floor:
+                break
+            del entries[entry]
+            journal.drop(seq)
+            entries[entry] = journal.add(entry)
 
     def record(self, obj) -> bytes:
-        """A journal record as saved: a held event as JSON [ts, order, item state]."""
+        """A journal record as saved: a held event as JSON [ts, order, item state], an entry
+        of a tracked store as {"entry": store, "e": [key, when last used, value]}."""
         if isinstance(obj, Held):
             ts, order, item = obj
             return codec.dumps([ts, list(order), self.item_state(item)])
+        if isinstance(obj, Entry):
+            return codec.dumps({"entry": obj.store, "e": self.stores[obj.store].entry(obj.key)})
         raise TypeError(f"no journal record of type {type(obj).__name__}")
 
     def restore_records(self, docs: list[tuple[int, object]]) -> None:
         """The journal's records read back, (seq, decoded JSON) in seq order: held events
-        here; subclasses take theirs out first."""
-        items = [(seq, ts, order, self.item_from_state(it)) for seq, (ts, order, it) in docs]
+        and tracked stores' entries here; subclasses take theirs out first."""
+        items, loads = [], {name: [] for name in self.stores}
+        for seq, doc in docs:
+            if isinstance(doc, dict):
+                name = doc["entry"]
+                if name not in loads:
+                    raise ValueError(f"a saved entry of {name!r}, a store this engine does not have")
+                loads[name].append(doc["e"])
+                key = doc["e"][0]
+                self.entries[Entry(name, tuple(key) if isinstance(key, list) else key)] = seq
+            else:
+                ts, order, it = doc
+                items.append((seq, ts, order, self.item_from_state(it)))
+        for name, entries in loads.items():
+            self.stores[name].load(entries)
         self.held.restore(items)
 
     def restore(self, state: dict, now: float, records: dict[int, bytes], next_seq: int = 0) -> None:

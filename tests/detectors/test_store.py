@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from collections import deque
 
-from detectors.store import KeyedStore
+from detectors.store import KeyedStore, TrackedStore
 
 
 def test_past_capacity_the_least_recently_used_entries_go_and_are_counted():
@@ -39,3 +39,34 @@ def test_expire_drops_what_is_stale():
         s.put(k, ts)
     s.expire(lambda _k, ts: ts < 3.0)
     assert list(s) == ["b"]
+
+
+def test_tracked_store_names_the_keys_changed_least_recently_used_first():
+    s: TrackedStore = TrackedStore(3)
+    for k in "abc":
+        s.put(k, {"v": k})
+    assert s.changes() == ["a", "b", "c"]
+    assert s.changes() == []                       # said once
+    s.touch("a")                                   # order now b, c, a
+    assert s.changes() == ["a"]
+    s.put("d", {"v": "d"})                         # evicts b, the least recently used
+    assert s.changes() == ["b", "d"] and "b" not in s   # a key gone comes first
+    s.pop("c")
+    del s["a"]
+    assert sorted(s.changes()) == ["a", "c"]
+    assert s.changes() == [] and list(s) == ["d"]
+
+
+def test_tracked_store_entries_read_back_in_any_order_give_the_same_store():
+    s: TrackedStore = TrackedStore(10, encode=lambda q: list(q), decode=lambda v: deque(v, maxlen=3))
+    for i, key in enumerate([("ip", "10.0.0.1"), ("ip", "10.0.0.2"), ("user", "alice")]):
+        s.append(key, i, maxlen=3)
+    s.append(("ip", "10.0.0.1"), 9, maxlen=3)      # most recently used now
+    saved = json.loads(json.dumps([s.entry(k) for k in s]))
+    back: TrackedStore = TrackedStore(10, encode=lambda q: list(q), decode=lambda v: deque(v, maxlen=3))
+    back.load(list(reversed(saved)))
+    assert list(back) == list(s) == [("ip", "10.0.0.2"), ("user", "alice"), ("ip", "10.0.0.1")]
+    assert [list(q) for q in back.values()] == [[1], [2], [0, 9]]
+    assert back.changes() == []                    # what was read back is saved already
+    back.touch(("ip", "10.0.0.2"))                 # used after the restore: last, and changed
+    assert list(back)[-1] == ("ip", "10.0.0.2") and back.changes() == [("ip", "10.0.0.2")]

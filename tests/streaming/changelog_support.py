@@ -12,6 +12,7 @@ class MemoryPartition:
         self.records: list[tuple[int, bytes | None, bytes | None]] = []
         self.end = 0
         self.reads = 0                 # records handed out by ``read``
+        self.read_bytes = 0            # their keys' and values' bytes
 
     def append(self, records) -> list[int]:
         """(key, value, partition) records appended; their offsets."""
@@ -35,6 +36,7 @@ class MemoryPartition:
     def read(self, start: int, stop: int):
         out = [r for r in self.records if start <= r[0] < stop]
         self.reads += len(out)
+        self.read_bytes += sum(len(k or b"") + len(v or b"") for _o, k, v in out)
         return out
 
     def close(self) -> None:
@@ -82,6 +84,12 @@ def held(stage, tp: str) -> list[tuple]:
     return [(ts, order, part.record(Held(ts, order, item))) for ts, order, item in part.held.items()]
 
 
+def entries(stage, tp: str) -> dict[str, list]:
+    """The entries of partition ``tp``'s tracked stores as saved, store by store, in their
+    order of use (the order a restore must give back)."""
+    return {name: [store.entry(key) for key in store] for name, store in stage.parts[tp].stores.items()}
+
+
 def move(stage, settings):
     """A new stage of the same kind with ``stage``'s state, saved to a changelog and read
     back as a worker taking its partitions over does."""
@@ -93,4 +101,5 @@ def move(stage, settings):
     log = topic.changelog(settings, stage.name)
     for tp in stage.partitions():
         assert restore_partition(fresh, log, tp, 0.0), tp
+        assert entries(fresh, tp) == entries(stage, tp), tp
     return fresh

@@ -8,11 +8,12 @@ import json
 import pytest
 
 from changelog_support import MemoryTopic, save
-from support import SAMPLES, events_topic, raw_messages
+from support import PROMPT_EVENT_TIME, SAMPLES, events_topic, raw_messages
 
 from pipeline.settings import load
-from pipeline.streaming.changelog import restore_partition
+from pipeline.streaming.changelog import SEARCH, restore_partition
 from pipeline.streaming.journal import Journal, SeenWindow
+from pipeline.streaming.stage import REFRESH_MIN
 from pipeline.streaming.stages import CorrelateStage, ParseStage, RawMessage
 
 
@@ -88,3 +89,70 @@ def test_a_duplicate_after_a_move_is_still_dropped(settings):
     again = [RawMessage("events", 0, 5000 + i, m.key, m.value, m.headers) for i, m in enumerate(events[:60])]
     c2.process(again, 0.0)
     assert c2.stats["duplicates"] == 60
+
+
+def _written(topic: MemoryTopic, since: int) -> list[dict]:
+    """The tracked-store entries written to partition 0 from offset ``since`` on."""
+    out = []
+    for off, key, value in topic.partition(0).records:
+        if off >= since and value and b"@" in key:
+            doc = json.loads(value)
+            if isinstance(doc, dict) and "entry" in doc:
+                out.append(doc)
+    return out
+
+
+def test_a_save_rewrites_the_request_windows_that_changed_only(tmp_path, monkeypatch):
+    """An open window idle until its gap ends is not written again with every save; a
+    window that got events since the last save is, with what it holds now."""
+    monkeypatch.chdir(tmp_path)
+    prompt = load(None, env=PROMPT_EVENT_TIME)
+    parse, raw = ParseStage(prompt), raw_messages([SAMPLES])
+    deliveries = [parse.process(raw[b:b + 10], 0.0) for b in range(0, len(raw), 10)]
+    events = events_topic(deliveries, 1)
+    corr, topic = CorrelateStage(prompt), MemoryTopic()
+    log = topic.changelog(prompt, "correlate")
+    idle_kept = written = 0
+    for b in range(0, len(events), 8):
+        part = corr.parts.get("events/0")
+        before = {k: (w.events, w.last_ts) for k, w in part.stores["windows.open"].items()} if part else {}
+        corr.process(events[b:b + 8], 0.0)
+        since = topic.partition(0).end
+        save(corr, log, topic)
+        now = {k: (w.events, w.last_ts) for k, w in corr.parts["events/0"].stores["windows.open"].items()}
+        got = {d["e"][0]: d["e"][2] for d in _written(topic, since) if d["entry"] == "windows.open"}
+        assert set(got) == {k for k, v in now.items() if before.get(k) != v}, f"batch at {b}"
+        for key, state in got.items():
+            assert state["events"] == now[key][0]
+        idle_kept += sum(1 for k in now if before.get(k) == now[k])
+        written += len(got)
+    assert written >= 3 and idle_kept >= 10, (written, idle_kept)
+
+
+def test_an_entry_that_never_changes_is_written_again_so_a_restore_reads_little(settings):
+    """A restore reads the changelog from the oldest record the state needs: an entry left
+    alone (a link kept for an hour, a cause never asked for) is written again after REFRESH
+    times the entries' number of records, so it does not make a restore read all history."""
+    stage, topic = CorrelateStage(settings), MemoryTopic()
+    log = topic.changelog(settings, "correlate")
+    tp = "events/0"
+    part = stage.partition(tp)
+    part.stores["causes.incidents"].put("quiet", {"id": "quiet", "details": {}})
+    churn = part.stores["windows.closed"]
+    for i in range(3000):                          # 3,000 saves of one new link each (10 kept)
+        churn.put(f"req-{i}", {"key": f"req-{i}", "last_ts": float(i)})
+        if len(churn) > 10:
+            churn.pop_oldest()
+        stage._dirty.add(tp)
+        save(stage, log, topic)
+    rewrites = [d for d in _written(topic, 0) if d["e"][0] == "quiet"]
+    assert 2 <= len(rewrites) <= 3000 // REFRESH_MIN + 1, len(rewrites)
+    fresh = CorrelateStage(settings)
+    reads = topic.partition(0).reads
+    assert restore_partition(fresh, topic.changelog(settings, "correlate"), tp, 0.0)
+    read = topic.partition(0).reads - reads
+    # the last manifest's search window, then at most REFRESH_MIN records of entries and the
+    # heads, tombstones and manifests of the saves they span (4 records per save here)
+    assert read <= SEARCH + 4 * REFRESH_MIN, read
+    assert list(fresh.parts[tp].stores["causes.incidents"]) == ["quiet"]
+    assert list(fresh.parts[tp].stores["windows.closed"]) == list(churn)
