@@ -27,11 +27,13 @@ changelog partition N, as
   the broker's default 1 MiB message limit);
 * held events ``<topic/N>@<seq>.<i>``: event ``seq`` (a number of its own,
   kept across restores) in one piece or more, written once, deleted once;
-* a manifest ``<topic/N>`` = ``{"gen", "chunks", "bytes", "sha256", "items",
-  "pieces", "next_seq", "from"}``, written once the rest of the save was
-  acknowledged: the head's generation and digest, the held events it
-  includes (ranges of seqs; pieces of those in more than one), and ``from``,
-  the lowest changelog offset of any record it needs.
+* a manifest ``<topic/N>`` = ``{"gen", "chunks", "bytes", "index", "sha256",
+  "next_seq", "from"}``, written once the rest of the save was acknowledged:
+  the head's generation, size and digest, and ``from``, the lowest changelog
+  offset of any record it needs. The records it includes (their seqs, and the
+  pieces of those in more than one) are the *index*, a bitmap of seqs
+  (``index_of``) written after the head in the same chunks: it grows with the
+  number of records, so it must not be limited to one Kafka message.
 
 Successive saves alternate the head between generations 0 and 1, so a save
 cut short by a crash leaves the previous manifest's head intact; held events
@@ -48,8 +50,10 @@ starts fresh from its committed offset.
 """
 from __future__ import annotations
 
+import base64
 import hashlib
 import logging
+import zlib
 from dataclasses import dataclass, field
 
 from pipeline import codec
@@ -73,19 +77,25 @@ Record = tuple  # (key, value or None for a tombstone, changelog partition)
 SEARCH = 256     # records read at a time (then 4, 16, ... times that) looking back for the manifest
 
 
-def _ranges(seqs) -> list[list[int]]:
-    """Sorted seqs as inclusive [first, last] runs."""
-    out: list[list[int]] = []
-    for seq in sorted(seqs):
-        if out and seq == out[-1][1] + 1:
-            out[-1][1] = seq
-        else:
-            out.append([seq, seq])
-    return out
+def index_of(pieces: dict[int, int]) -> bytes:
+    """The records of a state, seq -> pieces, as saved: a bitmap of the seqs from the lowest
+    (compressed: most are runs, of held events, or scattered, of rewritten entries) and the
+    pieces of the records in more than one."""
+    first = min(pieces, default=0)
+    bits = bytearray((max(pieces, default=-1) - first + 8) // 8)
+    for seq in pieces:
+        bits[(seq - first) >> 3] |= 1 << ((seq - first) & 7)
+    return codec.dumps({"first": first, "bits": base64.b64encode(zlib.compress(bytes(bits), 6)).decode(),
+                        "pieces": {str(seq): p for seq, p in pieces.items() if p > 1}})
 
 
-def _seqs(ranges) -> list[int]:
-    return [seq for first, last in ranges for seq in range(int(first), int(last) + 1)]
+def read_index(data: bytes) -> dict[int, int]:
+    """``index_of``'s seq -> pieces."""
+    doc = codec.loads(data)
+    first, bits = int(doc["first"]), zlib.decompress(base64.b64decode(doc["bits"]))
+    more = {int(s): int(p) for s, p in doc.get("pieces", {}).items()}
+    return {first + 8 * i + b: more.get(first + 8 * i + b, 1)
+            for i, byte in enumerate(bits) if byte for b in range(8) if byte >> b & 1}
 
 
 @dataclass
@@ -98,8 +108,9 @@ class Save:
     gen: int
     chunks: int
     head: bytes
-    new: dict[int, int] = field(default_factory=dict)      # seq -> pieces of the events written now
+    new: dict[int, int] = field(default_factory=dict)      # seq -> pieces of the records written now
     gone: list[int] = field(default_factory=list)          # seqs deleted by this manifest
+    index: bytes = b""                                     # index_of the records the manifest includes
     offsets: list[int] = field(default_factory=list)
     # set by ``manifest``: what the partition's records are once it is acknowledged
     live: dict[int, tuple[int, int]] = field(default_factory=dict)
@@ -156,7 +167,13 @@ class Changelog:
             save.new[seq] = len(pieces)
             first.extend((key, piece, number)
                          for key, piece in zip(self._item_keys(tp, seq, len(pieces)), pieces))
-        pieces = [head[i:i + CHUNK] for i in range(0, len(head), CHUNK)] or [b""]
+        live = {seq: p for seq, (_o, p) in self.live.get(tp, {}).items()}
+        for seq in save.gone:
+            live.pop(seq, None)
+        live.update(save.new)
+        save.index = index_of(live)
+        whole = head + save.index
+        pieces = [whole[i:i + CHUNK] for i in range(0, len(whole), CHUNK)] or [b""]
         save.chunks = len(pieces)
         first.extend((f"{tp}#{gen}.{i}".encode(), piece, number) for i, piece in enumerate(pieces))
         for i in range(len(pieces), self.chunks.get((tp, gen), 0)):
@@ -181,9 +198,8 @@ class Changelog:
         # deleted (a restore from it finds them, and deletes them, if the next save never comes)
         lowest = min([head_at] + [off for off, _p in live.values()] + list(doomed.values()))
         save.live, save.doomed = live, doomed
-        doc = {"gen": save.gen, "chunks": save.chunks, "bytes": len(save.head),
-               "sha256": hashlib.sha256(save.head).hexdigest(), "items": _ranges(live),
-               "pieces": {str(seq): p for seq, (_o, p) in live.items() if p > 1},
+        doc = {"gen": save.gen, "chunks": save.chunks, "bytes": len(save.head), "index": len(save.index),
+               "sha256": hashlib.sha256(save.head + save.index).hexdigest(),
                "next_seq": max(live, default=-1) + 1, "from": lowest}
         return (tp.encode(), codec.dumps(doc), partition_number(tp))
 
@@ -269,24 +285,28 @@ class Changelog:
         try:
             manifest = codec.loads(raw[1])
             gen, n = int(manifest["gen"]), int(manifest["chunks"])
-            seqs = _seqs(manifest.get("items", []))
-            pieces = {int(s): int(p) for s, p in manifest.get("pieces", {}).items()}
+            size, index_size = int(manifest["bytes"]), int(manifest["index"])
             next_seq = int(manifest.get("next_seq", 0))
         except Exception as exc:
-            raise StateUnreadable(f"manifest of {tp} in {self.topic} unreadable: {exc}") from None
+            raise StateUnreadable(f"manifest of {tp} in {self.topic} unreadable "
+                                  f"(or of an older format): {exc!r}") from None
         parts = [latest.get(f"{tp}#{gen}.{i}".encode()) for i in range(n)]
         if any(p is None for p in parts):
             raise StateUnreadable(f"state of {tp} in {self.topic}: chunk(s) of generation {gen} missing")
-        head = b"".join(p[1] for p in parts)
-        if hashlib.sha256(head).hexdigest() != manifest.get("sha256"):
+        whole = b"".join(p[1] for p in parts)
+        if len(whole) != size + index_size or hashlib.sha256(whole).hexdigest() != manifest.get("sha256"):
             raise StateUnreadable(f"state of {tp} in {self.topic}: chunks do not match their digest")
+        head = whole[:size]
+        try:
+            pieces = read_index(whole[size:])
+        except Exception as exc:
+            raise StateUnreadable(f"index of {tp} in {self.topic} unreadable: {exc!r}") from None
         items: dict[int, bytes] = {}
         live: dict[int, tuple[int, int]] = {}
-        for seq in seqs:
-            count = pieces.get(seq, 1)
+        for seq, count in sorted(pieces.items()):
             found = [latest.get(key) for key in self._item_keys(tp, seq, count)]
             if any(f is None for f in found):
-                raise StateUnreadable(f"state of {tp} in {self.topic}: held event {seq} missing")
+                raise StateUnreadable(f"state of {tp} in {self.topic}: record {seq} missing")
             items[seq] = b"".join(f[1] for f in found)
             live[seq] = (found[0][0], count)
         doomed = {key: off for key, seq, off in item_keys if seq not in live}

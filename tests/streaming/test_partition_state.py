@@ -253,11 +253,32 @@ def test_changelog_reads_back_the_last_complete_save(settings):
     part = topic.partition(2)
     kept = list(part.records)
     part.records = [r for r in kept if r[1] != b"events/2@1.0"]
-    with pytest.raises(StateUnreadable, match="held event 1 missing"):
+    with pytest.raises(StateUnreadable, match="record 1 missing"):
         topic.changelog(settings, "correlate").read("events/2")
     part.records = [(o, k, b"damaged" if k == b"events/2#0.1" else v) for o, k, v in kept]
     with pytest.raises(StateUnreadable, match="digest"):
         topic.changelog(settings, "correlate").read("events/2")
+
+
+def test_changelog_the_list_of_many_scattered_records_is_not_limited_to_one_message(settings):
+    """A correlate partition at its stores' capacities holds about 150,000 entries, each
+    rewritten under a new seq when it changes: their seqs are scattered. The list of the
+    records a state includes goes in the head's chunks, not in the manifest (one Kafka
+    message, 1 MiB by default), and is compact."""
+    topic, log = MemoryTopic(), Changelog(settings, "correlate")
+    fresh = [(seq, b"r") for seq in range(0, 600_000, 4)] + [(600_001, b"p" * (CHUNK + 1))]
+    sv = _save_raw(log, topic, "events/1", b"head", fresh=fresh)
+    manifest = topic.partition(1).records[-1]
+    assert manifest[1] == b"events/1" and len(manifest[2]) < 400, len(manifest[2])
+    assert len(sv.index) < 20_000, len(sv.index)                   # 150,001 seqs, bits not numbers
+    gone = list(range(0, 600_000, 8))                                # every other one changed
+    _save_raw(log, topic, "events/1", b"head 2", fresh=[(700_000 + i, b"s") for i in range(0, 75_000)],
+              gone=gone)
+    got = topic.changelog(settings, "correlate").read("events/1")
+    want = {seq: b"r" for seq in range(4, 600_000, 8)}
+    want[600_001] = b"p" * (CHUNK + 1)
+    want.update({700_000 + i: b"s" for i in range(75_000)})
+    assert got.head == b"head 2" and got.items == want and got.next_seq == 775_000
 
 
 def test_changelog_manifest_never_points_at_a_deleted_event(settings):
