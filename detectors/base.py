@@ -18,7 +18,7 @@ from typing import Callable
 
 from .incident import Incident
 from .model import Event
-from .store import KeyedStore
+from .store import KeyedStore, TrackedStore
 
 
 class IncidentBook:
@@ -80,7 +80,14 @@ class IncidentBook:
         stale = [k for k, inc in self.open.items() if now - inc.last_ts > self.quiet_period]
         return [self._resolve(k) for k in stale]
 
+    def tracked(self) -> TrackedStore:
+        """The open incidents saved one by one from now on (``snapshot`` is empty then)."""
+        self.open = TrackedStore.of(self.open, Incident.to_state, Incident.from_state, check=True)
+        return self.open
+
     def snapshot(self) -> list[dict]:
+        if isinstance(self.open, TrackedStore):
+            return []
         return [inc.to_state() for inc in self.open.values()]
 
     def restore(self, states: list[dict]) -> None:
@@ -112,6 +119,12 @@ class Detector:
 
     def restore(self, state: dict) -> None:
         self.book.restore(state.get("incidents", []))
+
+    def tracked_stores(self) -> dict[str, TrackedStore]:
+        """The stores to save one entry at a time rather than in ``snapshot()`` (they
+        leave it from now on), by name: those whose state grows with the traffic and
+        can be read back alone (nothing else is derived from them in ``restore``)."""
+        return {"incidents": self.book.tracked()}
 
 
 class FleetDetector(Detector):

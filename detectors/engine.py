@@ -174,11 +174,14 @@ class Engine:
     def tracked_stores(self) -> dict[str, TrackedStore]:
         """The stores to save entry by entry rather than in ``snapshot()`` (their
         state grows with the traffic, not with what changes between two saves): the
-        request windows and link indexes, the root causes. By name; empty without windows."""
-        if self.windows is None:
-            return {}
-        stores = {f"windows.{k}": v for k, v in self.windows.tracked_stores().items()}
-        stores.update((f"causes.{k}", v) for k, v in self.causes.tracked_stores().items())
+        detectors' (``Detector.tracked_stores``), the request windows and link indexes,
+        the root causes. By name."""
+        stores: dict[str, TrackedStore] = {}
+        for det in self.detectors:
+            stores.update((f"{det.name}.{k}", v) for k, v in det.tracked_stores().items())
+        if self.windows is not None:
+            stores.update((f"windows.{k}", v) for k, v in self.windows.tracked_stores().items())
+            stores.update((f"causes.{k}", v) for k, v in self.causes.tracked_stores().items())
         return stores
 
     def snapshot(self) -> dict:

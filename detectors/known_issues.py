@@ -463,9 +463,14 @@ class KnownIssues(Detector):
         return out
 
     # -- state ---------------------------------------------------------------
+    def tracked_stores(self) -> dict:
+        stores = super().tracked_stores()
+        stores.update((f"books.{sid}", book.tracked()) for sid, book in self.books.items())
+        return stores
+
     def snapshot(self) -> dict:
         return {
-            "books": {sid: book.snapshot() for sid, book in self.books.items() if book.open},
+            "books": {sid: st for sid, book in self.books.items() if book.open and (st := book.snapshot())},
             "pending": [[sid, list(key), p] for (sid, key), p in self.pending.items()],
             "recent": [[rid, sid, list(key), ts] for rid, (sid, key, ts) in self.recent.items()],
         }

@@ -29,7 +29,7 @@ from . import texts
 from .base import Detector
 from .incident import MAX_LIST, Incident, evidence_of
 from .model import Event
-from .store import KeyedStore
+from .store import KeyedStore, TrackedStore
 from .topology import ACTION_LINE, WORKERS, accepted_operation, worker_family
 
 
@@ -207,6 +207,15 @@ class RequestStalled(Detector):
         return []
 
     # -- state -------------------------------------------------------------------
+    def tracked_stores(self) -> dict:
+        """Not ``pending``: the aliases are derived from it in ``restore``."""
+        stores = super().tracked_stores()
+        self.actions = TrackedStore.of(self.actions, check=True)
+        self.recent = TrackedStore.of(self.recent, check=True)
+        self.stalled = TrackedStore.of(self.stalled, list, tuple, check=True)
+        stores.update(actions=self.actions, recent=self.recent, stalled=self.stalled)
+        return stores
+
     def snapshot(self) -> dict:
         return {
             "incidents": self.book.snapshot(), "wm": self.wm,

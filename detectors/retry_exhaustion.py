@@ -47,7 +47,7 @@ from . import texts
 from .base import Detector
 from .incident import Incident, evidence_of
 from .model import UUID, Event
-from .store import KeyedStore
+from .store import KeyedStore, TrackedStore
 
 WARN_UP = frozenset(("WARNING", "WARN", "ERROR", "CRITICAL", "FATAL", "TRACE"))
 
@@ -448,6 +448,19 @@ class RetryExhaustion(Detector):
             open_keys = set(self.book.open)
             self.refs.expire(lambda _r, k: k not in open_keys)
         return out
+
+    def tracked_stores(self) -> dict:
+        stores = super().tracked_stores()
+
+        def queues(maxlen: int):
+            return lambda q: deque(map(tuple, q), maxlen=maxlen)
+
+        self.attempts = TrackedStore.of(self.attempts, _queue, queues(10), check=True)
+        self.related = TrackedStore.of(self.related, _queue, queues(5), check=True)
+        self.refs = TrackedStore.of(self.refs, list, tuple, check=True)
+        self.ksa = TrackedStore.of(self.ksa, _queue, queues(10), check=True)
+        stores.update(attempts=self.attempts, related=self.related, refs=self.refs, ksa=self.ksa)
+        return stores
 
     def snapshot(self) -> dict:
         return {

@@ -15,6 +15,8 @@ from __future__ import annotations
 from collections import OrderedDict, deque
 from typing import Any, Callable, Generic, Hashable, Iterator, TypeVar
 
+import orjson
+
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 
@@ -118,24 +120,30 @@ class TrackedStore(KeyedStore[K, V]):
     """A KeyedStore saved entry by entry (pipeline/streaming/journal.py) instead of whole:
     it knows the keys changed since ``changes()`` was last called, and when each entry was
     last used (``at``: a number that only grows), so entries read back one by one regain
-    their order. A value may change in place only right after its key was ``put`` or
-    ``touch``-ed (that is what marks it changed). ``encode``/``decode``: a value's JSON form.
+    their order. ``snapshot()`` is empty: the entries are saved apart.
+
+    A value changed in place counts as changed when its key was ``put`` or ``touch``-ed;
+    with ``check`` (for code not written to that rule: the detectors), ``changes()`` also
+    compares every value's JSON with what was last saved -- the CPU of a whole snapshot,
+    the bytes of what changed. ``encode``/``decode``: a value's JSON form.
     """
-    __slots__ = ("changed", "at", "clock", "encode", "decode")
+    __slots__ = ("changed", "at", "clock", "encode", "decode", "check", "sums")
 
     def __init__(self, capacity: int, encode: Callable[[V], Any] = _identity,
-                 decode: Callable[[Any], V] = _identity) -> None:
+                 decode: Callable[[Any], V] = _identity, check: bool = False) -> None:
         super().__init__(capacity)
         self.changed: set = set()
         self.at: dict = {}
         self.clock = 0
         self.encode, self.decode = encode, decode
+        self.check = check
+        self.sums: dict = {}             # key -> hash of its value's JSON as last saved (check)
 
     @classmethod
     def of(cls, store: KeyedStore, encode: Callable[[V], Any] = _identity,
-           decode: Callable[[Any], V] = _identity) -> "TrackedStore":
+           decode: Callable[[Any], V] = _identity, check: bool = False) -> "TrackedStore":
         """``store``'s entries, in order, in a tracked store (all changed)."""
-        new = cls(store.capacity, encode, decode)
+        new = cls(store.capacity, encode, decode, check)
         for key, value in store.items():
             new.put(key, value)
         new.evicted = store.evicted
@@ -191,11 +199,24 @@ class TrackedStore(KeyedStore[K, V]):
         self.data.clear()
 
     # -- saving entry by entry -------------------------------------------------------------
+    def _sum(self, value: V) -> int:
+        return hash(orjson.dumps(self.encode(value)))
+
     def changes(self) -> list[K]:
         """The keys changed since the last call, least recently used first (a key no
         longer in the store is one that left it); forgets them."""
-        at = self.at
-        keys = sorted(self.changed, key=lambda k: at.get(k, 0))
+        changed, at = self.changed, self.at
+        if self.check:
+            sums, data = self.sums, self.data
+            for key, value in data.items():
+                h = self._sum(value)
+                if sums.get(key) != h:
+                    sums[key] = h
+                    changed.add(key)
+            for key in changed:
+                if key not in data:
+                    sums.pop(key, None)
+        keys = sorted(changed, key=lambda k: at.get(k, 0))
         self.changed = set()
         return keys
 
@@ -211,6 +232,11 @@ class TrackedStore(KeyedStore[K, V]):
         self.at = {k: at for k, at, _v in rows}
         self.clock = max(self.at.values(), default=0)
         self.changed = set()
+        self.sums = {k: self._sum(v) for k, v in self.data.items()} if self.check else {}
+
+    def snapshot(self, encode: Callable[[V], Any] = _identity) -> list[list]:
+        """Nothing: the entries are saved one by one (``changes``, ``entry``)."""
+        return []
 
     def restore(self, items: list, decode: Callable[[Any], V] | None = None) -> None:
         """A whole snapshot (``KeyedStore.snapshot``): every entry counts as changed."""

@@ -77,10 +77,11 @@ def main() -> int:
             old[stage.name] += len(stage.snapshot(tp)) + sum(len(r) for _t, _o, r in held(stage, tp))
             if stage is corr:                 # version 4 kept the recent ids in the head too
                 old[stage.name] += len(orjson.dumps(list(stage.parts[tp].seen.ids)))
-            if stage is corr:                 # version 5 the request windows and root causes
-                stores = stage.parts[tp].stores
-                sizes = {name: sum(len(orjson.dumps(st.entry(k))) for k in st) for name, st in stores.items()}
-                old[stage.name] += sum(sizes.values())
+            # version 5 the detectors' stores, request windows and root causes
+            stores = stage.parts[tp].stores
+            sizes = {name: sum(len(orjson.dumps(st.entry(k))) for k in st) for name, st in stores.items()}
+            old[stage.name] += sum(sizes.values())
+            if stage is corr:
                 whole = len(stage.snapshot(tp)) + sum(sizes.values())
                 for k, v in stage.parts[tp].to_state()["engine"].items():
                     engine_parts[k] += len(orjson.dumps(v))

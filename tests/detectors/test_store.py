@@ -70,3 +70,23 @@ def test_tracked_store_entries_read_back_in_any_order_give_the_same_store():
     assert back.changes() == []                    # what was read back is saved already
     back.touch(("ip", "10.0.0.2"))                 # used after the restore: last, and changed
     assert list(back)[-1] == ("ip", "10.0.0.2") and back.changes() == [("ip", "10.0.0.2")]
+
+
+def test_a_checked_store_also_finds_values_changed_in_place_without_a_touch():
+    """The detectors change an incident they got with ``get`` (a follow-up record, a host
+    that recovered): with ``check`` such a change is saved too, and only such a change."""
+    checked: TrackedStore = TrackedStore(10, check=True)
+    plain: TrackedStore = TrackedStore(10)
+    for s in (checked, plain):
+        s.put("a", {"count": 1})
+        s.put("b", {"count": 1})
+        assert s.changes() == ["a", "b"]
+        s.get("a")["count"] += 1                   # in place, no put, no touch
+    assert checked.changes() == ["a"] and checked.changes() == []
+    assert plain.changes() == []                   # the rule without check: touch what you change
+    back: TrackedStore = TrackedStore(10, check=True)
+    back.load([checked.entry(k) for k in checked])
+    assert back.changes() == []                    # what was read back counts as saved
+    back.get("b")["count"] = 7
+    assert back.changes() == ["b"]
+
