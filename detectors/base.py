@@ -91,8 +91,7 @@ class IncidentBook:
         return [inc.to_state() for inc in self.open.values()]
 
     def restore(self, states: list[dict]) -> None:
-        incidents = [Incident.from_state(st) for st in states]
-        self.open.restore([(inc.key, inc) for inc in incidents])
+        self.open.restore([(st["key"], st) for st in states], Incident.from_state)
 
 
 class Detector:

@@ -142,7 +142,10 @@ class TrackedStore(KeyedStore[K, V]):
     @classmethod
     def of(cls, store: KeyedStore, encode: Callable[[V], Any] = _identity,
            decode: Callable[[Any], V] = _identity, check: bool = False) -> "TrackedStore":
-        """``store``'s entries, in order, in a tracked store (all changed)."""
+        """``store``'s entries, in order, in a tracked store (all changed); ``store``
+        itself if it is tracked already."""
+        if isinstance(store, TrackedStore):
+            return store
         new = cls(store.capacity, encode, decode, check)
         for key, value in store.items():
             new.put(key, value)
@@ -200,7 +203,11 @@ class TrackedStore(KeyedStore[K, V]):
 
     # -- saving entry by entry -------------------------------------------------------------
     def _sum(self, value: V) -> int:
-        return hash(orjson.dumps(self.encode(value)))
+        doc = self.encode(value)
+        try:
+            return hash(orjson.dumps(doc, option=orjson.OPT_NON_STR_KEYS))
+        except TypeError:          # an integer past 64 bits (a log can say anything): saved as text
+            return hash(repr(doc))
 
     def changes(self) -> list[K]:
         """The keys changed since the last call, least recently used first (a key no

@@ -75,12 +75,12 @@ class CorrelatePartition(PartitionState):
             return codec.dumps({"seen": obj})
         return super().record(obj)
 
-    def restore_records(self, docs: list[tuple[int, object]]) -> None:
+    def restore_records(self, docs: list[tuple[int, object]]) -> list[int]:
         seen, rest = [], []
         for seq, doc in docs:
             (seen if isinstance(doc, dict) and "seen" in doc else rest).append((seq, doc))
         self.seen.restore([(seq, doc["seen"]) for seq, doc in seen])
-        super().restore_records(rest)
+        return super().restore_records(rest)
 
 
 class CorrelateStage(Stage):

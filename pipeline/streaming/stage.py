@@ -14,6 +14,7 @@ and reads a partition's state back when the partition is assigned to it.
 """
 from __future__ import annotations
 
+import logging
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -25,13 +26,15 @@ from pipeline.streaming.eventtime import EventTimeConfig, Held, Reorder, Sources
 from pipeline.streaming.journal import Entry, Journal
 
 # 1 was one pickle per stage; 2 had no event-time state; 3 no fleet routing; 4 held events in the head;
-# 5 request windows and root causes in the head
-STATE_VERSION = 6
+# 5 request windows and root causes in the head; 6 the detectors' incidents and keyed stores
+STATE_VERSION = 7
 # a tracked store's entry is written again once this many times the number of entries were
 # written after it (at least REFRESH_MIN): a restore reads the changelog from the oldest record
 # the state needs, so no record may stay needed for ever (a quiet link index entry would)
 REFRESH = 4
 REFRESH_MIN = 1024
+log = logging.getLogger("osloscope.worker")
+
 MARKER_EVERY = 5.0         # seconds between repeated watermark markers of an unchanged frontier
 
 
@@ -241,15 +244,18 @@ class PartitionState:
             return codec.dumps({"entry": obj.store, "e": self.stores[obj.store].entry(obj.key)})
         raise TypeError(f"no journal record of type {type(obj).__name__}")
 
-    def restore_records(self, docs: list[tuple[int, object]]) -> None:
+    def restore_records(self, docs: list[tuple[int, object]]) -> list[int]:
         """The journal's records read back, (seq, decoded JSON) in seq order: held events
-        and tracked stores' entries here; subclasses take theirs out first."""
+        and tracked stores' entries here; subclasses take theirs out first. The seqs of
+        entries of stores this engine no longer has (a signature retired since): to delete."""
         items, loads = [], {name: [] for name in self.stores}
+        retired: dict[str, list[int]] = {}
         for seq, doc in docs:
             if isinstance(doc, dict):
                 name = doc["entry"]
                 if name not in loads:
-                    raise ValueError(f"a saved entry of {name!r}, a store this engine does not have")
+                    retired.setdefault(name, []).append(seq)
+                    continue
                 loads[name].append(doc["e"])
                 key = doc["e"][0]
                 self.entries[Entry(name, tuple(key) if isinstance(key, list) else key)] = seq
@@ -259,6 +265,10 @@ class PartitionState:
         for name, entries in loads.items():
             self.stores[name].load(entries)
         self.held.restore(items)
+        for name, seqs in retired.items():
+            log.warning("saved state of %s (%d entries) dropped: the detectors have no such store now "
+                        "(a signature retired or renamed since)", name, len(seqs))
+        return [seq for seqs in retired.values() for seq in seqs]
 
     def restore(self, state: dict, now: float, records: dict[int, bytes], next_seq: int = 0) -> None:
         """Back to ``to_state``'s state and its journal ``records`` (seq -> ``record``);
@@ -269,8 +279,10 @@ class PartitionState:
         self.sources.restore(state.get("sources", {}), now)
         released = state.get("released")
         self.held.released = float("-inf") if released is None else released
-        self.restore_records([(seq, codec.loads(data)) for seq, data in sorted(records.items())])
+        retired = self.restore_records([(seq, codec.loads(data)) for seq, data in sorted(records.items())])
         self.journal.restored(records, max(next_seq, state.get("next_seq", 0)))
+        for seq in retired:
+            self.journal.drop(seq)              # deleted by the next save
 
 
 class Stage:

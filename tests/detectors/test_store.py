@@ -90,3 +90,11 @@ def test_a_checked_store_also_finds_values_changed_in_place_without_a_touch():
     back.get("b")["count"] = 7
     assert back.changes() == ["b"]
 
+
+
+def test_a_checked_store_takes_any_value_a_log_can_give():
+    s: TrackedStore = TrackedStore(10, check=True)
+    s.put(("h", 1), {"attempts": 99999999999999999999, 3: "a key that is not text"})
+    assert s.changes() == [("h", 1)]
+    s.get(("h", 1))["attempts"] += 1
+    assert s.changes() == [("h", 1)]

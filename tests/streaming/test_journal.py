@@ -156,3 +156,29 @@ def test_an_entry_that_never_changes_is_written_again_so_a_restore_reads_little(
     assert read <= SEARCH + 4 * REFRESH_MIN, read
     assert list(fresh.parts[tp].stores["causes.incidents"]) == ["quiet"]
     assert list(fresh.parts[tp].stores["windows.closed"]) == list(churn)
+
+
+def test_entries_of_a_store_the_detectors_no_longer_have_are_dropped_not_the_state(settings, caplog):
+    """A signature retired since the save: its incidents are dropped with a warning and
+    deleted by the next save; the rest of the partition's state is restored."""
+    from detectors.store import TrackedStore
+
+    stage, topic = CorrelateStage(settings), MemoryTopic()
+    log = topic.changelog(settings, "correlate")
+    part = stage.partition("events/0")
+    part.stores["known_issue.books.retired-signature"] = retired = TrackedStore(10)
+    retired.put(("h",), {"id": "x"})
+    part.stores["windows.closed"].put("req-1", {"key": "req-1", "last_ts": 1.0})
+    stage._dirty.add("events/0")
+    save(stage, log, topic)
+    fresh, log2 = CorrelateStage(settings), topic.changelog(settings, "correlate")
+    with caplog.at_level("WARNING"):
+        assert restore_partition(fresh, log2, "events/0", 0.0)
+    assert "known_issue.books.retired-signature (1 entries) dropped" in caplog.text
+    assert list(fresh.parts["events/0"].stores["windows.closed"]) == ["req-1"]
+    since = topic.partition(0).end
+    for _ in range(2):          # the manifest that stops listing it, then the deletion
+        fresh._dirty.add("events/0")
+        save(fresh, log2, topic)
+    deleted = [k for off, k, v in topic.partition(0).records if off >= since and v is None]
+    assert any(k.startswith(b"events/0@") for k in deleted), deleted
