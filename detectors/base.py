@@ -86,9 +86,7 @@ class IncidentBook:
         return self.open
 
     def snapshot(self) -> list[dict]:
-        if isinstance(self.open, TrackedStore):
-            return []
-        return [inc.to_state() for inc in self.open.values()]
+        return [st for _k, st in self.open.snapshot(Incident.to_state)]
 
     def restore(self, states: list[dict]) -> None:
         self.open.restore([(st["key"], st) for st in states], Incident.from_state)

@@ -470,7 +470,7 @@ class KnownIssues(Detector):
 
     def snapshot(self) -> dict:
         return {
-            "books": {sid: st for sid, book in self.books.items() if book.open and (st := book.snapshot())},
+            "books": {sid: st for sid, book in self.books.items() if (st := book.snapshot())},
             "pending": [[sid, list(key), p] for (sid, key), p in self.pending.items()],
             "recent": [[rid, sid, list(key), ts] for rid, (sid, key, ts) in self.recent.items()],
         }

@@ -288,7 +288,6 @@ class RequestWindows:
         self.owned: KeyedStore[str, list] = KeyedStore(RES_INDEX)     # owned id -> window keys
         self.wm: float | None = None
         self._sweep_at = float("-inf")      # next watermark at which idle windows are looked for
-        self.tracked = False
 
     def tracked_stores(self) -> dict[str, TrackedStore]:
         """Save the windows and link indexes entry by entry from now on: they leave
@@ -296,7 +295,6 @@ class RequestWindows:
         self.open = TrackedStore.of(self.open, Window.to_state, Window.from_state)
         self.closed = TrackedStore.of(self.closed)
         self.owned = TrackedStore.of(self.owned, decode=list)
-        self.tracked = True
         return {"open": self.open, "closed": self.closed, "owned": self.owned}
 
     # -- feeding --------------------------------------------------------------------
@@ -468,18 +466,15 @@ class RequestWindows:
 
     # -- state ----------------------------------------------------------------------------
     def snapshot(self) -> dict:
-        """The state as JSON; without the windows and indexes once ``tracked_stores`` was called."""
-        state = {"wm": self.wm, "sweep_at": None if self._sweep_at == float("-inf") else self._sweep_at}
-        if not self.tracked:
-            state.update(open=[w.to_state() for w in self.open.values()],
-                         closed=self.closed.snapshot(), owned=self.owned.snapshot())
-        return state
+        """The state as JSON (tracked stores snapshot as empty: their entries are saved apart)."""
+        return {"wm": self.wm, "open": [st for _k, st in self.open.snapshot(Window.to_state)],
+                "closed": self.closed.snapshot(), "owned": self.owned.snapshot(),
+                "sweep_at": None if self._sweep_at == float("-inf") else self._sweep_at}
 
     def restore(self, state: dict) -> None:
         self.wm = state.get("wm")
         sweep_at = state.get("sweep_at")
         self._sweep_at = float("-inf") if sweep_at is None else sweep_at
-        if "open" in state:
-            self.open.restore([(st["key"], st) for st in state["open"]], Window.from_state)
-            self.closed.restore(state.get("closed", []))
-            self.owned.restore(state.get("owned", []), list)
+        self.open.restore([(st["key"], st) for st in state.get("open", [])], Window.from_state)
+        self.closed.restore(state.get("closed", []))
+        self.owned.restore(state.get("owned", []), list)

@@ -25,13 +25,11 @@ class RootCauses:
     def __init__(self, max_requests: int = 20_000, max_incidents: int = 2_000) -> None:
         self.by_request: KeyedStore[str, dict] = KeyedStore(max_requests)
         self.incidents: KeyedStore[str, dict] = KeyedStore(max_incidents)   # id -> doc still without a cause
-        self.tracked = False
 
     def tracked_stores(self) -> dict[str, TrackedStore]:
         """Save the stores entry by entry from now on (they leave ``snapshot()``); by name."""
         self.by_request = TrackedStore.of(self.by_request)
         self.incidents = TrackedStore.of(self.incidents)
-        self.tracked = True
         return {"by_request": self.by_request, "incidents": self.incidents}
 
     def learn(self, summaries: list[dict]) -> list[dict]:
@@ -76,11 +74,8 @@ class RootCauses:
         return out
 
     def snapshot(self) -> dict:
-        if self.tracked:
-            return {}
         return {"by_request": self.by_request.snapshot(), "incidents": self.incidents.snapshot()}
 
     def restore(self, state: dict) -> None:
-        if "by_request" in state:
-            self.by_request.restore(state["by_request"])
-            self.incidents.restore(state.get("incidents", []))
+        self.by_request.restore(state.get("by_request", []))
+        self.incidents.restore(state.get("incidents", []))

@@ -25,6 +25,16 @@ def _identity(value: Any) -> Any:
     return value
 
 
+def key_to_json(key: Any) -> Any:
+    """A key as saved: a tuple as a list."""
+    return list(key) if isinstance(key, tuple) else key
+
+
+def key_from_json(key: Any) -> Any:
+    """A key read back: a list as the tuple it was."""
+    return tuple(key) if isinstance(key, list) else key
+
+
 class KeyedStore(Generic[K, V]):
     __slots__ = ("capacity", "data", "evicted")
 
@@ -110,10 +120,10 @@ class KeyedStore(Generic[K, V]):
 
     # -- state --------------------------------------------------------------------------
     def snapshot(self, encode: Callable[[V], Any] = _identity) -> list[list]:
-        return [[list(k) if isinstance(k, tuple) else k, encode(v)] for k, v in self.data.items()]
+        return [[key_to_json(k), encode(v)] for k, v in self.data.items()]
 
     def restore(self, items: list, decode: Callable[[Any], V] = _identity) -> None:
-        self.data = OrderedDict((tuple(k) if isinstance(k, list) else k, decode(v)) for k, v in items)
+        self.data = OrderedDict((key_from_json(k), decode(v)) for k, v in items)
 
 
 class TrackedStore(KeyedStore[K, V]):
@@ -229,11 +239,11 @@ class TrackedStore(KeyedStore[K, V]):
 
     def entry(self, key: K) -> list:
         """The saved form of ``key``'s entry: [key, when last used, value] (JSON-safe)."""
-        return [list(key) if isinstance(key, tuple) else key, self.at[key], self.encode(self.data[key])]
+        return [key_to_json(key), self.at[key], self.encode(self.data[key])]
 
     def load(self, entries: list) -> None:
         """Back to the entries ``entry`` gave, in any order; nothing is changed then."""
-        rows = sorted(((tuple(k) if isinstance(k, list) else k, int(at), v) for k, at, v in entries),
+        rows = sorted(((key_from_json(k), int(at), v) for k, at, v in entries),
                       key=lambda row: row[1])
         self.data = OrderedDict((k, self.decode(v)) for k, _at, v in rows)
         self.at = {k: at for k, at, _v in rows}
@@ -245,9 +255,9 @@ class TrackedStore(KeyedStore[K, V]):
         """Nothing: the entries are saved one by one (``changes``, ``entry``)."""
         return []
 
-    def restore(self, items: list, decode: Callable[[Any], V] | None = None) -> None:
-        """A whole snapshot (``KeyedStore.snapshot``): every entry counts as changed."""
-        super().restore(items, decode or self.decode)
+    def restore(self, items: list, decode: Callable[[Any], V] = _identity) -> None:
+        """A whole snapshot (``KeyedStore.snapshot``'s form): every entry counts as changed."""
+        super().restore(items, decode)
         self.at = {}
         for key in self.data:
             self._used(key)

@@ -19,6 +19,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from functools import lru_cache
 
+from detectors.store import key_from_json
 from pipeline import codec
 from pipeline.parsing.extract import Source
 from pipeline.parsing.naming import service_from_path
@@ -257,8 +258,7 @@ class PartitionState:
                     retired.setdefault(name, []).append(seq)
                     continue
                 loads[name].append(doc["e"])
-                key = doc["e"][0]
-                self.entries[Entry(name, tuple(key) if isinstance(key, list) else key)] = seq
+                self.entries[Entry(name, key_from_json(doc["e"][0]))] = seq
             else:
                 ts, order, it = doc
                 items.append((seq, ts, order, self.item_from_state(it)))

@@ -49,7 +49,7 @@ from pathlib import Path
 from pipeline import codec
 from pipeline.streaming.metrics import Metrics, consumer_lag
 from pipeline.streaming.kafka_clients import topic_partitions
-from pipeline.streaming.stage import FLEET_HEADER, MARKER_HEADER, UPSTREAM_HEADER
+from pipeline.streaming.stage import FLEET_HEADER, MARKER_HEADER, UPSTREAM_HEADER, partition_of
 from pipeline.streaming.stages import CorrelateStage, Output, ParseStage, RawMessage
 from pipeline.streaming.changelog import Changelog, restore_partition
 
@@ -369,7 +369,7 @@ def build_app(settings, *, sink=None):
             metrics.add(name, "batches", 1)
             yield msgs
             for e, m in zip(events, msgs):
-                if not unowned or f"{m.topic}/{m.partition}" not in unowned:
+                if not unowned or partition_of(m) not in unowned:
                     await stream.ack(e)
             if unowned:
                 unowned.clear()
@@ -391,9 +391,9 @@ def build_app(settings, *, sink=None):
                 # processed twice, and the partition's state written by two workers.
                 owned = owned_now()
                 if owned is not None:
-                    unowned.update(tp for tp in {f"{m.topic}/{m.partition}" for m in msgs} if tp not in owned)
+                    unowned.update(tp for tp in set(map(partition_of, msgs)) if tp not in owned)
                 if unowned:
-                    mine = [m for m in msgs if f"{m.topic}/{m.partition}" not in unowned]
+                    mine = [m for m in msgs if partition_of(m) not in unowned]
                     metrics.add(stage.name, "records_of_revoked_partitions", len(msgs) - len(mine))
                     log.info("%s: %d record(s) of partition(s) %s, revoked since they were fetched, are "
                              "left to their new owner", stage.name, len(msgs) - len(mine),
@@ -402,7 +402,7 @@ def build_app(settings, *, sink=None):
                 if not msgs:
                     continue
                 try:
-                    await restore(stage, {f"{m.topic}/{m.partition}" for m in msgs})
+                    await restore(stage, set(map(partition_of, msgs)))
                     t0 = time.perf_counter()
                     out = stage.process(msgs, time.monotonic(), **kw)
                     metrics.time(stage.name, "process", time.perf_counter() - t0)
